@@ -1,0 +1,1 @@
+"""Ingestion and the embedded store (DuckDB + Parquet). Lowest layer: imports only shared modules."""

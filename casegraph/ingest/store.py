@@ -1,0 +1,282 @@
+"""The embedded store: one directory = one DuckDB file + Parquet files + artifacts.
+
+Layout of a store directory::
+
+    store.duckdb        tables (see SCHEMA)
+    summaries/*.parquet per-slide summaries (mean embedding, k-means centres), one file a batch
+    artifacts/          model weights, FAISS indexes (written by later layers)
+
+Every write happens inside one DuckDB transaction (:meth:`Store.transaction`). Parquet
+files are written under fresh names *before* the commit that references them, so a
+killed process leaves at worst an unreferenced file (``casegraph doctor`` lists those),
+never a half-visible batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from casegraph.errors import StoreError
+
+DB_NAME = "store.duckdb"
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS ingest_batches (
+    batch_id VARCHAR PRIMARY KEY, started_at TIMESTAMP, finished_at TIMESTAMP,
+    casegraph_version VARCHAR, kind VARCHAR, inputs JSON, counts JSON, updates JSON);
+CREATE TABLE IF NOT EXISTS cohorts (
+    name VARCHAR PRIMARY KEY, source VARCHAR, batch_id VARCHAR);
+CREATE TABLE IF NOT EXISTS patients (
+    patient_id VARCHAR PRIMARY KEY, cohort VARCHAR NOT NULL, time DOUBLE NOT NULL,
+    event BOOLEAN NOT NULL, source_id VARCHAR, attributes JSON, batch_id VARCHAR);
+CREATE TABLE IF NOT EXISTS slides (
+    slide_id VARCHAR PRIMARY KEY, patient_id VARCHAR NOT NULL, cohort VARCHAR,
+    feature_path VARCHAR, sha256 VARCHAR, n_patches INTEGER, feature_dim INTEGER,
+    encoder VARCHAR, batch_id VARCHAR);
+CREATE TABLE IF NOT EXISTS features (
+    feature_id INTEGER PRIMARY KEY, name VARCHAR UNIQUE NOT NULL, gene VARCHAR NOT NULL,
+    modality VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS genomic_values (
+    patient_id VARCHAR NOT NULL, feature_id INTEGER NOT NULL, value FLOAT NOT NULL,
+    PRIMARY KEY (patient_id, feature_id));
+CREATE TABLE IF NOT EXISTS gene_groups (
+    group_set VARCHAR NOT NULL, group_name VARCHAR NOT NULL, gene VARCHAR NOT NULL,
+    position INTEGER NOT NULL, PRIMARY KEY (group_set, group_name, gene));
+CREATE TABLE IF NOT EXISTS splits (
+    split_set VARCHAR NOT NULL, fold INTEGER NOT NULL, patient_id VARCHAR NOT NULL,
+    role VARCHAR NOT NULL, PRIMARY KEY (split_set, fold, patient_id));
+CREATE TABLE IF NOT EXISTS slide_summaries (
+    slide_id VARCHAR NOT NULL, sha256 VARCHAR NOT NULL, k INTEGER NOT NULL,
+    seed INTEGER NOT NULL, file VARCHAR NOT NULL, row_index INTEGER NOT NULL,
+    PRIMARY KEY (slide_id, sha256, k, seed));
+"""
+
+
+class Store:
+    """An open store directory. Use :meth:`open` (creates the directory when asked)."""
+
+    def __init__(self, root: Path, con: duckdb.DuckDBPyConnection, read_only: bool) -> None:
+        self.root = root
+        self.con = con
+        self.read_only = read_only
+        self._in_transaction = False
+
+    # ----------------------------------------------------------------- lifecycle
+    @classmethod
+    def open(cls, root: str | Path, *, create: bool = True, read_only: bool = False) -> Store:
+        root = Path(root)
+        db = root / DB_NAME
+        if not db.exists():
+            if not create or read_only:
+                raise StoreError(
+                    f"no casegraph store at {root} (missing {DB_NAME}); "
+                    "run `casegraph ingest` or `casegraph demo` to create one"
+                )
+            root.mkdir(parents=True, exist_ok=True)
+        try:
+            con = duckdb.connect(str(db), read_only=read_only)
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open store {db}: {exc}") from None
+        store = cls(root, con, read_only)
+        if not read_only:
+            store._migrate()
+        return store
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        self.con.execute(SCHEMA)
+        self.con.execute(
+            "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
+            [str(SCHEMA_VERSION)],
+        )
+
+    def ensure_schema(self, ddl: str) -> None:
+        """Let a later layer add its tables (``CREATE TABLE IF NOT EXISTS ...``)."""
+        if not self.read_only:
+            self.con.execute(ddl)
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """All-or-nothing block; nested use joins the outer transaction."""
+        if self.read_only:
+            raise StoreError(f"store {self.root} is open read-only")
+        if self._in_transaction:
+            yield self.con
+            return
+        self.con.execute("BEGIN TRANSACTION")
+        self._in_transaction = True
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        else:
+            self.con.execute("COMMIT")
+        finally:
+            self._in_transaction = False
+
+    # ----------------------------------------------------------------- paths
+    @property
+    def summaries_dir(self) -> Path:
+        return self.root / "summaries"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.root / "artifacts"
+
+    # ----------------------------------------------------------------- reads
+    def query_df(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        return self.con.execute(sql, params or []).df()
+
+    def cohorts(self) -> list[str]:
+        return [r[0] for r in self.con.execute("SELECT name FROM cohorts ORDER BY name").fetchall()]
+
+    def patients(self, cohort: str | None = None) -> pd.DataFrame:
+        """Columns: patient_id, cohort, time, event, source_id, attributes (dict)."""
+        sql = "SELECT patient_id, cohort, time, event, source_id, attributes FROM patients"
+        df = (
+            self.query_df(sql + " WHERE cohort = ? ORDER BY patient_id", [cohort])
+            if cohort
+            else self.query_df(sql + " ORDER BY patient_id")
+        )
+        df["attributes"] = [json.loads(a) if isinstance(a, str) else {} for a in df["attributes"]]
+        return df
+
+    def slides(self, cohort: str | None = None) -> pd.DataFrame:
+        sql = (
+            "SELECT slide_id, patient_id, cohort, feature_path, sha256, n_patches, feature_dim,"
+            " encoder FROM slides"
+        )
+        if cohort:
+            return self.query_df(sql + " WHERE cohort = ? ORDER BY slide_id", [cohort])
+        return self.query_df(sql + " ORDER BY slide_id")
+
+    def feature_table(self) -> pd.DataFrame:
+        return self.query_df("SELECT feature_id, name, gene, modality FROM features ORDER BY feature_id")
+
+    def genomic_matrix(
+        self, patient_ids: Sequence[str], feature_names: Sequence[str] | None = None
+    ) -> tuple[npt.NDArray[np.float32], list[str], npt.NDArray[np.bool_]]:
+        """Dense (n_patients, n_features) float32 matrix in the order given.
+
+        Returns (matrix, feature names, present) where ``present[i, j]`` is False for values
+        the store does not hold (they are 0 in the matrix). Without ``feature_names``, every
+        feature any of these patients has, in feature-id order.
+        """
+        ids = list(patient_ids)
+        frame = pd.DataFrame({"patient_id": ids, "pos": np.arange(len(ids), dtype=np.int64)})
+        self.con.register("_wanted_patients", frame)
+        try:
+            long = self.con.execute(
+                "SELECT w.pos, g.feature_id, g.value FROM genomic_values g "
+                "JOIN _wanted_patients w USING (patient_id)"
+            ).fetchnumpy()
+        finally:
+            self.con.unregister("_wanted_patients")
+        features = self.feature_table()
+        if feature_names is None:
+            used = np.unique(long["feature_id"]) if len(long["feature_id"]) else np.array([], int)
+            features = features[features["feature_id"].isin(used)]
+        else:
+            by_name = features.set_index("name")
+            missing = [n for n in feature_names if n not in by_name.index]
+            if missing:
+                raise StoreError(f"features not in the store: {missing[:5]} ...")
+            features = by_name.loc[list(feature_names)].reset_index()
+        col_of = {int(fid): j for j, fid in enumerate(features["feature_id"])}
+        matrix = np.zeros((len(ids), len(col_of)), dtype=np.float32)
+        present = np.zeros(matrix.shape, dtype=bool)
+        fids = np.asarray(long["feature_id"], dtype=np.int64)
+        if fids.size:
+            lookup = np.full(int(max(fids.max(), max(col_of, default=0))) + 1, -1, dtype=np.int64)
+            for fid, j in col_of.items():
+                lookup[fid] = j
+            cols = lookup[fids]
+            keep = cols >= 0
+            rows = np.asarray(long["pos"], dtype=np.int64)[keep]
+            matrix[rows, cols[keep]] = np.asarray(long["value"], dtype=np.float32)[keep]
+            present[rows, cols[keep]] = True
+        return matrix, list(features["name"]), present
+
+    def gene_group_sets(self) -> list[str]:
+        rows = self.con.execute("SELECT DISTINCT group_set FROM gene_groups ORDER BY 1").fetchall()
+        return [r[0] for r in rows]
+
+    def gene_groups(self, group_set: str) -> dict[str, list[str]]:
+        """Group name -> genes, groups in the order of the signature file."""
+        rows = self.con.execute(
+            "SELECT group_name, gene, position FROM gene_groups WHERE group_set = ? "
+            "ORDER BY position, gene",
+            [group_set],
+        ).fetchall()
+        groups: dict[str, list[str]] = {}
+        for name, gene, _ in rows:
+            groups.setdefault(name, []).append(gene)
+        return groups
+
+    def split_sets(self) -> list[str]:
+        rows = self.con.execute("SELECT DISTINCT split_set FROM splits ORDER BY 1").fetchall()
+        return [r[0] for r in rows]
+
+    def splits(self, split_set: str) -> dict[int, tuple[list[str], list[str]]]:
+        """fold -> (train patient ids, evaluation patient ids), both sorted."""
+        rows = self.con.execute(
+            "SELECT fold, role, patient_id FROM splits WHERE split_set = ? ORDER BY fold, patient_id",
+            [split_set],
+        ).fetchall()
+        folds: dict[int, tuple[list[str], list[str]]] = {}
+        for fold, role, pid in rows:
+            train, val = folds.setdefault(int(fold), ([], []))
+            (train if role == "train" else val).append(pid)
+        return folds
+
+    def slide_summaries(
+        self, slide_ids: Sequence[str], k: int, seed: int
+    ) -> dict[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]:
+        """slide_id -> (mean embedding (D,), k-means centres (k, D)) for the current sha256."""
+        frame = pd.DataFrame({"slide_id": list(slide_ids)})
+        self.con.register("_wanted_slides", frame)
+        try:
+            refs = self.con.execute(
+                "SELECT s.slide_id, m.file, m.row_index FROM slides s "
+                "JOIN _wanted_slides w USING (slide_id) "
+                "JOIN slide_summaries m ON m.slide_id = s.slide_id AND m.sha256 = s.sha256 "
+                "WHERE m.k = ? AND m.seed = ?",
+                [k, seed],
+            ).fetchall()
+        finally:
+            self.con.unregister("_wanted_slides")
+        from casegraph.ingest.summaries import read_summary_rows
+
+        return read_summary_rows(self.summaries_dir, refs)
+
+    def batches(self) -> pd.DataFrame:
+        return self.query_df("SELECT * FROM ingest_batches ORDER BY started_at")
+
+    def counts(self) -> dict[str, int]:
+        tables = ["cohorts", "patients", "slides", "features", "genomic_values", "gene_groups",
+                  "splits", "slide_summaries", "ingest_batches"]
+        out = {}
+        for t in tables:
+            row = self.con.execute(f"SELECT count(*) FROM {t}").fetchone()  # table names are ours
+            out[t] = int(row[0]) if row else 0
+        return out

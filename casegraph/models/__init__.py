@@ -1,0 +1,1 @@
+"""Survival models: losses, metrics, encoders, baselines, MurreNet, CCL, MSRL, the CV runner."""

@@ -1,0 +1,38 @@
+"""The interface every survival model implements (baselines, MurreNet, CCL, MSRL).
+
+scikit-survival style: the constructor stores options; ``fit`` acts and sets fitted
+state ending in ``_``; stochastic code takes an explicit ``seed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from casegraph.models.data import CohortData
+
+
+@dataclass
+class Prediction:
+    """Per-patient outputs for n patients.
+
+    ``risk``: (n,) higher = worse prognosis. ``survival``: (n, n_bins) S(t) at the end of
+    each time bin, or None for continuous-risk models. ``embedding``: (n, d) or None.
+    """
+
+    patient_ids: list[str]
+    risk: npt.NDArray[np.float64]
+    survival: npt.NDArray[np.float64] | None = None
+    embedding: npt.NDArray[np.float32] | None = None
+
+
+@runtime_checkable
+class SurvivalModel(Protocol):
+    name: str
+
+    def fit(self, train: CohortData, valid: CohortData | None = None) -> SurvivalModel: ...
+
+    def predict(self, data: CohortData) -> Prediction: ...

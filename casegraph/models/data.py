@@ -1,0 +1,128 @@
+"""In-memory view of a cohort for modelling: targets, grouped genomics, bag references.
+
+Built from the store once (:meth:`CohortData.from_store`), then sliced by fold with
+:meth:`CohortData.subset`. Bags stay on disk and are read on demand (:meth:`load_bag`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from casegraph.ingest.bags import read_bag
+from casegraph.ingest.store import Store
+from casegraph.schema import Modality, SurvivalTarget
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass
+class CohortData:
+    """n patients of one or more cohorts.
+
+    ``genomics[j]`` is the (n, g_j) float32 matrix of gene group ``groups[j]`` (raw values;
+    fold-wise preprocessing happens in the models layer). ``bags[i]`` lists the feature files
+    of patient i's slides (possibly empty). ``attributes[i]`` holds extra table columns.
+    """
+
+    patient_ids: list[str]
+    target: SurvivalTarget
+    groups: list[str]
+    genomics: list[FloatArray]
+    bags: list[list[Path]]
+    cohorts: list[str]
+    attributes: list[dict[str, object]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.patient_ids)
+
+    def subset(self, index: npt.ArrayLike) -> CohortData:
+        idx = np.asarray(index, dtype=np.int64)
+        return replace(
+            self,
+            patient_ids=[self.patient_ids[i] for i in idx],
+            target=self.target[idx],
+            genomics=[g[idx] for g in self.genomics],
+            bags=[self.bags[i] for i in idx],
+            cohorts=[self.cohorts[i] for i in idx],
+            attributes=[self.attributes[i] for i in idx] if self.attributes else [],
+        )
+
+    def select(self, patient_ids: list[str]) -> CohortData:
+        pos = {p: i for i, p in enumerate(self.patient_ids)}
+        return self.subset([pos[p] for p in patient_ids])
+
+    @property
+    def group_sizes(self) -> list[int]:
+        return [int(g.shape[1]) for g in self.genomics]
+
+    def genomics_flat(self) -> FloatArray:
+        if not self.genomics:
+            return np.zeros((len(self), 0), dtype=np.float32)
+        return np.concatenate(self.genomics, axis=1)
+
+    def has_bags(self) -> bool:
+        return any(self.bags)
+
+    def load_bag(self, i: int) -> FloatArray:
+        """All patches of patient i's slides stacked: (N_total, D) float32."""
+        parts = [read_bag(p).features for p in self.bags[i]]
+        if not parts:
+            raise ValueError(f"patient {self.patient_ids[i]} has no slides")
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+
+    @classmethod
+    def from_store(
+        cls,
+        store: Store,
+        cohort: str | None = None,
+        group_set: str = "mcat",
+        modalities: tuple[Modality, ...] = (Modality.RNA, Modality.CNV, Modality.MUT),
+        require_slides: bool = False,
+    ) -> CohortData:
+        """Load patients of ``cohort`` (all cohorts if None) with genomics grouped by
+        ``group_set``: a group's features are every ``<gene>_{rnaseq,cnv,mut}`` the store
+        holds for a gene of that group (the MCAT convention), restricted to ``modalities``.
+        Groups with no feature for these patients are dropped.
+        """
+        patients = store.patients(cohort)
+        slides = store.slides(cohort)
+        if require_slides:
+            patients = patients[patients["patient_id"].isin(set(slides["patient_id"]))]
+        ids = list(patients["patient_id"])
+        matrix, names, _present = store.genomic_matrix(ids)
+        feats = store.feature_table().set_index("name").loc[names] if names else None
+        groups: list[str] = []
+        genomics: list[FloatArray] = []
+        wanted = {m.value for m in modalities}
+        for group, genes in store.gene_groups(group_set).items():
+            if feats is None:
+                break
+            gene_set = set(genes)
+            cols = [
+                j
+                for j, (gene, mod) in enumerate(zip(feats["gene"], feats["modality"], strict=True))
+                if gene in gene_set and mod in wanted
+            ]
+            if cols:
+                groups.append(group)
+                genomics.append(np.ascontiguousarray(matrix[:, cols]))
+        by_patient: dict[str, list[Path]] = {p: [] for p in ids}
+        for pid, path in zip(slides["patient_id"], slides["feature_path"], strict=True):
+            if pid in by_patient and path:
+                by_patient[pid].append(Path(path))
+        target = SurvivalTarget.from_arrays(
+            patients["time"].to_numpy(), patients["event"].to_numpy(), source="store"
+        )
+        return cls(
+            patient_ids=ids,
+            target=target,
+            groups=groups,
+            genomics=genomics,
+            bags=[by_patient[p] for p in ids],
+            cohorts=list(patients["cohort"]),
+            attributes=list(patients["attributes"]),
+        )

@@ -1,0 +1,1 @@
+"""Retrieval: FAISS vector indexes, WSI-only queries, the REST service."""
