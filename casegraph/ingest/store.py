@@ -60,6 +60,19 @@ CREATE TABLE IF NOT EXISTS slide_summaries (
     slide_id VARCHAR NOT NULL, sha256 VARCHAR NOT NULL, k INTEGER NOT NULL,
     seed INTEGER NOT NULL, file VARCHAR NOT NULL, row_index INTEGER NOT NULL,
     PRIMARY KEY (slide_id, sha256, k, seed));
+CREATE TABLE IF NOT EXISTS model_versions (
+    version_id VARCHAR PRIMARY KEY, model VARCHAR NOT NULL, cohort VARCHAR,
+    created_at TIMESTAMP NOT NULL, config JSON, metrics JSON, artifact_dir VARCHAR);
+CREATE TABLE IF NOT EXISTS model_buffer (
+    version_id VARCHAR NOT NULL, position INTEGER NOT NULL, patient_id VARCHAR NOT NULL,
+    PRIMARY KEY (version_id, position));
+CREATE TABLE IF NOT EXISTS model_neighbours (
+    version_id VARCHAR NOT NULL, patient_id VARCHAR NOT NULL, neighbour_id VARCHAR NOT NULL,
+    rank INTEGER NOT NULL, weight DOUBLE NOT NULL,
+    PRIMARY KEY (version_id, patient_id, neighbour_id));
+CREATE TABLE IF NOT EXISTS patient_embeddings (
+    version_id VARCHAR NOT NULL, kind VARCHAR NOT NULL, file VARCHAR NOT NULL,
+    dim INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (version_id, kind));
 """
 
 
@@ -269,12 +282,42 @@ class Store:
 
         return read_summary_rows(self.summaries_dir, refs)
 
+    def model_versions(self, model: str | None = None) -> pd.DataFrame:
+        sql = "SELECT * FROM model_versions"
+        if model:
+            return self.query_df(sql + " WHERE model = ? ORDER BY created_at", [model])
+        return self.query_df(sql + " ORDER BY created_at")
+
+    def latest_model_version(self, model: str) -> str | None:
+        row = self.con.execute(
+            "SELECT version_id FROM model_versions WHERE model = ? ORDER BY created_at DESC LIMIT 1",
+            [model],
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def model_neighbours(self, version_id: str) -> pd.DataFrame:
+        """Columns: patient_id, neighbour_id, rank, weight (top-K per patient)."""
+        return self.query_df(
+            "SELECT patient_id, neighbour_id, rank, weight FROM model_neighbours "
+            "WHERE version_id = ? ORDER BY patient_id, rank",
+            [version_id],
+        )
+
+    def model_buffer(self, version_id: str) -> list[str]:
+        """Buffer patient ids in FIFO order (position 0 = oldest)."""
+        rows = self.con.execute(
+            "SELECT patient_id FROM model_buffer WHERE version_id = ? ORDER BY position",
+            [version_id],
+        ).fetchall()
+        return [r[0] for r in rows]
+
     def batches(self) -> pd.DataFrame:
         return self.query_df("SELECT * FROM ingest_batches ORDER BY started_at")
 
     def counts(self) -> dict[str, int]:
         tables = ["cohorts", "patients", "slides", "features", "genomic_values", "gene_groups",
-                  "splits", "slide_summaries", "ingest_batches"]
+                  "splits", "slide_summaries", "ingest_batches", "model_versions",
+                  "model_neighbours"]
         out = {}
         for t in tables:
             row = self.con.execute(f"SELECT count(*) FROM {t}").fetchone()  # table names are ours
