@@ -3,6 +3,7 @@
 Layout of a store directory::
 
     store.duckdb        tables (see SCHEMA)
+    genomics/*.parquet  genomic values, one wide file (patient_id + feature columns) a batch
     summaries/*.parquet per-slide summaries (mean embedding, k-means centres), one file a batch
     artifacts/          model weights, FAISS indexes (written by later layers)
 
@@ -26,6 +27,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from casegraph.errors import StoreError
+from casegraph.ingest.parquet_files import genomic_file_columns, read_genomic_file
 
 DB_NAME = "store.duckdb"
 SCHEMA_VERSION = 1
@@ -43,13 +45,13 @@ CREATE TABLE IF NOT EXISTS patients (
 CREATE TABLE IF NOT EXISTS slides (
     slide_id VARCHAR PRIMARY KEY, patient_id VARCHAR NOT NULL, cohort VARCHAR,
     feature_path VARCHAR, sha256 VARCHAR, n_patches INTEGER, feature_dim INTEGER,
-    encoder VARCHAR, batch_id VARCHAR);
+    encoder VARCHAR, file_size BIGINT, file_mtime DOUBLE, batch_id VARCHAR);
 CREATE TABLE IF NOT EXISTS features (
     feature_id INTEGER PRIMARY KEY, name VARCHAR UNIQUE NOT NULL, gene VARCHAR NOT NULL,
     modality VARCHAR NOT NULL);
-CREATE TABLE IF NOT EXISTS genomic_values (
-    patient_id VARCHAR NOT NULL, feature_id INTEGER NOT NULL, value FLOAT NOT NULL,
-    PRIMARY KEY (patient_id, feature_id));
+CREATE TABLE IF NOT EXISTS genomic_rows (
+    patient_id VARCHAR PRIMARY KEY, file VARCHAR NOT NULL, row_index INTEGER NOT NULL,
+    batch_id VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS gene_groups (
     group_set VARCHAR NOT NULL, group_name VARCHAR NOT NULL, gene VARCHAR NOT NULL,
     position INTEGER NOT NULL, PRIMARY KEY (group_set, group_name, gene));
@@ -153,6 +155,10 @@ class Store:
         return self.root / "summaries"
 
     @property
+    def genomics_dir(self) -> Path:
+        return self.root / "genomics"
+
+    @property
     def artifacts_dir(self) -> Path:
         return self.root / "artifacts"
 
@@ -196,39 +202,49 @@ class Store:
         feature any of these patients has, in feature-id order.
         """
         ids = list(patient_ids)
-        frame = pd.DataFrame({"patient_id": ids, "pos": np.arange(len(ids), dtype=np.int64)})
-        self.con.register("_wanted_patients", frame)
-        try:
-            long = self.con.execute(
-                "SELECT w.pos, g.feature_id, g.value FROM genomic_values g "
-                "JOIN _wanted_patients w USING (patient_id)"
-            ).fetchnumpy()
-        finally:
-            self.con.unregister("_wanted_patients")
+        refs = self._genomic_refs(ids)
         features = self.feature_table()
         if feature_names is None:
-            used = np.unique(long["feature_id"]) if len(long["feature_id"]) else np.array([], int)
-            features = features[features["feature_id"].isin(used)]
+            used: set[str] = set()
+            for file in {f for f, _ in refs.values()}:
+                used.update(genomic_file_columns(self.genomics_dir / file))
+            features = features[features["name"].isin(used)]
+            names = list(features["name"])
         else:
-            by_name = features.set_index("name")
-            missing = [n for n in feature_names if n not in by_name.index]
-            if missing:
-                raise StoreError(f"features not in the store: {missing[:5]} ...")
-            features = by_name.loc[list(feature_names)].reset_index()
-        col_of = {int(fid): j for j, fid in enumerate(features["feature_id"])}
-        matrix = np.zeros((len(ids), len(col_of)), dtype=np.float32)
+            unknown = sorted(set(feature_names) - set(features["name"]))
+            if unknown:
+                raise StoreError(f"features not in the store: {unknown[:5]}")
+            names = list(feature_names)
+        col_of = {n: j for j, n in enumerate(names)}
+        matrix = np.zeros((len(ids), len(names)), dtype=np.float32)
         present = np.zeros(matrix.shape, dtype=bool)
-        fids = np.asarray(long["feature_id"], dtype=np.int64)
-        if fids.size:
-            lookup = np.full(int(max(fids.max(), max(col_of, default=0))) + 1, -1, dtype=np.int64)
-            for fid, j in col_of.items():
-                lookup[fid] = j
-            cols = lookup[fids]
-            keep = cols >= 0
-            rows = np.asarray(long["pos"], dtype=np.int64)[keep]
-            matrix[rows, cols[keep]] = np.asarray(long["value"], dtype=np.float32)[keep]
-            present[rows, cols[keep]] = True
-        return matrix, list(features["name"]), present
+        by_file: dict[str, list[tuple[int, int]]] = {}
+        for pos, pid in enumerate(ids):
+            if pid in refs:
+                file, row = refs[pid]
+                by_file.setdefault(file, []).append((pos, row))
+        for file, pairs in by_file.items():
+            cols, values = read_genomic_file(self.genomics_dir / file, names)
+            positions = np.array([p for p, _ in pairs], dtype=np.int64)
+            rows = np.array([r for _, r in pairs], dtype=np.int64)
+            target = np.array([col_of[c] for c in cols], dtype=np.int64)
+            block = values[rows]
+            ok = np.isfinite(block)
+            matrix[np.ix_(positions, target)] = np.where(ok, block, 0.0)
+            present[np.ix_(positions, target)] = ok
+        return matrix, names, present
+
+    def _genomic_refs(self, ids: list[str]) -> dict[str, tuple[str, int]]:
+        frame = pd.DataFrame({"patient_id": ids})
+        self.con.register("_wanted_patients", frame)
+        try:
+            rows = self.con.execute(
+                "SELECT g.patient_id, g.file, g.row_index FROM genomic_rows g "
+                "JOIN _wanted_patients w USING (patient_id)"
+            ).fetchall()
+        finally:
+            self.con.unregister("_wanted_patients")
+        return {pid: (file, int(row)) for pid, file, row in rows}
 
     def gene_group_sets(self) -> list[str]:
         rows = self.con.execute("SELECT DISTINCT group_set FROM gene_groups ORDER BY 1").fetchall()
@@ -289,11 +305,11 @@ class Store:
         return self.query_df(sql + " ORDER BY created_at")
 
     def latest_model_version(self, model: str) -> str | None:
-        row = self.con.execute(
+        rows = self.con.execute(
             "SELECT version_id FROM model_versions WHERE model = ? ORDER BY created_at DESC LIMIT 1",
             [model],
-        ).fetchone()
-        return None if row is None else str(row[0])
+        ).fetchall()
+        return str(rows[0][0]) if rows else None
 
     def model_neighbours(self, version_id: str) -> pd.DataFrame:
         """Columns: patient_id, neighbour_id, rank, weight (top-K per patient)."""
@@ -315,11 +331,10 @@ class Store:
         return self.query_df("SELECT * FROM ingest_batches ORDER BY started_at")
 
     def counts(self) -> dict[str, int]:
-        tables = ["cohorts", "patients", "slides", "features", "genomic_values", "gene_groups",
+        tables = ["cohorts", "patients", "slides", "features", "genomic_rows", "gene_groups",
                   "splits", "slide_summaries", "ingest_batches", "model_versions",
                   "model_neighbours"]
         out = {}
         for t in tables:
-            row = self.con.execute(f"SELECT count(*) FROM {t}").fetchone()  # table names are ours
-            out[t] = int(row[0]) if row else 0
+            out[t] = int(self.con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0])  # our names
         return out

@@ -1,0 +1,112 @@
+"""Match patch-feature files to slides and register the new or changed ones.
+
+Files are matched by slide id without extension (``.svs`` in tables, ``.h5``/``.pt`` on
+disk). A file whose path, size and modification time equal the stored ones is not read
+again; any other file is hashed and summarised (mean embedding, k-means centres).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from casegraph.errors import InputError
+from casegraph.ingest.bags import BAG_SUFFIXES, slide_key
+from casegraph.ingest.store import Store
+from casegraph.ingest.summaries import SummaryRow, register_bags
+from casegraph.ingest.tables import CohortTable
+from casegraph.runtime import progress
+
+SlideRow = tuple[str, str, str, str | None, str | None, int | None, int | None, str | None,
+                 int | None, float | None]
+
+
+@dataclass
+class BagPlan:
+    records: list[SummaryRow] = field(default_factory=list)
+    new_slide_rows: list[SlideRow] = field(default_factory=list)
+    updated_slide_rows: list[SlideRow] = field(default_factory=list)
+    unmatched_files: list[str] = field(default_factory=list)
+    slides_without_bags: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.new_slide_rows or self.updated_slide_rows)
+
+
+def find_bag_files(folders: list[Path]) -> dict[str, Path]:
+    """slide key -> file, over every ``.h5``/``.pt`` below the folders."""
+    found: dict[str, Path] = {}
+    for folder in folders:
+        if not folder.is_dir():
+            raise InputError("bag folder not found", file=folder, fix="check --bags")
+        for path in sorted(folder.rglob("*")):
+            if path.suffix in BAG_SUFFIXES and path.is_file():
+                key = slide_key(path.name)
+                if key in found and found[key] != path.resolve():
+                    raise InputError(f"two feature files for slide {key!r}: {found[key]}",
+                                     file=path, fix="keep one file per slide")
+                found[key] = path.resolve()
+    return found
+
+
+def plan_bags(store: Store, tables: list[CohortTable], folders: list[Path], k: int, seed: int,
+              encoder: str) -> BagPlan:
+    plan = BagPlan()
+    files = find_bag_files(folders)
+    stored = {row[0]: row for row in store.con.execute(
+        "SELECT slide_id, patient_id, cohort, feature_path, sha256, n_patches, feature_dim, "
+        "encoder, file_size, file_mtime FROM slides").fetchall()}
+    wanted: dict[str, tuple[str, str]] = {}
+    for table in tables:
+        for key, pid in table.slides:
+            wanted[key] = (pid, table.cohort)
+    for key, old_row in stored.items():
+        wanted.setdefault(key, (old_row[1], old_row[2]))
+    plan.unmatched_files = sorted(str(p) for key, p in files.items() if key not in wanted)
+    if plan.unmatched_files:
+        plan.warnings.append(f"{len(plan.unmatched_files)} feature file(s) match no slide of any "
+                             f"table, e.g. {plan.unmatched_files[0]}; they were not ingested")
+    to_register: list[tuple[str, str, str, Path]] = []
+    for key, (pid, cohort) in sorted(wanted.items()):
+        path = files.get(key)
+        old = stored.get(key)
+        if path is None:
+            if old is None:
+                plan.new_slide_rows.append((key, pid, cohort, None, None, None, None, None, None, None))
+            if old is None or old[3] is None:
+                plan.slides_without_bags += 1
+            continue
+        stat = path.stat()
+        if old is not None and old[3] == str(path) and old[8] == stat.st_size \
+                and old[9] == stat.st_mtime and old[1] == pid:
+            continue
+        to_register.append((key, pid, cohort, path))
+    summaries = list(progress(register_bags([p for *_, p in to_register], k, seed),
+                              "registering bags", total=len(to_register)))
+    dims: dict[str, set[int]] = {}
+    for old_row in stored.values():
+        if old_row[6] is not None:
+            dims.setdefault(old_row[2], set()).add(int(old_row[6]))
+    for (key, pid, cohort, path), summary in zip(to_register, summaries, strict=True):
+        _check_dim(dims, cohort, summary.dim, path)
+        stat = path.stat()
+        row: SlideRow = (key, pid, cohort, str(path), summary.sha256, summary.n_patches,
+                         summary.dim, encoder, stat.st_size, stat.st_mtime)
+        old = stored.get(key)
+        if old is None:
+            plan.new_slide_rows.append(row)
+        else:  # new content, a moved file, or only a new timestamp: refresh the reference
+            plan.updated_slide_rows.append(row)
+        plan.records.append(SummaryRow.from_record(key, summary, k, seed))
+    return plan
+
+
+def _check_dim(dims: dict[str, set[int]], cohort: str, dim: int, path: Path) -> None:
+    known = dims.setdefault(cohort, set())
+    if known and dim not in known:
+        raise InputError(f"feature dim {dim} differs from cohort {cohort!r}'s {sorted(known)[0]}",
+                         file=path, column="features",
+                         fix="extract every slide of a cohort with the same encoder")
+    known.add(dim)

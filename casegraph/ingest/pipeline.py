@@ -1,0 +1,364 @@
+"""One ingest batch: validate everything first, then write all of it in one transaction.
+
+Incremental and idempotent: patients, slides, gene groups and splits already in the store
+with the same content are skipped; a changed survival or genomic value is an error unless
+``update`` is set (then it is recorded in the batch). A batch with nothing new writes
+nothing at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from casegraph import __version__
+from casegraph.errors import InputError
+from casegraph.ingest.bag_plan import BagPlan, plan_bags
+from casegraph.ingest.parquet_files import write_genomic_file
+from casegraph.ingest.signatures import GeneGroups
+from casegraph.ingest.splits import SplitSet
+from casegraph.ingest.store import Store
+from casegraph.ingest.summaries import write_summary_file
+from casegraph.ingest.tables import CohortTable
+from casegraph.runtime import sha256_file
+
+PATIENT_COLUMNS = ["patient_id", "cohort", "time", "event", "source_id", "attributes", "batch_id"]
+SLIDE_COLUMNS = ["slide_id", "patient_id", "cohort", "feature_path", "sha256", "n_patches",
+                 "feature_dim", "encoder", "file_size", "file_mtime", "batch_id"]
+PAUSE_ENV = "CASEGRAPH_TEST_PAUSE_IN_TRANSACTION"  # tests: file to touch, then hang
+
+
+@dataclass
+class IngestRequest:
+    tables: list[CohortTable] = field(default_factory=list)
+    gene_groups: list[GeneGroups] = field(default_factory=list)
+    split_sets: list[SplitSet] = field(default_factory=list)
+    bag_dirs: list[Path] = field(default_factory=list)
+    update: bool = False
+    k: int = 6
+    seed: int = 0
+    encoder: str = "unknown"
+
+
+@dataclass
+class IngestReport:
+    batch_id: str | None = None
+    new_patients: int = 0
+    updated_patients: list[str] = field(default_factory=list)
+    unchanged_patients: int = 0
+    new_slides: int = 0
+    bags_registered: int = 0
+    unmatched_bag_files: list[str] = field(default_factory=list)
+    slides_without_bags: int = 0
+    new_gene_group_sets: list[str] = field(default_factory=list)
+    new_split_sets: list[str] = field(default_factory=list)
+    coverage: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return self.batch_id is not None
+
+
+@dataclass
+class _PatientPlan:
+    table: CohortTable
+    rows: list[int]  # rows of table to write (new or updated)
+    updated: list[str]
+
+
+def ingest(store: Store, request: IngestRequest) -> IngestReport:
+    report = IngestReport()
+    started = datetime.now(UTC)
+    _check_tables_disjoint(request.tables)
+    patient_plans = [_plan_patients(store, t, request.update, report) for t in request.tables]
+    new_features = _plan_features(store, request.tables)
+    group_sets = _plan_gene_groups(store, request, report)
+    split_sets = _plan_splits(store, request, report)
+    bag_plan = plan_bags(store, request.tables, request.bag_dirs, request.k, request.seed,
+                         request.encoder)
+    report.unmatched_bag_files = bag_plan.unmatched_files
+    report.slides_without_bags = bag_plan.slides_without_bags
+    report.bags_registered = len(bag_plan.records)
+    report.new_slides = len(bag_plan.new_slide_rows)
+    report.warnings.extend(bag_plan.warnings)
+    _report_coverage(store, request, report)
+    has_rows = any(p.rows for p in patient_plans)
+    if not (has_rows or new_features or group_sets or split_sets or bag_plan.has_changes):
+        return report
+    batch_id = started.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+    genomic_files = _write_genomic_files(store, batch_id, patient_plans)
+    summary_file = (write_summary_file(store.summaries_dir, batch_id, bag_plan.records)
+                    if bag_plan.records else None)
+    with store.transaction() as con:
+        _write_features(con, new_features)
+        for plan, file in zip(patient_plans, genomic_files, strict=True):
+            _write_patients(con, plan, file, batch_id)
+        _write_groups(con, group_sets)
+        _write_splits(con, split_sets)
+        _write_bags(con, bag_plan, summary_file, batch_id, request)
+        con.execute(
+            "INSERT INTO ingest_batches VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [batch_id, started, datetime.now(UTC), __version__, "ingest",
+             json.dumps(_inputs(request)), json.dumps(_counts(report)),
+             json.dumps({"updated_patients": report.updated_patients})],
+        )
+        _pause_for_tests()
+    report.batch_id = batch_id
+    return report
+
+
+def _check_tables_disjoint(tables: list[CohortTable]) -> None:
+    seen: dict[str, Path] = {}
+    for table in tables:
+        for pid in table.patient_ids:
+            if pid in seen and seen[pid] != table.source:
+                raise InputError(f"patient {pid!r} appears in two input tables ({seen[pid]})",
+                                 file=table.source, fix="ingest each patient from one table")
+            seen[pid] = table.source
+
+
+def _plan_patients(store: Store, table: CohortTable, update: bool,
+                   report: IngestReport) -> _PatientPlan:
+    existing = store.con.execute(
+        "SELECT patient_id, cohort, time, event FROM patients WHERE patient_id IN "
+        "(SELECT unnest(?::VARCHAR[]))", [table.patient_ids]
+    ).fetchall()
+    known = {pid: (cohort, t, e) for pid, cohort, t, e in existing}
+    pos = {pid: i for i, pid in enumerate(table.patient_ids)}
+    changed: dict[str, str] = {}
+    for pid, (cohort, t, e) in known.items():
+        i = pos[pid]
+        if cohort != table.cohort:
+            changed[pid] = f"cohort {cohort!r} -> {table.cohort!r}"
+        elif float(t) != float(table.time[i]) or bool(e) != bool(table.event[i]):
+            changed[pid] = f"survival ({t}, {e}) -> ({table.time[i]}, {bool(table.event[i])})"
+    _compare_genomics(store, table, [p for p in known if p not in changed], pos, changed)
+    if changed and not update:
+        pid, what = next(iter(sorted(changed.items())))
+        raise InputError(
+            f"{len(changed)} patient(s) already in the store have different values, e.g. "
+            f"{pid!r}: {what}", file=table.source, row=pid,
+            fix="pass --update to overwrite them (recorded in the batch)")
+    report.updated_patients.extend(sorted(changed))
+    new_rows = [pos[p] for p in table.patient_ids if p not in known]
+    report.new_patients += len(new_rows)
+    report.unchanged_patients += len(known) - len(changed)
+    rows = sorted(new_rows + [pos[p] for p in changed])
+    return _PatientPlan(table=table, rows=rows, updated=sorted(changed))
+
+
+def _compare_genomics(store: Store, table: CohortTable, pids: list[str], pos: dict[str, int],
+                      changed: dict[str, str]) -> None:
+    if not pids or not table.feature_names:
+        return
+    known_names = set(store.feature_table()["name"])
+    if any(n not in known_names for n in table.feature_names):
+        for pid in pids:
+            changed[pid] = "new genomic features"
+        return
+    stored, _, present = store.genomic_matrix(pids, table.feature_names)
+    incoming = table.genomics[[pos[p] for p in pids]]
+    has_value = np.isfinite(incoming)
+    differs = (has_value != present) | (has_value & (stored != np.where(has_value, incoming, 0)))
+    for r in np.flatnonzero(differs.any(axis=1)):
+        col = table.feature_names[int(np.flatnonzero(differs[r])[0])]
+        changed[pids[int(r)]] = f"genomic value {col}"
+
+
+def _plan_features(store: Store, tables: list[CohortTable]) -> list[tuple[int, str, str, str]]:
+    known = set(store.feature_table()["name"])
+    next_id = int(store.con.execute(
+        "SELECT coalesce(max(feature_id), -1) FROM features").fetchall()[0][0]) + 1
+    out = []
+    for table in tables:
+        for name, gene, modality in zip(table.feature_names, table.feature_genes,
+                                        table.feature_modalities, strict=True):
+            if name not in known:
+                known.add(name)
+                out.append((next_id, name, gene, modality))
+                next_id += 1
+    return out
+
+
+def _plan_gene_groups(store: Store, request: IngestRequest,
+                      report: IngestReport) -> list[GeneGroups]:
+    out = []
+    for groups in request.gene_groups:
+        stored = store.gene_groups(groups.group_set)
+        if _same_groups(stored, groups.groups):
+            continue
+        if stored and not request.update:
+            raise InputError(f"gene-group set {groups.group_set!r} is already stored with "
+                             "different groups", file=groups.source,
+                             fix="pass --update to replace it, or name it differently")
+        out.append(groups)
+        report.new_gene_group_sets.append(groups.group_set)
+    return out
+
+
+def _same_groups(a: dict[str, list[str]], b: dict[str, list[str]]) -> bool:
+    return {k: sorted(v) for k, v in a.items()} == {k: sorted(v) for k, v in b.items()}
+
+
+def _plan_splits(store: Store, request: IngestRequest, report: IngestReport) -> list[SplitSet]:
+    incoming = {p for t in request.tables for p in t.patient_ids}
+    out = []
+    for split in request.split_sets:
+        stored = store.splits(split.name)
+        unknown = sorted(split.patients() - incoming - _stored_ids(store, split.patients()))
+        if unknown:
+            report.warnings.append(f"{split.source}: {len(unknown)} patient(s) in the splits are "
+                                   f"not in the store (e.g. {unknown[0]}); they are dropped")
+            drop = set(unknown)
+            split = SplitSet(split.name, split.source, {
+                k: ([p for p in tr if p not in drop], [p for p in va if p not in drop])
+                for k, (tr, va) in split.folds.items()})
+        merged = {k: (sorted(set(stored.get(k, ([], []))[0]) | set(tr)),
+                      sorted(set(stored.get(k, ([], []))[1]) | set(va)))
+                  for k, (tr, va) in split.folds.items()}
+        if all(stored.get(k) == v for k, v in merged.items()):
+            continue
+        clash = [p for k, (tr, va) in merged.items() for p in set(tr) & set(va)]
+        if clash:
+            raise InputError(f"patient {clash[0]!r} would be in train and val of one fold of "
+                             f"split set {split.name!r}", file=split.source,
+                             fix="name the new split set differently (--split-name)")
+        out.append(SplitSet(split.name, split.source, merged))
+        report.new_split_sets.append(split.name)
+    return out
+
+
+def _stored_ids(store: Store, ids: set[str]) -> set[str]:
+    rows = store.con.execute(
+        "SELECT patient_id FROM patients WHERE patient_id IN (SELECT unnest(?::VARCHAR[]))",
+        [sorted(ids)]).fetchall()
+    return {r[0] for r in rows}
+
+
+def _report_coverage(store: Store, request: IngestRequest, report: IngestReport) -> None:
+    genes = set(store.feature_table()["gene"])
+    for table in request.tables:
+        genes.update(table.feature_genes)
+    sets = list(request.gene_groups)
+    for name in store.gene_group_sets():
+        if name not in {g.group_set for g in sets}:
+            sets.append(GeneGroups(name, Path("store"), store.gene_groups(name)))
+    for groups in sets:
+        report.coverage[groups.group_set] = groups.coverage(genes)
+
+
+def _write_genomic_files(store: Store, batch_id: str, plans: list[_PatientPlan]) -> list[str | None]:
+    files: list[str | None] = []
+    for plan in plans:
+        if not plan.rows or not plan.table.feature_names:
+            files.append(None)
+            continue
+        t = plan.table
+        files.append(write_genomic_file(store.genomics_dir, batch_id,
+                                        [t.patient_ids[i] for i in plan.rows], t.feature_names,
+                                        t.genomics[plan.rows]))
+    return files
+
+
+def _insert_rows(con, table: str, columns: list[str], rows: list[tuple[object, ...]]) -> None:  # type: ignore[no-untyped-def]
+    """Bulk insert through a registered DataFrame (executemany is row-at-a-time in DuckDB)."""
+    if not rows:
+        return
+    frame = pd.DataFrame(rows, columns=columns)
+    con.register("_bulk_rows", frame)
+    try:
+        con.execute(f"INSERT INTO {table} ({', '.join(columns)}) "  # our own identifiers only
+                    f"SELECT {', '.join(columns)} FROM _bulk_rows ON CONFLICT DO NOTHING")
+    finally:
+        con.unregister("_bulk_rows")
+
+
+def _write_features(con, features: list[tuple[int, str, str, str]]) -> None:  # type: ignore[no-untyped-def]
+    if features:
+        _insert_rows(con, "features", ["feature_id", "name", "gene", "modality"], features)
+
+
+def _write_patients(con, plan: _PatientPlan, genomic_file: str | None, batch_id: str) -> None:  # type: ignore[no-untyped-def]
+    t = plan.table
+    if not plan.rows:
+        return
+    con.execute("INSERT INTO cohorts VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                [t.cohort, str(t.source), batch_id])
+    ids = [t.patient_ids[i] for i in plan.rows]
+    if plan.updated:
+        con.execute("DELETE FROM patients WHERE patient_id IN (SELECT unnest(?::VARCHAR[]))",
+                    [plan.updated])
+        con.execute("DELETE FROM genomic_rows WHERE patient_id IN (SELECT unnest(?::VARCHAR[]))",
+                    [plan.updated])
+    _insert_rows(con, "patients", PATIENT_COLUMNS,
+                 [(t.patient_ids[i], t.cohort, float(t.time[i]), bool(t.event[i]), t.patient_ids[i],
+                   json.dumps(t.attributes[i]), batch_id) for i in plan.rows])
+    if genomic_file:
+        _insert_rows(con, "genomic_rows", ["patient_id", "file", "row_index", "batch_id"],
+                     [(pid, genomic_file, r, batch_id) for r, pid in enumerate(ids)])
+
+
+def _write_groups(con, group_sets: list[GeneGroups]) -> None:  # type: ignore[no-untyped-def]
+    for groups in group_sets:
+        con.execute("DELETE FROM gene_groups WHERE group_set = ?", [groups.group_set])
+        _insert_rows(con, "gene_groups", ["group_set", "group_name", "gene", "position"],
+                     [(groups.group_set, name, gene, position)
+                      for position, (name, genes) in enumerate(groups.groups.items())
+                      for gene in genes])
+
+
+def _write_splits(con, split_sets: list[SplitSet]) -> None:  # type: ignore[no-untyped-def]
+    for split in split_sets:
+        con.execute("DELETE FROM splits WHERE split_set = ?", [split.name])
+        _insert_rows(con, "splits", ["split_set", "fold", "patient_id", "role"],
+                     [(split.name, k, p, role) for k, (tr, va) in split.folds.items()
+                      for role, ids in (("train", tr), ("val", va)) for p in ids])
+
+
+def _write_bags(con, plan: BagPlan, summary_file: str | None, batch_id: str,  # type: ignore[no-untyped-def]
+                request: IngestRequest) -> None:
+    if plan.new_slide_rows:
+        _insert_rows(con, "slides", SLIDE_COLUMNS, [(*row, batch_id) for row in plan.new_slide_rows])
+    for row in plan.updated_slide_rows:
+        slide_id, *rest = row
+        con.execute("UPDATE slides SET patient_id = ?, cohort = ?, feature_path = ?, sha256 = ?, "
+                    "n_patches = ?, feature_dim = ?, encoder = ?, file_size = ?, file_mtime = ?, "
+                    "batch_id = ? WHERE slide_id = ?", [*rest, batch_id, slide_id])
+    if summary_file:
+        _insert_rows(con, "slide_summaries",
+                     ["slide_id", "sha256", "k", "seed", "file", "row_index"],
+                     [(rec.slide_id, rec.sha256, request.k, request.seed, summary_file, i)
+                      for i, rec in enumerate(plan.records)])
+
+
+def _inputs(request: IngestRequest) -> dict[str, object]:
+    files = [t.source for t in request.tables] + [x for t in request.tables for x in t.extra_sources]
+    files += [g.source for g in request.gene_groups]
+    return {
+        "files": {str(f): sha256_file(f) for f in files if Path(f).is_file()},
+        "split_dirs": [str(s.source) for s in request.split_sets],
+        "bag_dirs": [str(d) for d in request.bag_dirs],
+        "k": request.k, "seed": request.seed, "encoder": request.encoder,
+    }
+
+
+def _counts(report: IngestReport) -> dict[str, object]:
+    return {"new_patients": report.new_patients, "updated_patients": len(report.updated_patients),
+            "new_slides": report.new_slides, "bags_registered": report.bags_registered,
+            "gene_group_sets": report.new_gene_group_sets, "split_sets": report.new_split_sets}
+
+
+def _pause_for_tests() -> None:
+    marker = os.environ.get(PAUSE_ENV)
+    if marker:
+        Path(marker).write_text("in transaction", encoding="utf-8")
+        time.sleep(300)

@@ -1,0 +1,270 @@
+"""Cohort table readers: MCAT/PORPOISE, SurvPath (labels + RNA matrix), and generic tables.
+
+Each reader returns a validated :class:`CohortTable` (one row per patient, slides listed
+separately, genomics as a dense float32 matrix) or raises an
+:class:`~casegraph.errors.InputError` naming file, row, column and the fix. Row numbers in
+messages are 1-based line numbers of the file (the header is line 1).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from casegraph.errors import InputError
+from casegraph.ingest.bags import slide_key
+from casegraph.schema import Modality
+
+FloatMatrix = npt.NDArray[np.float32]
+
+
+@dataclass
+class CohortTable:
+    """A validated cohort. ``genomics[i, j]`` is feature ``feature_names[j]`` of patient i
+    (NaN where the source has no value for that patient, e.g. no RNA row)."""
+
+    source: Path
+    cohort: str
+    patient_ids: list[str]
+    time: npt.NDArray[np.float64]
+    event: npt.NDArray[np.bool_]
+    attributes: list[dict[str, object]]
+    slides: list[tuple[str, str]]  # (slide key, patient id)
+    feature_names: list[str]
+    feature_genes: list[str]
+    feature_modalities: list[str]
+    genomics: FloatMatrix
+    extra_sources: list[Path] = field(default_factory=list)
+
+    @property
+    def n_patients(self) -> int:
+        return len(self.patient_ids)
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """Column names of a generic table. Exactly one of ``event`` / ``censorship`` is set:
+    ``event`` means 1 = event observed; ``censorship`` means 1 = censored (MCAT style)."""
+
+    patient: str = "case_id"
+    time: str = "survival_months"
+    event: str | None = None
+    censorship: str | None = "censorship"
+    slide: str | None = "slide_id"
+
+    def __post_init__(self) -> None:
+        if (self.event is None) == (self.censorship is None):
+            raise InputError("state exactly one of the event or censorship columns",
+                             fix="pass --event COL (1 = death) or --censorship COL (1 = censored)")
+
+
+MCAT_MAPPING = ColumnMapping()
+IGNORED_COLUMNS = {"Unnamed: 0", "Unnamed: 0.1", ""}
+LEGACY_COLUMNS = {"train"}  # the PORPOISE legacy split flag: use split files instead
+
+
+def read_csv_checked(path: Path, keep_index_column: bool = False, **kwargs: object) -> pd.DataFrame:
+    """pandas.read_csv with every failure turned into an InputError about ``path``."""
+    if not path.is_file():
+        raise InputError("file not found", file=path, fix="check the path")
+    if path.stat().st_size == 0:
+        raise InputError("file is empty", file=path, fix="export the table again")
+    try:
+        df = pd.read_csv(path, low_memory=False, encoding="utf-8", **kwargs)  # type: ignore[call-overload]
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte {exc.start}: {exc.reason})", file=path,
+                         fix="re-save the table as UTF-8 CSV") from None
+    except pd.errors.EmptyDataError:
+        raise InputError("file has no columns", file=path, fix="export the table again") from None
+    except pd.errors.ParserError as exc:
+        raise InputError(f"not a valid CSV ({_first_line(exc)})", file=path,
+                         fix="check delimiters and quoting") from None
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise InputError(f"cannot read the file ({exc.__class__.__name__}: {exc})", file=path,
+                         fix="re-download or re-compress the file") from None
+    if df.shape[0] == 0:
+        raise InputError("table has a header but no rows", file=path)
+    columns = list(df.columns[1:]) if keep_index_column else list(df.columns)
+    drop = [c for c in columns if str(c) in IGNORED_COLUMNS or str(c).startswith("Unnamed:")]
+    return df.drop(columns=drop)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+
+
+def cohort_name_from_path(path: Path) -> str:
+    """``tcga_blca_all_clean.csv.zip`` -> ``blca``; otherwise the file stem."""
+    name = path.name
+    match = re.match(r"tcga_([a-z0-9]+)_all_clean", name)
+    if match:
+        return match.group(1)
+    return name.split(".")[0]
+
+
+def read_mcat_table(path: str | Path, cohort: str | None = None,
+                    mapping: ColumnMapping = MCAT_MAPPING) -> CohortTable:
+    """MCAT/PORPOISE table (one row per slide) or any table under a column ``mapping``."""
+    path = Path(path)
+    df = read_csv_checked(path)
+    return _table_from_frame(df, path, cohort or cohort_name_from_path(path), mapping)
+
+
+def read_survpath(labels: str | Path, rna: str | Path, cohort: str | None = None) -> CohortTable:
+    """SurvPath: a label table (one row per slide) plus a patients x genes RNA matrix whose
+    first column is the case id. RNA columns become ``<gene>_rnaseq`` features."""
+    labels, rna = Path(labels), Path(rna)
+    label_df = read_csv_checked(labels)
+    rna_df = read_csv_checked(rna, keep_index_column=True)
+    first = rna_df.columns[0]
+    if rna_df[first].dtype.kind in "fiu":
+        raise InputError("first column must hold case ids", file=rna, column=str(first),
+                         fix="put the patient id in the first column of the RNA matrix")
+    rna_df = rna_df.rename(columns={first: "__case__"})
+    dup = rna_df["__case__"].duplicated()
+    if dup.any():
+        row = int(np.flatnonzero(dup.to_numpy())[0])
+        raise InputError(f"case {rna_df['__case__'].iloc[row]!r} appears twice", file=rna,
+                         row=row + 2, column=str(first), fix="keep one row per patient")
+    genes = [c for c in rna_df.columns if c != "__case__"]
+    _check_numeric(rna_df, genes, rna)
+    rna_df = rna_df.rename(columns={g: f"{g}_rnaseq" for g in genes})
+    merged = label_df.merge(rna_df, how="left", left_on="case_id", right_on="__case__")
+    merged = merged.drop(columns=["__case__"])
+    table = _table_from_frame(merged, labels, cohort or labels.parent.name, MCAT_MAPPING,
+                              allow_missing_genomics=True)
+    table.extra_sources.append(rna)
+    return table
+
+
+def _table_from_frame(df: pd.DataFrame, path: Path, cohort: str, mapping: ColumnMapping,
+                      allow_missing_genomics: bool = False) -> CohortTable:
+    label_col = mapping.event or mapping.censorship
+    required = [mapping.patient, mapping.time, label_col]
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise InputError(f"missing required column(s) {missing}", file=path,
+                         fix=f"the table needs {required}; for other names pass a column mapping")
+    feature_cols = [c for c in df.columns if Modality.from_suffix(str(c))]
+    _check_numeric(df, feature_cols, path, allow_nan=allow_missing_genomics)
+    ids = df[mapping.patient]
+    if ids.isna().any():
+        row = int(np.flatnonzero(ids.isna().to_numpy())[0])
+        raise InputError("empty patient id", file=path, row=row + 2, column=mapping.patient)
+    ids = ids.astype(str).str.strip()
+    time = _numeric_column(df, mapping.time, path)
+    bad = np.flatnonzero(~np.isfinite(time) | (time < 0))
+    if bad.size:
+        raise InputError(f"survival time must be finite and >= 0, got {time[bad[0]]!r}",
+                         file=path, row=int(bad[0]) + 2, column=mapping.time,
+                         fix="correct or remove the row")
+    label = _numeric_column(df, str(label_col), path)
+    bad = np.flatnonzero(~np.isin(label, (0.0, 1.0)))
+    if bad.size:
+        raise InputError(f"{label_col} must be 0 or 1, got {df[label_col].iloc[bad[0]]!r}",
+                         file=path, row=int(bad[0]) + 2, column=str(label_col),
+                         fix="use 1 = censored/alive, 0 = death" if mapping.censorship
+                         else "use 1 = event observed, 0 = censored")
+    event = (label == 1.0) if mapping.event else (label == 0.0)
+    values = df[feature_cols].to_numpy(dtype=np.float32) if feature_cols else np.zeros(
+        (len(df), 0), dtype=np.float32)
+    first_rows = _first_row_per_patient(ids, time, event, values, path, mapping)
+    skip = set(feature_cols) | set(required) | LEGACY_COLUMNS | {mapping.slide}
+    attr_cols = [c for c in df.columns if c not in skip]
+    attributes = _attributes(df.iloc[first_rows], attr_cols)
+    slides: list[tuple[str, str]] = []
+    if mapping.slide and mapping.slide in df.columns:
+        seen: set[str] = set()
+        for sid, pid in zip(df[mapping.slide], ids, strict=True):
+            if isinstance(sid, str) and sid.strip() and (key := slide_key(sid.strip())) not in seen:
+                seen.add(key)
+                slides.append((key, pid))
+    split = [Modality.from_suffix(str(c)) for c in feature_cols]
+    return CohortTable(
+        source=path, cohort=cohort,
+        patient_ids=list(ids.iloc[first_rows]),
+        time=time[first_rows], event=event[first_rows], attributes=attributes, slides=slides,
+        feature_names=[str(c) for c in feature_cols],
+        feature_genes=[s[0] for s in split if s], feature_modalities=[s[1].value for s in split if s],
+        genomics=np.ascontiguousarray(values[first_rows]),
+    )
+
+
+def _numeric_column(df: pd.DataFrame, column: str, path: Path) -> npt.NDArray[np.float64]:
+    converted = pd.to_numeric(df[column], errors="coerce")
+    bad = converted.isna() & df[column].notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputError(f"not a number: {df[column].iloc[row]!r}", file=path, row=row + 2,
+                         column=column)
+    missing = converted.isna()
+    if missing.any():
+        row = int(np.flatnonzero(missing.to_numpy())[0])
+        raise InputError("missing value", file=path, row=row + 2, column=column,
+                         fix="fill in the value or remove the row")
+    return converted.to_numpy(dtype=np.float64)
+
+
+def _check_numeric(df: pd.DataFrame, columns: list[str], path: Path,
+                   allow_nan: bool = False) -> None:
+    if not columns:
+        return
+    non_numeric = [c for c in columns if df[c].dtype.kind not in "fiub"]
+    for col in non_numeric:
+        converted = pd.to_numeric(df[col], errors="coerce")
+        bad = converted.isna() & df[col].notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise InputError(f"not a number: {df[col].iloc[row]!r}", file=path, row=row + 2,
+                             column=str(col), fix="genomic features must be numeric")
+        df[col] = converted
+    values = df[columns].to_numpy(dtype=np.float64)
+    bad_mask = np.isinf(values) if allow_nan else ~np.isfinite(values)
+    if bad_mask.any():
+        bad_row, bad_col = (int(x[0]) for x in np.nonzero(bad_mask))
+        raise InputError(f"feature value is {values[bad_row, bad_col]!r}", file=path,
+                         row=bad_row + 2, column=str(columns[bad_col]),
+                         fix="impute or drop the feature; NaN/inf are not accepted")
+
+
+def _first_row_per_patient(ids: pd.Series, time: np.ndarray, event: np.ndarray,
+                           values: FloatMatrix, path: Path, mapping: ColumnMapping) -> np.ndarray:
+    """Index of each patient's first row; every repeated row must agree with it."""
+    codes, uniques = pd.factorize(ids)
+    first = np.full(len(uniques), -1, dtype=np.int64)
+    order = np.arange(len(codes))[::-1]
+    first[codes[order]] = order  # the last write wins: the smallest row index
+    ref = first[codes]
+    for name, column, arr in (("survival time", mapping.time, time), ("event label",
+                              mapping.event or mapping.censorship, event)):
+        bad = np.flatnonzero(arr != arr[ref])
+        if bad.size:
+            r = int(bad[0])
+            raise InputError(
+                f"patient {ids.iloc[r]!r} has conflicting {name}s (rows {int(ref[r]) + 2} and "
+                f"{r + 2})", file=path, row=r + 2, column=str(column),
+                fix="make every row of a patient carry the same label")
+    if values.shape[1]:
+        same = (values == values[ref]) | (np.isnan(values) & np.isnan(values[ref]))
+        bad_rows = np.flatnonzero(~same.all(axis=1))
+        if bad_rows.size:
+            r = int(bad_rows[0])
+            raise InputError(
+                f"patient {ids.iloc[r]!r} has different genomic values on rows "
+                f"{int(ref[r]) + 2} and {r + 2}", file=path, row=r + 2,
+                fix="a patient's genomics must be identical on all its slide rows")
+    return first
+
+
+def _attributes(df: pd.DataFrame, columns: list[str]) -> list[dict[str, object]]:
+    if not columns:
+        return [{} for _ in range(len(df))]
+    records = df[columns].to_dict(orient="records")
+    return [json.loads(json.dumps(r, default=str).replace("NaN", "null")) for r in records]
