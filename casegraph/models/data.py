@@ -6,6 +6,7 @@ Built from the store once (:meth:`CohortData.from_store`), then sliced by fold w
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from casegraph.ingest.store import Store
 from casegraph.schema import Modality, SurvivalTarget
 
 FloatArray = npt.NDArray[np.float32]
+# (slide_ids, k, seed) -> {slide_id: (mean (D,), centres (k, D))}, e.g. Store.slide_summaries
+SummaryLookup = Callable[
+    [Sequence[str], int, int], dict[str, tuple[FloatArray, FloatArray]]
+]
 
 
 @dataclass
@@ -26,6 +31,8 @@ class CohortData:
     ``genomics[j]`` is the (n, g_j) float32 matrix of gene group ``groups[j]`` (raw values;
     fold-wise preprocessing happens in the models layer). ``bags[i]`` lists the feature files
     of patient i's slides (possibly empty). ``attributes[i]`` holds extra table columns.
+    ``slide_ids[i]`` names those slides (parallel to ``bags[i]``; empty list when unknown)
+    and ``summaries`` looks up the store's precomputed per-slide summaries (None if none).
     """
 
     patient_ids: list[str]
@@ -35,6 +42,8 @@ class CohortData:
     bags: list[list[Path]]
     cohorts: list[str]
     attributes: list[dict[str, object]] = field(default_factory=list)
+    slide_ids: list[list[str]] = field(default_factory=list)
+    summaries: SummaryLookup | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.patient_ids)
@@ -49,6 +58,7 @@ class CohortData:
             bags=[self.bags[i] for i in idx],
             cohorts=[self.cohorts[i] for i in idx],
             attributes=[self.attributes[i] for i in idx] if self.attributes else [],
+            slide_ids=[self.slide_ids[i] for i in idx] if self.slide_ids else [],
         )
 
     def select(self, patient_ids: list[str]) -> CohortData:
@@ -111,9 +121,12 @@ class CohortData:
                 groups.append(group)
                 genomics.append(np.ascontiguousarray(matrix[:, cols]))
         by_patient: dict[str, list[Path]] = {p: [] for p in ids}
-        for pid, path in zip(slides["patient_id"], slides["feature_path"], strict=True):
+        slide_ids: dict[str, list[str]] = {p: [] for p in ids}
+        for pid, sid, path in zip(slides["patient_id"], slides["slide_id"],
+                                  slides["feature_path"], strict=True):
             if pid in by_patient and path:
                 by_patient[pid].append(Path(path))
+                slide_ids[pid].append(str(sid))
         target = SurvivalTarget.from_arrays(
             patients["time"].to_numpy(), patients["event"].to_numpy(), source="store"
         )
@@ -125,4 +138,6 @@ class CohortData:
             bags=[by_patient[p] for p in ids],
             cohorts=list(patients["cohort"]),
             attributes=list(patients["attributes"]),
+            slide_ids=[slide_ids[p] for p in ids],
+            summaries=store.slide_summaries,
         )
