@@ -97,7 +97,9 @@ def plan_bags(store: Store, tables: list[CohortTable], folders: list[Path], k: i
         old = stored.get(key)
         if old is None:
             plan.new_slide_rows.append(row)
-        else:  # new content, a moved file, or only a new timestamp: refresh the reference
+        elif (old[1], old[3], old[4]) == (pid, str(path), summary.sha256):
+            continue  # rewritten with identical bytes: nothing to record
+        else:
             plan.updated_slide_rows.append(row)
         plan.records.append(SummaryRow.from_record(key, summary, k, seed))
     return plan

@@ -1,0 +1,166 @@
+"""Ingest batches: incremental, idempotent, all-or-nothing (including a real kill)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from casegraph.errors import InputError
+from casegraph.ingest.pipeline import PAUSE_ENV, IngestRequest, ingest
+from casegraph.ingest.signatures import read_gene_groups
+from casegraph.ingest.store import Store
+from casegraph.ingest.tables import read_mcat_table
+from casegraph.models.data import CohortData
+from tests.ingest.helpers import ROWS, write_bags, write_signatures, write_table
+
+
+def _request(tmp_path: Path, rows: list[str] | None = None, bags: bool = True,
+             update: bool = False) -> IngestRequest:
+    table = read_mcat_table(write_table(tmp_path / "in", rows), "tiny")
+    request = IngestRequest(tables=[table], gene_groups=[read_gene_groups(write_signatures(tmp_path))],
+                            update=update, k=2)
+    if bags:
+        write_bags(tmp_path / "bags", ["P1-A", "P1-B", "P2-A"])
+        request.bag_dirs = [tmp_path / "bags"]
+    return request
+
+
+def _snapshot(store: Store) -> dict[str, object]:
+    return {t: store.query_df(f"SELECT * FROM {t} ORDER BY ALL").to_json()
+            for t in ("patients", "slides", "features", "genomic_rows", "gene_groups",
+                      "slide_summaries", "ingest_batches")}
+
+
+def test_first_ingest_then_repeat_changes_nothing(store: Store, tmp_path: Path) -> None:
+    report = ingest(store, _request(tmp_path))
+    assert report.changed and report.new_patients == 3 and report.bags_registered == 3
+    assert report.slides_without_bags == 1
+    before = _snapshot(store)
+    again = ingest(store, _request(tmp_path))
+    assert not again.changed and again.unchanged_patients == 3
+    assert _snapshot(store) == before
+
+
+def test_incremental_append(store: Store, tmp_path: Path) -> None:
+    ingest(store, _request(tmp_path, ROWS[:2], bags=False))
+    report = ingest(store, _request(tmp_path, bags=False))
+    assert report.new_patients == 2 and report.unchanged_patients == 1
+    assert store.counts()["patients"] == 3 and store.counts()["ingest_batches"] == 2
+
+
+def test_changed_label_needs_update(store: Store, tmp_path: Path) -> None:
+    ingest(store, _request(tmp_path, bags=False))
+    changed = [ROWS[0].replace("10.5", "12"), ROWS[1].replace("10.5", "12"), *ROWS[2:]]
+    before = _snapshot(store)
+    with pytest.raises(InputError, match="--update"):
+        ingest(store, _request(tmp_path, changed, bags=False))
+    assert _snapshot(store) == before
+    report = ingest(store, _request(tmp_path, changed, bags=False, update=True))
+    assert report.updated_patients == ["P1"]
+    assert store.patients().set_index("patient_id").loc["P1", "time"] == 12
+
+
+def test_changed_genomics_needs_update(store: Store, tmp_path: Path) -> None:
+    ingest(store, _request(tmp_path, bags=False))
+    changed = [*ROWS[:2], ROWS[2].replace("-0.3", "-0.5"), ROWS[3]]
+    with pytest.raises(InputError, match="genomic value TP53_rnaseq"):
+        ingest(store, _request(tmp_path, changed, bags=False))
+    ingest(store, _request(tmp_path, changed, bags=False, update=True))
+    matrix, names, _ = store.genomic_matrix(["P2"], ["TP53_rnaseq"])
+    assert matrix[0, 0] == pytest.approx(-0.5)
+
+
+def test_bad_bag_leaves_store_unchanged(store: Store, tmp_path: Path) -> None:
+    ingest(store, _request(tmp_path, bags=False))
+    before = _snapshot(store)
+    write_bags(tmp_path / "bags", ["P1-A"])
+    (tmp_path / "bags" / "P2-A.h5").write_bytes(b"\x89HDF\r\n\x1a\n truncated")
+    request = _request(tmp_path, bags=False)
+    request.bag_dirs = [tmp_path / "bags"]
+    with pytest.raises(InputError, match="P2-A.h5"):
+        ingest(store, request)
+    assert _snapshot(store) == before
+
+
+def test_feature_dim_must_match_cohort(store: Store, tmp_path: Path) -> None:
+    write_bags(tmp_path / "bags", ["P1-A"], dim=8)
+    write_bags(tmp_path / "bags", ["P2-A"], dim=16)
+    request = _request(tmp_path, bags=False)
+    request.bag_dirs = [tmp_path / "bags"]
+    with pytest.raises(InputError, match="feature dim"):
+        ingest(store, request)
+
+
+def test_unmatched_bag_files_are_listed(store: Store, tmp_path: Path) -> None:
+    write_bags(tmp_path / "bags", ["P1-A", "STRAY-1"])
+    request = _request(tmp_path, bags=False)
+    request.bag_dirs = [tmp_path / "bags"]
+    report = ingest(store, request)
+    assert [Path(p).name for p in report.unmatched_bag_files] == ["STRAY-1.h5"]
+    assert any("match no slide" in w for w in report.warnings)
+
+
+def test_changed_bag_file_is_reregistered(store: Store, tmp_path: Path) -> None:
+    ingest(store, _request(tmp_path))
+    old = store.slides().set_index("slide_id").loc["P1-A", "sha256"]
+    time.sleep(0.01)
+    write_bags(tmp_path / "bags", ["P1-A"], seed=7)
+    report = ingest(store, IngestRequest(bag_dirs=[tmp_path / "bags"], k=2))
+    assert report.bags_registered >= 1
+    assert store.slides().set_index("slide_id").loc["P1-A", "sha256"] != old
+
+
+def test_cohort_data_from_store(store: Store, tmp_path: Path) -> None:
+    ingest(store, _request(tmp_path))
+    data = CohortData.from_store(store, "tiny", group_set="tiny")
+    assert data.patient_ids == ["P1", "P2", "P3"]
+    assert data.groups == ["Tumor Suppressor Genes", "Oncogenes"]
+    assert data.group_sizes == [2, 2]  # TP53 rna + cnv; EGFR rna + KRAS mut
+    assert [len(b) for b in data.bags] == [2, 1, 0]
+    assert data.load_bag(0).shape == (40, 8)
+    summaries = store.slide_summaries(["P1-A", "P2-A"], k=2, seed=0)
+    assert summaries["P1-A"][1].shape == (2, 8)
+
+
+KILL_SCRIPT = """
+import sys
+from pathlib import Path
+from casegraph.ingest.pipeline import IngestRequest, ingest
+from casegraph.ingest.store import Store
+from casegraph.ingest.tables import read_mcat_table
+store = Store.open(sys.argv[1])
+ingest(store, IngestRequest(tables=[read_mcat_table(Path(sys.argv[2]), "tiny")],
+                            bag_dirs=[Path(sys.argv[3])], k=2))
+"""
+
+
+def test_kill_during_ingest_leaves_store_as_before(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    with Store.open(root) as store:
+        ingest(store, _request(tmp_path, ROWS[:2], bags=False))
+        before = _snapshot(store)
+    table = write_table(tmp_path / "in2")
+    write_bags(tmp_path / "bags", ["P1-A", "P1-B", "P2-A"])
+    marker = tmp_path / "in-transaction"
+    env = {**os.environ, PAUSE_ENV: str(marker)}
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(root), str(table),
+                             str(tmp_path / "bags")], env=env)
+    try:
+        for _ in range(600):
+            if marker.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert marker.exists(), "the ingest never reached its transaction"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    with Store.open(root) as store:
+        assert _snapshot(store) == before
+        report = ingest(store, _request(tmp_path))  # a re-run completes the batch
+        assert report.new_patients == 2 and store.counts()["patients"] == 3

@@ -1,0 +1,135 @@
+"""Table readers: good input parses; each kind of bad input is a clear InputError."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from casegraph.errors import InputError
+from casegraph.ingest.signatures import read_gene_groups
+from casegraph.ingest.splits import read_split_dir
+from casegraph.ingest.tables import ColumnMapping, read_mcat_table, read_survpath
+from tests.ingest.helpers import HEADER, ROWS, write_signatures, write_table
+
+
+def test_mcat_table_one_row_per_patient(tmp_path: Path) -> None:
+    table = read_mcat_table(write_table(tmp_path), cohort="tiny")
+    assert table.patient_ids == ["P1", "P2", "P3"]
+    assert table.event.tolist() == [True, False, True]  # censorship 1 = censored
+    assert table.slides == [("P1-A", "P1"), ("P1-B", "P1"), ("P2-A", "P2"), ("P3-A", "P3")]
+    assert table.feature_modalities == ["rna", "rna", "cnv", "mut"]
+    assert table.attributes[0] == {"age": 60, "oncotree_code": "BLCA"}
+    np.testing.assert_allclose(table.genomics[2], [2.0, -1.0, -1, 0])
+
+
+def test_zipped_table_and_cohort_name(tmp_path: Path) -> None:
+    csv = write_table(tmp_path)
+    zipped = tmp_path / "tcga_blca_all_clean.csv.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.write(csv, arcname="tcga_blca_all_clean.csv")
+    assert read_mcat_table(zipped).cohort == "blca"
+
+
+def test_generic_mapping_with_event_column(tmp_path: Path) -> None:
+    path = write_table(tmp_path, ["a,a1,3,1", "b,b1,4,0"], header="pid,slide,os,death")
+    table = read_mcat_table(path, "g", ColumnMapping(patient="pid", time="os", event="death",
+                                                     censorship=None, slide="slide"))
+    assert table.event.tolist() == [True, False]
+
+
+def test_mapping_must_state_one_convention() -> None:
+    with pytest.raises(InputError, match="exactly one"):
+        ColumnMapping(event="e", censorship="c")
+
+
+BAD_CASES = {
+    "missing column": (HEADER.replace("censorship", "status"), ROWS, "missing required column"),
+    "negative time": (HEADER, [ROWS[0], "P2,P2-A.svs,-3,1,55,BLCA,0,0,0,0"], "row 3"),
+    "NaN time": (HEADER, [ROWS[0], "P2,P2-A.svs,,1,55,BLCA,0,0,0,0"], "missing value"),
+    "inf time": (HEADER, [ROWS[0], "P2,P2-A.svs,inf,1,55,BLCA,0,0,0,0"], "finite"),
+    "censorship not 0/1": (HEADER, ["P2,P2-A.svs,3,2,55,BLCA,0,0,0,0"], "must be 0 or 1"),
+    "conflicting labels": (HEADER, [ROWS[0], "P1,P1-B.svs,11,0,60,BLCA,0.1,1.2,0,1"],
+                           "conflicting survival time"),
+    "conflicting genomics": (HEADER, [ROWS[0], "P1,P1-B.svs,10.5,0,60,BLCA,9,1.2,0,1"],
+                             "different genomic values"),
+    "NaN feature": (HEADER, ["P2,P2-A.svs,3,1,55,BLCA,nan,0,0,0"], "column 'TP53_rnaseq'"),
+    "inf feature": (HEADER, ["P2,P2-A.svs,3,1,55,BLCA,0,inf,0,0"], "column 'EGFR_rnaseq'"),
+    "text feature": (HEADER, ["P2,P2-A.svs,3,1,55,BLCA,0,high,0,0"], "not a number"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_tables_name_file_row_column(tmp_path: Path, case: str) -> None:
+    header, rows, message = BAD_CASES[case]
+    path = write_table(tmp_path, rows, header=header)
+    with pytest.raises(InputError, match=message) as info:
+        read_mcat_table(path, "tiny")
+    assert str(path) in str(info.value)
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"")
+    with pytest.raises(InputError, match="empty"):
+        read_mcat_table(path)
+
+
+def test_header_only(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no rows"):
+        read_mcat_table(write_table(tmp_path, []))
+
+
+def test_wrong_encoding(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    path.write_bytes((HEADER + "\nP\xe9,s,1,0,1,X,0,0,0,0\n").encode("latin-1"))
+    with pytest.raises(InputError, match="UTF-8"):
+        read_mcat_table(path)
+
+
+def test_corrupt_zip(tmp_path: Path) -> None:
+    path = tmp_path / "tcga_x_all_clean.csv.zip"
+    path.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(InputError, match="cannot read"):
+        read_mcat_table(path)
+
+
+def test_survpath_labels_plus_rna(tmp_path: Path) -> None:
+    labels = write_table(tmp_path, [r.split(",TP53")[0] for r in ROWS],
+                         header="case_id,slide_id,survival_months,censorship,age,oncotree_code",
+                         name="labels.csv")
+    labels.write_text("\n".join([
+        "case_id,slide_id,survival_months,censorship", "P1,P1-A.svs,10.5,0", "P2,P2-A.svs,30,1"]),
+        encoding="utf-8")
+    rna = tmp_path / "rna_clean.csv"
+    rna.write_text(",TP53,EGFR\nP1,1.5,2.5\n", encoding="utf-8")
+    table = read_survpath(labels, rna, "sp")
+    assert table.feature_names == ["TP53_rnaseq", "EGFR_rnaseq"]
+    assert np.isnan(table.genomics[1]).all()  # P2 has no RNA row: missing, not an error
+
+
+def test_signatures_columns_and_matrix_agree(tmp_path: Path) -> None:
+    columns = read_gene_groups(write_signatures(tmp_path))
+    matrix_path = tmp_path / "tiny_comps.csv"
+    matrix_path.write_text(",Tumor Suppressor Genes,Oncogenes\nTP53,1,0\nEGFR,0,1\nKRAS,0,1\n",
+                           encoding="utf-8")
+    matrix = read_gene_groups(matrix_path, group_set="tiny")
+    assert columns.group_set == matrix.group_set == "tiny"
+    assert {k: sorted(v) for k, v in columns.groups.items()} == \
+        {k: sorted(v) for k, v in matrix.groups.items()}
+    assert columns.coverage({"TP53"}) == {"Tumor Suppressor Genes": (1, 1), "Oncogenes": (0, 2)}
+
+
+def test_split_dir_rejects_overlap(tmp_path: Path) -> None:
+    (tmp_path / "splits_0.csv").write_text(",train,val\n0,P1,P1\n", encoding="utf-8")
+    with pytest.raises(InputError, match="both train and val"):
+        read_split_dir(tmp_path)
+
+
+def test_split_dir_reads_folds(tmp_path: Path) -> None:
+    (tmp_path / "splits_0.csv").write_text(",train,val\n0,P1,P3\n1,P2,\n", encoding="utf-8")
+    (tmp_path / "splits_1.csv").write_text(",train,val\n0,P3,P1\n1,P2,\n", encoding="utf-8")
+    split = read_split_dir(tmp_path)
+    assert split.folds == {0: (["P1", "P2"], ["P3"]), 1: (["P2", "P3"], ["P1"])}
