@@ -6,8 +6,10 @@ A ``.pt`` file holds either a tensor (N, D) or a dict with ``features`` (and opt
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +46,7 @@ def slide_key(name: str) -> str:
 
 
 def read_bag(path: str | Path) -> Bag:
+    """Read and validate one bag file (``.h5`` or ``.pt``)."""
     path = Path(path)
     if not path.is_file():
         raise InputError("patch-feature file not found", file=path,
@@ -51,29 +54,90 @@ def read_bag(path: str | Path) -> Bag:
     if path.stat().st_size == 0:
         raise InputError("patch-feature file is empty", file=path, fix="re-extract the features")
     if path.suffix == ".h5":
-        features, coords = _read_h5(path)
+        features, coords = _read_h5(path, path)
     elif path.suffix == ".pt":
-        features, coords = _read_pt(path)
+        features, coords = _read_pt(path, path)
     else:
-        raise InputError(f"unsupported bag format {path.suffix!r}", file=path,
-                         fix="use CLAM/TRIDENT .h5 or .pt files")
+        raise _unsupported(path)
     return Bag(path=path, features=_validate_features(features, path), coords=coords)
 
 
-def _read_h5(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def parse_bag(data: npt.NDArray[np.uint8] | bytes, path: str | Path) -> Bag:
+    """Parse a bag from the bytes of the file at ``path`` (already read, e.g. for hashing).
+
+    For an uncompressed contiguous float32 ``features`` dataset (what CLAM and the
+    simulator write) the features are a zero-copy view into ``data``.
+    """
+    path = Path(path)
+    buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
+    if buffer.size == 0:
+        raise InputError("patch-feature file is empty", file=path, fix="re-extract the features")
+    if path.suffix == ".h5":
+        features, coords = _read_h5(_BufferFile(buffer), path, buffer)
+    elif path.suffix == ".pt":
+        features, coords = _read_pt(io.BytesIO(buffer.tobytes()), path)
+    else:
+        raise _unsupported(path)
+    return Bag(path=path, features=_validate_features(features, path), coords=coords)
+
+
+def _unsupported(path: Path) -> InputError:
+    return InputError(f"unsupported bag format {path.suffix!r}", file=path,
+                      fix="use CLAM/TRIDENT .h5 or .pt files")
+
+
+class _BufferFile(io.RawIOBase):
+    """A read-only file over an in-memory byte buffer, without copying it (for h5py)."""
+
+    def __init__(self, buffer: npt.NDArray[np.uint8]) -> None:
+        super().__init__()
+        self._view = memoryview(buffer.data).cast("B")
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, target: Any) -> int:
+        out = memoryview(target).cast("B")
+        n = max(0, min(len(out), len(self._view) - self._pos))
+        out[:n] = self._view[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+
+def _read_h5(
+    source: Path | io.RawIOBase, path: Path, buffer: npt.NDArray[np.uint8] | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     import h5py
 
     try:
-        with h5py.File(path, "r") as handle:
+        with h5py.File(source, "r") as handle:
             if "features" not in handle:
                 raise InputError(f"no 'features' dataset (found: {sorted(handle.keys())})",
                                  file=path, column="features",
                                  fix="write CLAM/TRIDENT .h5 with a 'features' N x D dataset")
-            features = np.asarray(handle["features"][()])
+            dataset = handle["features"]
+            if not isinstance(dataset, h5py.Dataset):
+                raise InputError("'features' is a group, not a dataset", file=path,
+                                 column="features")
+            features = _dataset_view(dataset, buffer)
+            if features is None:
+                features = np.asarray(dataset[()])
             coords = np.asarray(handle["coords"][()]) if "coords" in handle else None
     except InputError:
         raise
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, TypeError) as exc:
         raise InputError(f"unreadable or truncated HDF5 file ({exc.__class__.__name__}: {exc})",
                          file=path, fix="re-extract or re-copy the file") from None
     if features.ndim == 3 and features.shape[0] == 1:  # some extractors keep a batch axis
@@ -82,15 +146,27 @@ def _read_h5(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         coords = coords[0]
     if coords is not None and (coords.ndim != 2 or coords.shape[0] != features.shape[0]):
         raise InputError(f"coords shape {coords.shape} does not match features {features.shape}",
-                         file=path, column="coords")
+                         file=path, column="coords",
+                         fix="write one (x, y) row per patch in 'coords'")
     return features, None if coords is None else coords.astype(np.int64)
 
 
-def _read_pt(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def _dataset_view(dataset: Any, buffer: npt.NDArray[np.uint8] | None) -> np.ndarray | None:
+    """A zero-copy view of a contiguous, uncompressed little-endian float32 dataset."""
+    if buffer is None or dataset.chunks is not None or dataset.dtype != np.dtype("<f4"):
+        return None
+    offset = dataset.id.get_offset()
+    count = int(np.prod(dataset.shape))
+    if offset is None or offset + 4 * count > buffer.size:
+        return None
+    return np.frombuffer(buffer, dtype="<f4", count=count, offset=offset).reshape(dataset.shape)
+
+
+def _read_pt(source: Path | BinaryIO, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     import torch
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
         raise InputError(f"unreadable .pt file ({exc.__class__.__name__})", file=path,
                          fix="save a tensor (N, D) or {'features': tensor} with torch.save") from None
@@ -107,6 +183,10 @@ def _read_pt(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if feats.ndim == 3 and feats.shape[0] == 1:
         feats = feats[0]
     c = None if coords is None else np.asarray(coords, dtype=np.int64)
+    if c is not None and (c.ndim != 2 or c.shape[0] != feats.shape[0]):
+        raise InputError(f"coords shape {c.shape} does not match features {feats.shape}",
+                         file=path, column="coords",
+                         fix="save one (x, y) row per patch in 'coords'")
     return feats, c
 
 
@@ -117,7 +197,14 @@ def _validate_features(features: np.ndarray, path: Path) -> npt.NDArray[np.float
     if features.shape[0] == 0:
         raise InputError("bag has no patches", file=path, column="features",
                          fix="re-run patching; a slide needs at least one tissue patch")
+    if not (np.issubdtype(features.dtype, np.floating) or np.issubdtype(features.dtype, np.integer)):
+        raise InputError(f"features must be numeric, got dtype {features.dtype}", file=path,
+                         column="features")
     feats = np.asarray(features, dtype=np.float32)
+    # A column sum is finite when every value is (bar float32 overflow, checked below);
+    # it costs a tenth of an element-wise isfinite over the whole bag.
+    if np.isfinite(feats.sum(axis=0)).all():
+        return feats
     finite = np.isfinite(feats)
     if not finite.all():
         row = int(np.flatnonzero(~finite.all(axis=1))[0])

@@ -1,0 +1,369 @@
+"""A simulator of WSI patch-feature bags (and of whole synthetic cohorts).
+
+There are no public patch features for the TCGA cohorts, so casegraph simulates them.
+These are *not* real histology features. The generative model (docs/simulator.md):
+
+- ``n_phenotypes`` tissue-phenotype prototypes ``mu_p ~ N(0, prototype_scale^2 I_D)``.
+- A patient's phenotype logits mix a genomic part and an independent part::
+
+      a_i = standardise(g_i @ W)                (W: fixed random F x P map, seeded)
+      b_i ~ N(0, I_P)                           (independent of genomics)
+      logits_i = mix_scale * (sqrt(signal) a_i + sqrt(1 - signal) b_i)
+      pi_i = softmax(logits_i)
+
+  so ``signal = 0`` gives mixes independent of genomics, ``signal = 1`` mixes fully
+  determined by them. All slides of a patient share ``pi_i``.
+- A slide: a shift ``s ~ N(0, slide_shift^2 I_D)``; each patch picks a phenotype
+  ``z ~ Categorical(pi_i)`` and is ``mu_z + s + noise_scale * N(0, I_D)`` (float32), on a
+  random grid of 256-px patch coordinates.
+
+Randomness is keyed by (seed, what, id): the map and prototypes by the seed, a patient's
+independent logits by its id, a slide's patches by the slide id, so a slide's bag does
+not depend on the order of the input (only on the cohort through the standardisation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from casegraph.ingest.bags import slide_key
+from casegraph.runtime import progress
+
+PATCH_PX = 256
+GENERATOR = "casegraph.ingest.simulate: simulated patch features, not real WSI features"
+_TAG_MAP, _TAG_PROTOTYPES, _TAG_PATIENT, _TAG_SLIDE = 1, 2, 3, 4
+
+
+@dataclass(frozen=True)
+class BagSettings:
+    """The simulator's knobs (see the module docstring for their meaning)."""
+
+    n_patches: int = 4096
+    dim: int = 1024
+    signal: float = 0.5
+    n_phenotypes: int = 8
+    seed: int = 0
+    mix_scale: float = 1.5
+    prototype_scale: float = 0.5
+    noise_scale: float = 1.0
+    slide_shift: float = 0.1
+    patch_spread: float = 0.0  # slide sizes uniform in n_patches * [1 - spread, 1 + spread]
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.signal <= 1.0:
+            raise ValueError(f"signal must be in [0, 1], got {self.signal}")
+        if self.n_patches < 1 or self.dim < 1 or self.n_phenotypes < 1:
+            raise ValueError("n_patches, dim and n_phenotypes must be >= 1")
+        if not 0.0 <= self.patch_spread < 1.0:
+            raise ValueError(f"patch_spread must be in [0, 1), got {self.patch_spread}")
+
+
+@dataclass
+class SimulatedBags:
+    """What :func:`simulate_bags` wrote: slide_id -> file, and the latent truth."""
+
+    paths: dict[str, Path]
+    mix: npt.NDArray[np.float64]  # (n_patients, P) phenotype mixes, input order
+    prototypes: npt.NDArray[np.float32]  # (P, D)
+    settings: BagSettings = field(default_factory=BagSettings)
+
+
+def _rng(seed: int, tag: int, key: str | None = None) -> np.random.Generator:
+    words = [seed % (2**63), tag]
+    if key is not None:
+        words.append(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
+    return np.random.default_rng(words)
+
+
+def phenotype_map(n_features: int, n_phenotypes: int, seed: int) -> npt.NDArray[np.float64]:
+    """The fixed random genomics -> phenotype-logit map W (F, P) for a seed."""
+    return _rng(seed, _TAG_MAP).standard_normal((n_features, n_phenotypes)) / np.sqrt(
+        max(n_features, 1)
+    )
+
+
+def prototypes(settings: BagSettings) -> npt.NDArray[np.float32]:
+    """Phenotype prototypes (P, D) for the settings' seed."""
+    rng = _rng(settings.seed, _TAG_PROTOTYPES)
+    protos = rng.standard_normal((settings.n_phenotypes, settings.dim), dtype=np.float32)
+    return protos * np.float32(settings.prototype_scale)
+
+
+def standardise_columns(x: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Zero-mean unit-variance columns (constant columns become 0; NaN becomes 0)."""
+    arr = np.asarray(x, dtype=np.float64)
+    mean = np.nanmean(arr, axis=0) if arr.shape[0] else np.zeros(arr.shape[1])
+    std = np.nanstd(arr, axis=0) if arr.shape[0] else np.ones(arr.shape[1])
+    out = (arr - mean) / np.where(std > 0, std, 1.0)
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def phenotype_mix(
+    genomics: npt.ArrayLike,
+    patient_ids: Sequence[str],
+    settings: BagSettings,
+    phenotype_map_: npt.NDArray[np.float64] | None = None,
+) -> npt.NDArray[np.float64]:
+    """Each patient's phenotype mix (n, P), rows summing to 1."""
+    g = np.asarray(genomics, dtype=np.float64)
+    n, p = len(patient_ids), settings.n_phenotypes
+    if g.ndim != 2 or g.shape[0] != n:
+        raise ValueError(f"genomics must be (n_patients={n}, F), got {g.shape}")
+    w = phenotype_map(g.shape[1], p, settings.seed) if phenotype_map_ is None else phenotype_map_
+    if w.shape != (g.shape[1], p):
+        raise ValueError(f"phenotype map must be ({g.shape[1]}, {p}), got {w.shape}")
+    genomic = standardise_columns(g @ w) if g.shape[1] else np.zeros((n, p))
+    independent = np.stack([_rng(settings.seed, _TAG_PATIENT, pid).standard_normal(p)
+                            for pid in patient_ids]) if n else np.zeros((0, p))
+    logits = settings.mix_scale * (np.sqrt(settings.signal) * genomic
+                                   + np.sqrt(1.0 - settings.signal) * independent)
+    logits -= logits.max(axis=1, keepdims=True) if n else 0.0
+    mix = np.exp(logits)
+    return mix / mix.sum(axis=1, keepdims=True)
+
+
+def simulate_slide(
+    slide_id: str,
+    mix: npt.NDArray[np.float64],
+    protos: npt.NDArray[np.float32],
+    settings: BagSettings,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """One slide's (features (N, D) float32, coords (N, 2) int64)."""
+    rng = _rng(settings.seed, _TAG_SLIDE, slide_id)
+    n = settings.n_patches
+    if settings.patch_spread > 0:
+        low = max(1, round(n * (1 - settings.patch_spread)))
+        n = int(rng.integers(low, round(n * (1 + settings.patch_spread)) + 1))
+    shift = rng.standard_normal(settings.dim, dtype=np.float32) * np.float32(settings.slide_shift)
+    phenotype = rng.choice(len(mix), size=n, p=mix)
+    features = rng.standard_normal((n, settings.dim), dtype=np.float32)
+    features *= np.float32(settings.noise_scale)
+    features += protos[phenotype]
+    features += shift
+    side = int(np.ceil(np.sqrt(n * 1.5)))
+    cells = rng.choice(side * side, size=n, replace=False)
+    coords = np.stack([cells % side, cells // side], axis=1).astype(np.int64) * PATCH_PX
+    return features, coords
+
+
+def write_clam_h5(path: Path, features: npt.NDArray[np.float32],
+                  coords: npt.NDArray[np.int64], attrs: dict[str, object] | None = None) -> None:
+    """A CLAM-format .h5 (``features`` N x D float32, ``coords`` N x 2), written atomically
+    (contiguous, uncompressed datasets: the fastest layout to read)."""
+    import h5py
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    with h5py.File(tmp, "w") as handle:
+        handle.create_dataset("features", data=features)
+        handle.create_dataset("coords", data=coords)
+        for key, value in (attrs or {}).items():
+            handle.attrs[key] = value
+    os.replace(tmp, path)
+
+
+def provenance_attrs(settings: BagSettings) -> dict[str, object]:
+    """HDF5 attributes that mark a file as simulated (retrieval reports it as such)."""
+    return {"generator": GENERATOR, "simulated": True, "signal": settings.signal,
+            "seed": settings.seed, "n_phenotypes": settings.n_phenotypes}
+
+
+def simulate_bags(
+    genomics: npt.ArrayLike,
+    patient_ids: Sequence[str],
+    slide_ids: Sequence[Sequence[str]],
+    out_dir: str | Path,
+    *,
+    n_patches: int = 4096,
+    dim: int = 1024,
+    signal: float = 0.5,
+    n_phenotypes: int = 8,
+    seed: int = 0,
+    settings: BagSettings | None = None,
+    phenotype_map_: npt.NDArray[np.float64] | None = None,
+) -> SimulatedBags:
+    """Write ``<out_dir>/<slide_id>.h5`` for every slide of every patient.
+
+    ``genomics`` (n, F): one row per patient (any scale; the projection is standardised),
+    ``slide_ids[i]``: the slides of ``patient_ids[i]`` (``.svs`` suffixes are dropped from
+    file names). ``settings`` overrides the keyword knobs when given.
+    """
+    if settings is None:
+        settings = BagSettings(n_patches=n_patches, dim=dim, signal=signal,
+                               n_phenotypes=n_phenotypes, seed=seed)
+    if len(slide_ids) != len(patient_ids):
+        raise ValueError(f"{len(patient_ids)} patients but {len(slide_ids)} slide lists")
+    mix = phenotype_mix(genomics, patient_ids, settings, phenotype_map_)
+    protos = prototypes(settings)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(i, slide_key(s)) for i, slides in enumerate(slide_ids) for s in slides]
+    paths: dict[str, Path] = {}
+    attrs = provenance_attrs(settings)
+    for i, key in progress(jobs, "simulating bags", total=len(jobs)):
+        features, coords = simulate_slide(key, mix[i], protos, settings)
+        path = out / f"{key}.h5"
+        write_clam_h5(path, features, coords, attrs)
+        paths[key] = path
+    return SimulatedBags(paths=paths, mix=mix, prototypes=protos, settings=settings)
+
+
+# --------------------------------------------------------------------------- synthetic cohort
+MCAT_GROUPS = (
+    "Tumor Suppressor Genes",
+    "Oncogenes",
+    "Protein Kinases",
+    "Cell Differentiation Markers",
+    "Transcription Factors",
+    "Cytokines and Growth Factors",
+)
+# The known risk function: risk = risk_scale * standardise(sum_j beta_j * x_j) over these
+# (modality, gene index, beta) drivers of the standardised genomics.
+RISK_DRIVERS = (("rnaseq", 0, 1.0), ("rnaseq", 1, -0.8), ("rnaseq", 2, 0.6),
+                ("rnaseq", 3, -0.5), ("cnv", 0, 0.7), ("cnv", 1, -0.4),
+                ("mut", 0, 0.8), ("mut", 1, 0.5))
+
+
+@dataclass
+class SyntheticCohort:
+    """Files written by :func:`simulate_cohort` and the ground truth behind them."""
+
+    table_path: Path  # MCAT-format csv, one row per slide
+    signatures_path: Path  # six groups, columns of genes
+    splits_dir: Path  # splits_{k}.csv with train/val columns
+    bags_dir: Path  # <slide_id>.h5
+    risk: dict[str, float]  # case_id -> true log-hazard
+    n_slides: int
+
+
+def synthetic_genomics(
+    n_patients: int, n_genes: int, rng: np.random.Generator
+) -> dict[str, npt.NDArray[np.float64]]:
+    """Correlated rnaseq z-scores (all genes), GISTIC-like cnv (-2..2; first third of the
+    genes) and 0/1 mutations (first quarter), driven by one latent factor per gene group."""
+    n_groups = len(MCAT_GROUPS)
+    group = np.arange(n_genes) % n_groups
+    latent = rng.standard_normal((n_patients, n_groups))
+    loading = 0.15 * rng.standard_normal((n_groups, n_genes))
+    loading[group, np.arange(n_genes)] += 0.8
+    base = latent @ loading
+    rna = base + 0.6 * rng.standard_normal(base.shape)
+    n_cnv, n_mut = max(2, n_genes // 3), max(2, n_genes // 4)
+    cnv_raw = base[:, :n_cnv] + 0.8 * rng.standard_normal((n_patients, n_cnv))
+    cnv = np.digitize(cnv_raw, [-1.6, -0.6, 0.6, 1.6]).astype(np.float64) - 2.0
+    p_mut = 1.0 / (1.0 + np.exp(-(-2.5 + base[:, :n_mut])))
+    mut = (rng.random((n_patients, n_mut)) < p_mut).astype(np.float64)
+    return {"rnaseq": np.round(rna, 4), "cnv": cnv, "mut": mut}
+
+
+def true_risk(modalities: dict[str, npt.NDArray[np.float64]], risk_scale: float = 1.0
+              ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """(risk (n,), beta over the concatenated standardised features) of RISK_DRIVERS."""
+    blocks = [standardise_columns(modalities[m]) for m in ("rnaseq", "cnv", "mut")]
+    offsets = dict(zip(("rnaseq", "cnv", "mut"),
+                       np.cumsum([0] + [b.shape[1] for b in blocks[:-1]]), strict=True))
+    beta = np.zeros(sum(b.shape[1] for b in blocks))
+    for modality, gene, weight in RISK_DRIVERS:
+        beta[offsets[modality] + gene] = weight
+    risk = risk_scale * standardise_columns((np.hstack(blocks) @ beta)[:, None])[:, 0]
+    return risk, beta
+
+
+def survival_times(
+    risk: npt.NDArray[np.float64], rng: np.random.Generator, *, median_months: float = 30.0,
+    censoring: float = 0.5, max_follow_up: float = 180.0,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Exponential times with hazard ``h0 exp(risk)``; exponential censoring tuned so that
+    about ``censoring`` of patients are censored. Returns (months, censorship 1=censored)."""
+    h0 = np.log(2.0) / median_months
+    event_time = -np.log(rng.random(risk.shape)) / (h0 * np.exp(risk))
+    unit_censor = -np.log(rng.random(risk.shape))
+    low, high = 1e-6, 1e3  # bisection on the censoring hazard (in units of h0)
+    for _ in range(60):
+        mid = np.sqrt(low * high)
+        censored = np.minimum(unit_censor / (mid * h0), max_follow_up) < event_time
+        low, high = (low, mid) if censored.mean() > censoring else (mid, high)
+    censor_time = np.minimum(unit_censor / (np.sqrt(low * high) * h0), max_follow_up)
+    months = np.round(np.maximum(np.minimum(event_time, censor_time), 0.01), 2)
+    return months, (censor_time < event_time).astype(np.int64)
+
+
+def simulate_cohort(
+    n_patients: int,
+    out_dir: str | Path,
+    *,
+    n_genes: int = 120,
+    settings: BagSettings | None = None,
+    censoring: float = 0.5,
+    multi_slide: float = 0.3,
+    n_folds: int = 5,
+    risk_scale: float = 1.0,
+    seed: int = 0,
+) -> SyntheticCohort:
+    """A fully synthetic cohort under ``out_dir``: table, signatures, splits and bags.
+
+    Survival follows :func:`true_risk` (a sparse linear function of the genomics). The
+    phenotype map's first column is the risk direction, so phenotype 0 is the
+    "aggressive" phenotype and the bags carry survival information as ``signal`` grows.
+    """
+    import pandas as pd
+
+    settings = settings or BagSettings(seed=seed)
+    rng = _rng(seed, 10)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    genes = [f"SIM{g:04d}" for g in range(n_genes)]
+    modalities = synthetic_genomics(n_patients, n_genes, rng)
+    risk, beta = true_risk(modalities, risk_scale)
+    months, censorship = survival_times(risk, rng, censoring=censoring)
+    case_ids = [f"SIM-{i:05d}" for i in range(n_patients)]
+    n_slides = 1 + (rng.random(n_patients) < multi_slide) * rng.integers(1, 3, n_patients)
+    slides = [[f"{c}-01Z-00-DX{j + 1}.svs" for j in range(k)] for c, k in zip(case_ids, n_slides, strict=True)]
+
+    columns: dict[str, object] = {}
+    for modality, values in modalities.items():
+        for j in range(values.shape[1]):
+            columns[f"{genes[j]}_{modality}"] = values[:, j]
+    per_patient = pd.DataFrame({"case_id": case_ids, "survival_months": months,
+                                "censorship": censorship, **columns})
+    rows = per_patient.loc[np.repeat(np.arange(n_patients), n_slides)].reset_index(drop=True)
+    rows.insert(1, "slide_id", [s for group in slides for s in group])
+    table_path = out / "synthetic_all_clean.csv"
+    rows.to_csv(table_path, index=False)
+
+    group_of = np.arange(n_genes) % len(MCAT_GROUPS)
+    signatures = pd.DataFrame({name: pd.Series([g for g, k in zip(genes, group_of, strict=True) if k == i])
+                               for i, name in enumerate(MCAT_GROUPS)})
+    signatures_path = out / "signatures.csv"
+    signatures.to_csv(signatures_path, index=False)
+    splits_dir = write_splits(case_ids, out / "splits", n_folds, rng)
+
+    genomics = np.hstack([standardise_columns(modalities[m]) for m in ("rnaseq", "cnv", "mut")])
+    w = phenotype_map(genomics.shape[1], settings.n_phenotypes, settings.seed)
+    w[:, 0] = beta / np.linalg.norm(beta)
+    simulate_bags(genomics, case_ids, slides, out / "bags", settings=settings, phenotype_map_=w)
+    return SyntheticCohort(table_path=table_path, signatures_path=signatures_path,
+                           splits_dir=splits_dir, bags_dir=out / "bags",
+                           risk=dict(zip(case_ids, risk.tolist(), strict=True)),
+                           n_slides=int(n_slides.sum()))
+
+
+def write_splits(case_ids: Sequence[str], out_dir: Path, n_folds: int,
+                 rng: np.random.Generator) -> Path:
+    """MCAT-style ``splits_{k}.csv`` (index, ``train``, ``val``; the shorter column NaN-padded)."""
+    import pandas as pd
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    order = np.asarray(case_ids)[rng.permutation(len(case_ids))]
+    folds = np.array_split(order, n_folds)
+    for k, val in enumerate(folds):
+        train = np.concatenate([f for j, f in enumerate(folds) if j != k])
+        frame = pd.DataFrame({"train": pd.Series(sorted(train)), "val": pd.Series(sorted(val))})
+        frame.to_csv(out_dir / f"splits_{k}.csv")
+    return out_dir

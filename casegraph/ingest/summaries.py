@@ -1,0 +1,286 @@
+"""Per-slide summaries: the mean patch embedding and k-means cluster centres (for CCL).
+
+- :func:`summarize_features`: mean (D,) over all patches + k-means centres (k, D) fitted
+  with Lloyd's algorithm and k-means++ init on a seeded subsample of at most
+  ``max_points`` patches. Deterministic for a seed; centres sorted by cluster size
+  (largest first, ties by the init order).
+- :func:`register_bag`: reads a bag file's bytes once, hashes them (sha256, overlapped
+  with the read) and parses the same bytes, then summarises: one pass over the disk.
+- :func:`write_summary_file` / :func:`read_summary_rows`: the store's Parquet files of
+  summaries (``summaries/<batch_id>-<random>.parquet``), referenced from the
+  ``slide_summaries`` table by (file, row_index).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from casegraph.errors import InputError, StoreError
+from casegraph.ingest.bags import parse_bag
+
+Float32Array = npt.NDArray[np.float32]
+
+DEFAULT_K = 6
+DEFAULT_MAX_POINTS = 2048
+DEFAULT_MAX_ITER = 20
+READ_CHUNK = 1 << 22  # 4 MiB: hashing chunk i overlaps reading chunk i+1
+
+
+# --------------------------------------------------------------------------- k-means
+def summarize_features(
+    features: npt.ArrayLike,
+    k: int = DEFAULT_K,
+    seed: int = 0,
+    *,
+    max_points: int = DEFAULT_MAX_POINTS,
+    max_iter: int = DEFAULT_MAX_ITER,
+) -> tuple[Float32Array, Float32Array]:
+    """Mean embedding (D,) and k-means centres (k, D) of a bag ``features`` (N, D).
+
+    k-means runs on ``min(N, max_points)`` patches drawn without replacement with
+    ``numpy.random.default_rng(seed)``. When N < k the N (or fewer distinct) centres are
+    repeated cyclically to fill k rows, so the output shape is always (k, D).
+    """
+    x = np.asarray(features, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"features must be (N>0, D), got shape {x.shape}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    mean = x.mean(axis=0, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    n = x.shape[0]
+    sample = x[np.sort(rng.choice(n, size=max_points, replace=False))] if n > max_points else x
+    k_fit = min(k, sample.shape[0])
+    centres = kmeans(sample, k_fit, rng, max_iter=max_iter)
+    if k_fit < k:
+        centres = centres[np.arange(k) % k_fit]
+    return mean, np.ascontiguousarray(centres, dtype=np.float32)
+
+
+def kmeans(
+    x: Float32Array, k: int, rng: np.random.Generator, *, max_iter: int = DEFAULT_MAX_ITER
+) -> Float32Array:
+    """Lloyd's k-means on ``x`` (m, D) with k-means++ init; centres (k, D), largest first."""
+    x_sq = np.einsum("ij,ij->i", x, x)
+    centres = _kmeans_pp(x, x_sq, k, rng)
+    labels = np.full(x.shape[0], -1, dtype=np.int64)
+    for _ in range(max_iter):
+        dist = _sq_distances(x, x_sq, centres)
+        new_labels = dist.argmin(axis=1)
+        if np.array_equal(new_labels, labels):
+            break
+        labels = new_labels
+        centres = _update_centres(x, labels, centres, dist)
+    sizes = np.bincount(labels, minlength=k)
+    order = np.argsort(-sizes, kind="stable")
+    return centres[order]
+
+
+def _sq_distances(x: Float32Array, x_sq: Float32Array, centres: Float32Array) -> Float32Array:
+    c_sq = np.einsum("ij,ij->i", centres, centres)
+    dist = x_sq[:, None] - 2.0 * (x @ centres.T) + c_sq[None, :]
+    return np.maximum(dist, 0.0, out=dist)
+
+
+def _kmeans_pp(x: Float32Array, x_sq: Float32Array, k: int, rng: np.random.Generator) -> Float32Array:
+    m = x.shape[0]
+    chosen = [int(rng.integers(m))]
+    closest = _sq_distances(x, x_sq, x[chosen])[:, 0]
+    for _ in range(1, k):
+        total = float(closest.sum(dtype=np.float64))
+        if total <= 0.0:  # fewer distinct points than k: any remaining point will do
+            idx = int(rng.integers(m))
+        else:
+            cumulative = np.cumsum(closest, dtype=np.float64)
+            idx = int(np.searchsorted(cumulative, rng.random() * total, side="right"))
+            idx = min(idx, m - 1)
+        chosen.append(idx)
+        np.minimum(closest, _sq_distances(x, x_sq, x[[idx]])[:, 0], out=closest)
+    return x[chosen].copy()
+
+
+def _update_centres(
+    x: Float32Array, labels: npt.NDArray[np.int64], old: Float32Array, dist: Float32Array
+) -> Float32Array:
+    k = old.shape[0]
+    one_hot = np.zeros((k, x.shape[0]), dtype=np.float32)
+    one_hot[labels, np.arange(x.shape[0])] = 1.0
+    sizes = one_hot.sum(axis=1)
+    sums = one_hot @ x
+    centres = sums / np.maximum(sizes, 1.0)[:, None]
+    empty = np.flatnonzero(sizes == 0)
+    if empty.size:  # re-seed empty clusters with the points farthest from their centre
+        farthest = np.argsort(-dist[np.arange(x.shape[0]), labels], kind="stable")
+        centres[empty] = x[farthest[: empty.size]]
+    return centres.astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------- registration
+@dataclass(frozen=True)
+class BagRecord:
+    """What the store keeps about one bag file: its hash, shape and summary."""
+
+    sha256: str
+    n_patches: int
+    dim: int
+    mean: Float32Array
+    centres: Float32Array
+
+
+def read_and_hash(path: str | Path, chunk_size: int = READ_CHUNK) -> tuple[npt.NDArray[np.uint8], str]:
+    """The file's bytes (a uint8 array) and their sha256, hashing while reading."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        buffer = np.empty(size, dtype=np.uint8)
+        view = memoryview(buffer.data)
+        digest = hashlib.sha256()
+        with open(path, "rb", buffering=0) as handle, ThreadPoolExecutor(1) as hasher:
+            pending = None
+            pos = 0
+            while pos < size:
+                n = handle.readinto(view[pos : pos + chunk_size])
+                if not n:
+                    raise InputError(f"file shrank while reading ({pos} of {size} bytes)",
+                                     file=path, fix="do not modify bag files during ingest")
+                if pending is not None:
+                    pending.result()
+                pending = hasher.submit(digest.update, view[pos : pos + n])
+                pos += n
+            if pending is not None:
+                pending.result()
+    except FileNotFoundError:
+        raise InputError("patch-feature file not found", file=path,
+                         fix="check the path, or re-run ingest with the moved files") from None
+    except IsADirectoryError:
+        raise InputError("expected a patch-feature file, found a directory", file=path) from None
+    return buffer, digest.hexdigest()
+
+
+def register_bag(path: str | Path, k: int = DEFAULT_K, seed: int = 0) -> BagRecord:
+    """Hash, validate and summarise one bag file, reading it from disk once."""
+    buffer, sha = read_and_hash(path)
+    bag = parse_bag(buffer, Path(path))
+    mean, centres = summarize_features(bag.features, k=k, seed=seed)
+    return BagRecord(sha256=sha, n_patches=bag.n_patches, dim=bag.dim, mean=mean, centres=centres)
+
+
+def register_bags(
+    paths: Iterable[str | Path], k: int = DEFAULT_K, seed: int = 0, *, threads: int = 2
+) -> Iterator[BagRecord]:
+    """:func:`register_bag` over many files, ``threads`` at a time, results in input order.
+
+    Reading, hashing and the numpy work release the GIL, so two threads keep both the
+    disk and a core busy. The first :class:`InputError` is raised in input order.
+    """
+    path_list = list(paths)
+    if threads <= 1:
+        for p in path_list:
+            yield register_bag(p, k, seed)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        pending: deque[Future[BagRecord]] = deque()
+        for p in path_list:
+            pending.append(pool.submit(register_bag, p, k, seed))
+            if len(pending) > 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+# --------------------------------------------------------------------------- Parquet
+@dataclass(frozen=True)
+class SummaryRow:
+    """One row of a summaries Parquet file."""
+
+    slide_id: str
+    sha256: str
+    k: int
+    seed: int
+    mean: Float32Array
+    centres: Float32Array
+
+    @classmethod
+    def from_record(cls, slide_id: str, record: BagRecord, k: int, seed: int) -> SummaryRow:
+        return cls(slide_id, record.sha256, k, seed, record.mean, record.centres)
+
+
+def write_summary_file(summaries_dir: str | Path, batch_id: str, rows: Sequence[SummaryRow]) -> str:
+    """Write ``rows`` to a fresh Parquet file; return its name (relative to summaries_dir).
+
+    Written under a temporary name, flushed to disk and renamed, so a reader (or a
+    crash) never sees a partial file. Row i of the file is ``rows[i]``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory = Path(summaries_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"{batch_id}-{uuid.uuid4().hex[:8]}.parquet"
+    dims = [int(r.mean.shape[0]) for r in rows]
+    for r, d in zip(rows, dims, strict=True):
+        if r.centres.shape != (r.k, d):
+            raise ValueError(f"slide {r.slide_id}: centres {r.centres.shape} != (k={r.k}, {d})")
+    table = pa.table({
+        "slide_id": pa.array([r.slide_id for r in rows], pa.string()),
+        "sha256": pa.array([r.sha256 for r in rows], pa.string()),
+        "k": pa.array([r.k for r in rows], pa.int32()),
+        "seed": pa.array([r.seed for r in rows], pa.int64()),
+        "dim": pa.array(dims, pa.int32()),
+        "mean": _list_column([r.mean for r in rows]),
+        "centres": _list_column([r.centres.reshape(-1) for r in rows]),
+    })
+    tmp = directory / f".{name}.tmp"
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, directory / name)
+    return name
+
+
+def _list_column(vectors: Sequence[npt.NDArray[np.float32]]):  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    lengths = np.array([v.shape[0] for v in vectors], dtype=np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    flat = (np.concatenate([np.asarray(v, np.float32) for v in vectors])
+            if vectors else np.empty(0, np.float32))
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.float32()))
+
+
+def read_summary_rows(
+    summaries_dir: str | Path, refs: Iterable[tuple[str, str, int]]
+) -> dict[str, tuple[Float32Array, Float32Array]]:
+    """{slide_id: (mean (D,), centres (k, D))} for refs ``(slide_id, file, row_index)``."""
+    import pyarrow.parquet as pq
+
+    by_file: dict[str, list[tuple[str, int]]] = {}
+    for slide_id, file, row in refs:
+        by_file.setdefault(file, []).append((slide_id, int(row)))
+    out: dict[str, tuple[Float32Array, Float32Array]] = {}
+    for file, wanted in by_file.items():
+        path = Path(summaries_dir) / file
+        table = pq.read_table(path, columns=["slide_id", "k", "dim", "mean", "centres"])
+        ks = table.column("k").to_numpy()
+        dims = table.column("dim").to_numpy()
+        means = table.column("mean").combine_chunks()
+        centres = table.column("centres").combine_chunks()
+        slide_ids = table.column("slide_id").to_pylist()
+        for slide_id, row in wanted:
+            if row >= table.num_rows or slide_ids[row] != slide_id:
+                raise StoreError(f"{path}: summary row {row} is not slide {slide_id!r}; "
+                                 "run `casegraph doctor`")
+            mean = np.asarray(means[row].values.to_numpy(zero_copy_only=False), np.float32)
+            flat = np.asarray(centres[row].values.to_numpy(zero_copy_only=False), np.float32)
+            out[slide_id] = (mean, flat.reshape(int(ks[row]), int(dims[row])))
+    return out
