@@ -1,0 +1,324 @@
+"""Vector indexes of a store: one per (model version, embedding kind), kept in step with DuckDB.
+
+An index lives in ``<store>/artifacts/indexes/<version_id>/<kind>/`` (see
+:class:`~casegraph.retrieval.faiss_index.FaissIndex` for the files). Its vectors come from
+
+- a model version's ``patient_embeddings`` row (a Parquet file of patient_id + vector,
+  kinds ``wsi``, ``genomics``, ``fused``), or
+- the model-free fallback :data:`SLIDE_MEAN`: each patient's mean patch feature (the
+  patch-count-weighted mean of its slides' stored mean embeddings), centred on the mean
+  over the indexed patients so that cosine similarity is not dominated by what all slides
+  share. The centre is saved with the index (``center.npy``) and reused for queries.
+
+:func:`sync_index` adds new patients and removes vanished ones without a rebuild;
+:func:`check_indexes` (called by ``casegraph doctor``) lists every disagreement between
+the saved indexes and the DuckDB rows; :func:`rebuild_indexes` rebuilds from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from casegraph import __version__
+from casegraph.errors import InputError, StoreError
+from casegraph.ingest.store import Store
+from casegraph.retrieval.faiss_index import (
+    DEFAULT_EXACT_THRESHOLD,
+    FaissIndex,
+    FlatIndex,
+    Hit,
+    IVFIndex,
+    VectorIndex,
+    make_index,
+    normalise,
+)
+
+__all__ = [
+    "EMBEDDING_KINDS",
+    "SLIDE_MEAN",
+    "FaissIndex",
+    "FlatIndex",
+    "Hit",
+    "IVFIndex",
+    "IndexKey",
+    "LoadedIndex",
+    "VectorIndex",
+    "build_index",
+    "check_indexes",
+    "index_keys",
+    "open_index",
+    "rebuild_indexes",
+    "sync_index",
+]
+
+SLIDE_MEAN = "slide-mean"
+EMBEDDING_KINDS = ("wsi", "genomics", "fused")
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class IndexKey:
+    """Which index: a model version id (or :data:`SLIDE_MEAN`) and an embedding kind."""
+
+    version_id: str
+    kind: str = "wsi"
+
+    def directory(self, store: Store) -> Path:
+        return store.artifacts_dir / "indexes" / self.version_id / self.kind
+
+    def __str__(self) -> str:
+        return f"{self.version_id}/{self.kind}"
+
+
+@dataclass
+class LoadedIndex:
+    """An index with its key, saved metadata and (for :data:`SLIDE_MEAN`) query centre."""
+
+    key: IndexKey
+    index: FaissIndex
+    meta: dict[str, object] = field(default_factory=dict)
+    center: FloatArray | None = None
+
+    def prepare_query(self, vectors: npt.ArrayLike) -> FloatArray:
+        """Raw query embeddings (q, d) -> what the index compares (centred, normalised)."""
+        x = np.asarray(vectors, dtype=np.float32).reshape(-1, self.index.dim)
+        return normalise(x - self.center if self.center is not None else x)
+
+
+# ---------------------------------------------------------------------- sources
+def index_keys(store: Store) -> list[IndexKey]:
+    """Every index the store's rows call for: one per embeddings row, plus the fallback
+    when any slide has a stored summary."""
+    rows = store.con.execute(
+        "SELECT version_id, kind FROM patient_embeddings ORDER BY version_id, kind").fetchall()
+    keys = [IndexKey(str(v), str(k)) for v, k in rows]
+    if _summary_setting(store) is not None:
+        keys.append(IndexKey(SLIDE_MEAN, "wsi"))
+    return keys
+
+
+def source_embeddings(store: Store, key: IndexKey) -> tuple[list[str], FloatArray]:
+    """(patient ids, raw vectors (n, d)) the store holds for ``key``."""
+    if key.version_id == SLIDE_MEAN:
+        return slide_mean_embeddings(store)
+    row = store.con.execute(
+        "SELECT file, dim, n FROM patient_embeddings WHERE version_id = ? AND kind = ?",
+        [key.version_id, key.kind],
+    ).fetchone()
+    if row is None:
+        raise StoreError(f"no {key.kind!r} embeddings for model version {key.version_id!r}; "
+                         f"stored: {', '.join(map(str, index_keys(store))) or 'none'}")
+    return _read_embedding_file(store, str(row[0]), int(row[1]))
+
+
+def _read_embedding_file(store: Store, name: str, dim: int) -> tuple[list[str], FloatArray]:
+    path = Path(name)
+    if not path.is_absolute():
+        path = next((c for c in (store.root / path, store.artifacts_dir / path) if c.exists()),
+                    store.root / path)
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"cannot read embeddings {path}: {exc}") from None
+    ids = [str(p) for p in frame["patient_id"]]
+    vec_col = next((c for c in ("vector", "embedding") if c in frame.columns), None)
+    if vec_col is not None:
+        vectors = np.stack([np.asarray(v, dtype=np.float32) for v in frame[vec_col]]) if ids \
+            else np.zeros((0, dim), np.float32)
+    else:
+        vectors = frame.drop(columns=["patient_id"]).to_numpy(dtype=np.float32)
+    if vectors.shape[1] != dim:
+        raise StoreError(f"embeddings {path} have dim {vectors.shape[1]}, its row says {dim}")
+    return ids, vectors
+
+
+def _summary_setting(store: Store) -> tuple[int, int] | None:
+    """The (k, seed) most slides have summaries for, or None when there are none."""
+    row = store.con.execute(
+        "SELECT k, seed FROM slide_summaries GROUP BY k, seed ORDER BY count(*) DESC, k, seed "
+        "LIMIT 1").fetchone()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def slide_mean_embeddings(
+    store: Store, patient_ids: list[str] | None = None
+) -> tuple[list[str], FloatArray]:
+    """Per-patient mean patch feature from the stored slide summaries (patients whose slides
+    have no current summary are left out)."""
+    setting = _summary_setting(store)
+    slides = store.slides()
+    if patient_ids is not None:
+        slides = slides[slides["patient_id"].isin(set(patient_ids))]
+    if setting is None or slides.empty:
+        return [], np.zeros((0, 0), np.float32)
+    summaries = store.slide_summaries(list(slides["slide_id"]), *setting)
+    sums: dict[str, FloatArray] = {}
+    weights: dict[str, float] = {}
+    for sid, pid, n in zip(slides["slide_id"], slides["patient_id"], slides["n_patches"],
+                           strict=True):
+        if sid not in summaries:
+            continue
+        w = float(n) if pd.notna(n) and n else 1.0
+        mean = summaries[sid][0].astype(np.float32)
+        sums[pid] = sums.get(pid, 0.0) + w * mean  # type: ignore[assignment, operator]
+        weights[pid] = weights.get(pid, 0.0) + w
+    ids = sorted(sums)
+    if not ids:
+        return [], np.zeros((0, 0), np.float32)
+    return ids, np.stack([sums[p] / weights[p] for p in ids]).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- build / load / sync
+def build_index(
+    store: Store,
+    key: IndexKey,
+    *,
+    exact_threshold: int = DEFAULT_EXACT_THRESHOLD,
+    seed: int = 0,
+) -> LoadedIndex:
+    """Build ``key``'s index from the store's vectors and save it (replacing any old one)."""
+    ids, vectors = source_embeddings(store, key)
+    if not ids:
+        raise StoreError(f"no vectors to index for {key}; ingest slides (with summaries) or "
+                         "train a model version first")
+    center = vectors.mean(axis=0).astype(np.float32) if key.version_id == SLIDE_MEAN else None
+    index = make_index(vectors.shape[1], len(ids), exact_threshold=exact_threshold, seed=seed)
+    loaded = LoadedIndex(key, index, {}, center)
+    index.add(ids, vectors - center if center is not None else vectors)
+    loaded.meta = {"version_id": key.version_id, "kind": key.kind,
+                   "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                   "casegraph_version": __version__, "exact_threshold": exact_threshold}
+    save_index(store, loaded)
+    return loaded
+
+
+def save_index(store: Store, loaded: LoadedIndex) -> None:
+    arrays = {"center": loaded.center} if loaded.center is not None else None
+    meta = {**loaded.meta, "updated_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    loaded.index.save(loaded.key.directory(store), extra_meta=meta, arrays=arrays)
+
+
+def open_index(store: Store, key: IndexKey, *, build: bool = True) -> LoadedIndex:
+    """Load ``key``'s saved index; build it first when missing and ``build`` is True."""
+    directory = key.directory(store)
+    if not (directory / "meta.json").exists():
+        if not build:
+            raise StoreError(f"no vector index {key} in {store.root}; run `casegraph index "
+                             "rebuild`")
+        return build_index(store, key)
+    index = FaissIndex.load(directory)
+    meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+    center_file = directory / "center.npy"
+    center = np.load(center_file).astype(np.float32) if center_file.exists() else None
+    return LoadedIndex(key, index, meta, center)
+
+
+def sync_index(store: Store, key: IndexKey) -> tuple[int, int]:
+    """Add the store's patients missing from ``key``'s index and remove those no longer in
+    the store (no rebuild). Returns (added, removed)."""
+    loaded = open_index(store, key, build=False)
+    ids, vectors = source_embeddings(store, key)
+    present = set(loaded.index.ids())
+    wanted = set(ids)
+    removed = loaded.index.remove(present - wanted)
+    new = [i for i, p in enumerate(ids) if p not in present]
+    if new:
+        x = vectors[new]
+        loaded.index.add([ids[i] for i in new], x - loaded.center if loaded.center is not None
+                         else x)
+    if removed or new:
+        save_index(store, loaded)
+    return len(new), removed
+
+
+def rebuild_indexes(
+    store: Store,
+    version_id: str | None = None,
+    *,
+    exact_threshold: int = DEFAULT_EXACT_THRESHOLD,
+) -> list[LoadedIndex]:
+    """Rebuild every index the store calls for (or only ``version_id``'s); delete orphans."""
+    keys = [k for k in index_keys(store) if version_id in (None, k.version_id)]
+    if version_id is not None and not keys:
+        raise InputError(f"no embeddings stored for model version {version_id!r}",
+                         column="version",
+                         fix="choose among: " + ", ".join(sorted({k.version_id for k in
+                                                                 index_keys(store)})))
+    if version_id is None:
+        for orphan in _saved_keys(store) - set(keys):
+            shutil.rmtree(orphan.directory(store), ignore_errors=True)
+    return [build_index(store, k, exact_threshold=exact_threshold) for k in keys]
+
+
+def _saved_keys(store: Store) -> set[IndexKey]:
+    root = store.artifacts_dir / "indexes"
+    if not root.is_dir():
+        return set()
+    return {IndexKey(v.name, k.name) for v in root.iterdir() if v.is_dir()
+            for k in v.iterdir() if k.is_dir() and not k.name.startswith(".")}
+
+
+# ---------------------------------------------------------------------- check
+def check_indexes(store: Store) -> list[str]:
+    """Every disagreement between the saved indexes and the store's rows, one line each
+    (empty when consistent). An index not built yet is not a problem (built on first use)."""
+    problems: list[str] = []
+    known = set(index_keys(store))
+    patients = {str(p) for (p,) in store.con.execute("SELECT patient_id FROM patients").fetchall()}
+    for key in sorted(_saved_keys(store), key=str):
+        fix = f"run `casegraph index rebuild --version {key.version_id}`"
+        if key not in known:
+            problems.append(f"index {key}: no embeddings rows for it in the store (orphan); "
+                            "run `casegraph index rebuild`")
+            continue
+        try:
+            loaded = open_index(store, key, build=False)
+        except StoreError as exc:
+            problems.append(f"index {key}: {exc}")
+            continue
+        indexed = set(loaded.index.ids())
+        unknown = sorted(indexed - patients)
+        if unknown:
+            problems.append(f"index {key}: {len(unknown)} patients not in the patients table "
+                            f"(e.g. {unknown[0]}); {fix}")
+        try:
+            ids, vectors = source_embeddings(store, key)
+        except StoreError as exc:
+            problems.append(f"index {key}: {exc}")
+            continue
+        missing = sorted(set(ids) - indexed)
+        if missing:
+            problems.append(f"index {key}: {len(missing)} patients with embeddings are not "
+                            f"indexed (e.g. {missing[0]}); run `casegraph index sync` or {fix}")
+        stale = sorted(indexed - set(ids) - set(unknown))
+        if stale:
+            problems.append(f"index {key}: {len(stale)} indexed patients have no embedding any "
+                            f"more (e.g. {stale[0]}); {fix}")
+        if ids and vectors.shape[1] != loaded.index.dim:
+            problems.append(f"index {key}: dim {loaded.index.dim} but the embeddings have "
+                            f"dim {vectors.shape[1]}; {fix}")
+        elif ids:
+            problems.extend(_changed_vectors(loaded, ids, vectors, indexed, fix))
+    return problems
+
+
+def _changed_vectors(loaded: LoadedIndex, ids: list[str], vectors: FloatArray,
+                     indexed: set[str], fix: str) -> list[str]:
+    both = [i for i, p in enumerate(ids) if p in indexed]
+    if not both:
+        return []
+    expected = loaded.prepare_query(vectors[both])
+    stored = loaded.index.vectors([ids[i] for i in both])
+    changed = np.flatnonzero(np.abs(expected - stored).max(axis=1) > 1e-4)
+    if changed.size == 0:
+        return []
+    return [f"index {loaded.key}: {changed.size} patients' vectors differ from the stored "
+            f"embeddings (e.g. {ids[both[int(changed[0])]]}); {fix}"]

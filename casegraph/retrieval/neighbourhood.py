@@ -1,0 +1,85 @@
+"""Survival of a neighbourhood: (weighted) Kaplan-Meier, time bins and the neighbour risk.
+
+Pure numpy functions on 1-d arrays of equal length n: ``time`` (n,) float, ``event`` (n,)
+bool, ``weight`` (n,) float >= 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def softmax_weights(similarity: npt.ArrayLike, temperature: float = 0.1) -> FloatArray:
+    """Edge weights from similarities: softmax(s / temperature), summing to 1."""
+    s = np.asarray(similarity, dtype=np.float64)
+    if s.size == 0:
+        return s
+    z = (s - s.max()) / max(temperature, 1e-6)
+    w = np.exp(z)
+    return np.asarray(w / w.sum(), dtype=np.float64)
+
+
+def kaplan_meier(
+    time: npt.ArrayLike, event: npt.ArrayLike, weight: npt.ArrayLike | None = None
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """(distinct times (m,), S just after each (m,), weighted at-risk (m,), weighted events (m,)).
+
+    With weights, ``n_at_risk`` and ``d`` are sums of weights (the weighted product-limit
+    estimator); unweighted = all weights 1.
+    """
+    t = np.asarray(time, dtype=np.float64)
+    e = np.asarray(event, dtype=bool)
+    w = np.ones_like(t) if weight is None else np.asarray(weight, dtype=np.float64)
+    if t.size == 0:
+        empty = np.zeros(0)
+        return empty, empty, empty, empty
+    times = np.unique(t)
+    at_risk = np.array([w[t >= u].sum() for u in times])
+    deaths = np.array([w[(t == u) & e].sum() for u in times])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        factor = np.where(at_risk > 0, 1.0 - deaths / at_risk, 1.0)
+    return times, np.cumprod(factor).astype(np.float64), at_risk.astype(np.float64), \
+        deaths.astype(np.float64)
+
+
+def survival_at(times: FloatArray, survival: FloatArray, query: npt.ArrayLike) -> FloatArray:
+    """Step function S evaluated at ``query`` times (S = 1 before the first time)."""
+    q = np.asarray(query, dtype=np.float64)
+    idx = np.searchsorted(times, q, side="right") - 1
+    padded = np.concatenate([[1.0], survival])
+    return np.asarray(padded[idx + 1], dtype=np.float64)
+
+
+def median_survival(times: FloatArray, survival: FloatArray) -> float | None:
+    below = np.flatnonzero(survival <= 0.5)
+    return float(times[below[0]]) if below.size else None
+
+
+def bin_end_times(time: npt.ArrayLike, event: npt.ArrayLike, n_bins: int = 4) -> FloatArray:
+    """End of each of ``n_bins`` time bins: quartiles of the uncensored times (the MCAT
+    convention), the last bin ending at the largest observed time. (n_bins,) increasing."""
+    t = np.asarray(time, dtype=np.float64)
+    e = np.asarray(event, dtype=bool)
+    source = t[e] if e.any() else t
+    if source.size == 0:
+        return np.arange(1, n_bins + 1, dtype=np.float64)
+    inner = np.quantile(source, np.arange(1, n_bins) / n_bins)
+    ends = np.concatenate([inner, [max(float(t.max()), float(inner[-1]) if inner.size else 0.0)]])
+    return np.maximum.accumulate(ends)
+
+
+def risk_from_survival(survival: npt.ArrayLike) -> float:
+    """-sum of S over the bins (higher = worse), as the models do."""
+    return float(-np.sum(np.asarray(survival, dtype=np.float64)))
+
+
+def neighbour_prediction(
+    time: npt.ArrayLike, event: npt.ArrayLike, weight: npt.ArrayLike, bin_ends: FloatArray
+) -> tuple[float, FloatArray]:
+    """(risk, S at the bin ends) from the weighted Kaplan-Meier curve of the neighbours."""
+    times, surv, _, _ = kaplan_meier(time, event, weight)
+    s = survival_at(times, surv, bin_ends)
+    return risk_from_survival(s), s
