@@ -74,7 +74,7 @@ def test_recall_against_brute_force(filled: tuple) -> None:
 
 
 def test_exclusions_always_return_k(filled: tuple) -> None:
-    index, ids, x = filled
+    index, _ids, x = filled
     nearest = [h.patient_id for h in index.search(x[:1], 50)[0]]
     hits = index.search(x[:1], 10, exclude=nearest[:45])[0]
     assert len(hits) == 10
@@ -82,7 +82,7 @@ def test_exclusions_always_return_k(filled: tuple) -> None:
 
 
 def test_inclusion_filter_returns_k_even_when_the_allowed_are_far(filled: tuple) -> None:
-    index, ids, x = filled
+    index, _ids, x = filled
     far = [h.patient_id for h in index.search(-x[:1], 12)[0]]  # the least similar patients
     hits = index.search(x[:1], 10, allowed=far)[0]
     assert len(hits) == 10
