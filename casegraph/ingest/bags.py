@@ -203,7 +203,9 @@ def _validate_features(features: np.ndarray, path: Path) -> npt.NDArray[np.float
     feats = np.asarray(features, dtype=np.float32)
     # A column sum is finite when every value is (bar float32 overflow, checked below);
     # it costs a tenth of an element-wise isfinite over the whole bag.
-    if np.isfinite(feats.sum(axis=0)).all():
+    with np.errstate(over="ignore", invalid="ignore"):
+        column_sums = feats.sum(axis=0)
+    if np.isfinite(column_sums).all():
         return feats
     finite = np.isfinite(feats)
     if not finite.all():

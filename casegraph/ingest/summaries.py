@@ -56,7 +56,10 @@ def summarize_features(
         raise ValueError(f"features must be (N>0, D), got shape {x.shape}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    mean = x.mean(axis=0, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        mean = x.mean(axis=0, dtype=np.float32)
+    if not np.isfinite(mean).all():  # float32 overflow of huge (finite) values
+        mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
     rng = np.random.default_rng(seed)
     n = x.shape[0]
     sample = x[np.sort(rng.choice(n, size=max_points, replace=False))] if n > max_points else x

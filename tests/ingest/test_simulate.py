@@ -1,0 +1,161 @@
+"""The WSI simulator: determinism, the signal knob, shared mixes, valid CLAM files."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from casegraph.ingest.bags import read_bag
+from casegraph.ingest.simulate import (
+    BagSettings,
+    phenotype_map,
+    phenotype_mix,
+    prototypes,
+    simulate_bags,
+    simulate_cohort,
+    standardise_columns,
+)
+
+SMALL = {"n_patches": 64, "dim": 16, "n_phenotypes": 4}
+
+
+def _genomics(n: int = 6, f: int = 10, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, f))
+
+
+def _cohort(n: int = 4) -> tuple[list[str], list[list[str]]]:
+    patients = [f"P{i}" for i in range(n)]
+    slides = [[f"P{i}-DX1.svs"] + ([f"P{i}-DX2.svs"] if i % 2 else []) for i in range(n)]
+    return patients, slides
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.h5"))}
+
+
+def test_writes_valid_clam_h5_named_by_slide(tmp_path: Path) -> None:
+    patients, slides = _cohort()
+    result = simulate_bags(_genomics(4), patients, slides, tmp_path, **SMALL)
+    assert sorted(result.paths) == sorted(s[:-4] for group in slides for s in group)
+    for key, path in result.paths.items():
+        assert path == tmp_path / f"{key}.h5"
+        with h5py.File(path, "r") as handle:
+            assert handle["features"].shape == (64, 16)
+            assert handle["features"].dtype == np.float32
+            assert handle["coords"].shape == (64, 2)
+            assert np.issubdtype(handle["coords"].dtype, np.integer)
+            assert "simulated" in str(handle.attrs["generator"])
+        bag = read_bag(path)
+        assert len({tuple(c) for c in bag.coords.tolist()}) == 64  # distinct patch positions
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_deterministic_for_a_seed(tmp_path: Path) -> None:
+    patients, slides = _cohort()
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        simulate_bags(_genomics(4), patients, slides, tmp_path / name, seed=seed, **SMALL)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
+
+
+def test_slide_bags_do_not_depend_on_input_order(tmp_path: Path) -> None:
+    patients, slides = _cohort()
+    g = _genomics(4)
+    simulate_bags(g, patients, slides, tmp_path / "a", signal=0.0, **SMALL)
+    simulate_bags(g[::-1], patients[::-1], slides[::-1], tmp_path / "b", signal=0.0, **SMALL)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+
+
+def test_multi_slide_patients_share_their_mix(tmp_path: Path) -> None:
+    settings = BagSettings(n_patches=4000, dim=8, n_phenotypes=3, noise_scale=0.05,
+                           slide_shift=0.0, prototype_scale=5.0)
+    patients, slides = ["A", "B"], [["A1", "A2"], ["B1"]]
+    result = simulate_bags(_genomics(2), patients, slides, tmp_path, settings=settings)
+
+    def proportions(key: str) -> np.ndarray:
+        feats = read_bag(result.paths[key]).features
+        nearest = np.linalg.norm(feats[:, None] - result.prototypes[None], axis=2).argmin(axis=1)
+        return np.bincount(nearest, minlength=3) / len(feats)
+
+    np.testing.assert_allclose(proportions("A1"), result.mix[0], atol=0.03)
+    np.testing.assert_allclose(proportions("A2"), result.mix[0], atol=0.03)
+    np.testing.assert_allclose(proportions("B1"), result.mix[1], atol=0.03)
+
+
+def _mix_vs_genomics_correlation(signal: float) -> float:
+    n = 2000
+    g = _genomics(n, 12, seed=5)
+    ids = [f"P{i}" for i in range(n)]
+    settings = BagSettings(signal=signal, n_phenotypes=4, seed=3)
+    log_mix = np.log(phenotype_mix(g, ids, settings))
+    log_mix -= log_mix.mean(axis=1, keepdims=True)
+    genomic = standardise_columns(g @ phenotype_map(12, 4, 3))
+    genomic -= genomic.mean(axis=1, keepdims=True)
+    return float(np.mean([abs(np.corrcoef(log_mix[:, p], genomic[:, p])[0, 1]) for p in range(4)]))
+
+
+def test_signal_zero_mix_is_independent_of_genomics() -> None:
+    assert _mix_vs_genomics_correlation(0.0) < 0.06
+
+
+def test_signal_one_mix_is_a_function_of_genomics() -> None:
+    assert _mix_vs_genomics_correlation(1.0) > 0.99
+    assert 0.4 < _mix_vs_genomics_correlation(0.5) < 0.9
+
+
+def test_signal_outside_unit_interval_is_refused() -> None:
+    with pytest.raises(ValueError, match="signal"):
+        BagSettings(signal=1.5)
+
+
+def test_patch_spread_varies_slide_sizes(tmp_path: Path) -> None:
+    settings = BagSettings(n_patches=100, dim=4, patch_spread=0.5)
+    patients = [f"P{i}" for i in range(6)]
+    result = simulate_bags(_genomics(6), patients, [[p] for p in patients], tmp_path,
+                           settings=settings)
+    sizes = {read_bag(p).n_patches for p in result.paths.values()}
+    assert len(sizes) > 1 and all(50 <= s <= 150 for s in sizes)
+
+
+def test_synthetic_cohort(tmp_path: Path) -> None:
+    cohort = simulate_cohort(120, tmp_path, n_genes=24, settings=BagSettings(n_patches=32, dim=8),
+                             seed=0)
+    table = pd.read_csv(cohort.table_path)
+    assert {"case_id", "slide_id", "survival_months", "censorship"} <= set(table.columns)
+    assert table["case_id"].nunique() == 120 and len(table) == cohort.n_slides
+    assert any(c.endswith("_rnaseq") for c in table) and any(c.endswith("_cnv") for c in table)
+    cnv = table[[c for c in table if c.endswith("_cnv")]].to_numpy()
+    assert set(np.unique(cnv)) <= {-2.0, -1.0, 0.0, 1.0, 2.0}
+    mut = table[[c for c in table if c.endswith("_mut")]].to_numpy()
+    assert set(np.unique(mut)) <= {0.0, 1.0}
+    assert set(table["censorship"]) <= {0, 1} and 0.3 < table["censorship"].mean() < 0.7
+    assert (table["survival_months"] > 0).all()
+    per_patient = table.groupby("case_id")
+    assert (per_patient["survival_months"].nunique() == 1).all()  # repeated rows agree
+    assert len(list(cohort.bags_dir.glob("*.h5"))) == cohort.n_slides
+    signatures = pd.read_csv(cohort.signatures_path)
+    assert signatures.shape[1] == 6
+    splits = pd.read_csv(cohort.splits_dir / "splits_0.csv", index_col=0)
+    assert not set(splits["train"].dropna()) & set(splits["val"].dropna())
+    # the known risk orders survival (higher risk, earlier death)
+    first = per_patient.first()
+    risk = first.index.map(cohort.risk).to_numpy()
+    dead = first["censorship"].to_numpy() == 0
+    assert np.corrcoef(risk[dead], np.log(first["survival_months"].to_numpy()[dead]))[0, 1] < -0.3
+
+
+def test_synthetic_bags_carry_risk_when_signal_is_high(tmp_path: Path) -> None:
+    settings = BagSettings(n_patches=200, dim=8, signal=1.0, n_phenotypes=3, seed=0)
+    cohort = simulate_cohort(80, tmp_path, n_genes=12, settings=settings, multi_slide=0.0)
+    table = pd.read_csv(cohort.table_path)
+    means = np.stack([read_bag(p).features.mean(axis=0)
+                      for p in sorted(cohort.bags_dir.glob("*.h5"))])
+    risk = np.array([cohort.risk[c] for c in sorted(table["case_id"])])
+    # the bag mean moves towards phenotype 0 (the risk phenotype) as risk grows
+    towards_0 = means @ prototypes(settings)[0]
+    assert np.corrcoef(towards_0, risk)[0, 1] > 0.5
