@@ -31,16 +31,23 @@ class CoAttentionCommon(nn.Module):
     modality vectors h_p, h_g (d,). Row-wise MLPs (d -> hidden -> 1) read ``A^T`` and ``A``
     into per-feature gates: common parts ``c_p = MLP_p(A^T) * h_p`` and ``c_g = MLP_g(A) * h_g``
     (each (d,)); each modality's feature i is gated by how it co-varies with the other.
-    Also used (with separate parameters) by CCL's common and synergy encoders.
+    Also used (with separate parameters) by CCL's common and synergy encoders, whose gates
+    are single FC layers (``gate="linear"``: ``C = fc1(A^T) * F_p + fc1(A) * F_g``).
     """
 
-    def __init__(self, dim: int, hidden: int | None = None) -> None:
+    def __init__(self, dim: int, hidden: int | None = None, gate: str = "mlp") -> None:
         super().__init__()
         hidden = hidden or dim
         self.proj_p = nn.Linear(dim, dim)
         self.proj_g = nn.Linear(dim, dim)
-        self.mlp_p = MLP(dim, hidden, 1)
-        self.mlp_g = MLP(dim, hidden, 1)
+        self.mlp_p: nn.Module
+        self.mlp_g: nn.Module
+        if gate == "mlp":
+            self.mlp_p, self.mlp_g = MLP(dim, hidden, 1), MLP(dim, hidden, 1)
+        elif gate == "linear":
+            self.mlp_p, self.mlp_g = nn.Linear(dim, 1), nn.Linear(dim, 1)
+        else:
+            raise ValueError(f"unknown gate {gate!r}; choose among: mlp, linear")
 
     def coattention(self, h_p: torch.Tensor, h_g: torch.Tensor) -> torch.Tensor:
         """(d,), (d,) -> A (d, d) with A[i, j] = Linear_p(h_p)_i * Linear_g(h_g)_j."""

@@ -1,0 +1,153 @@
+"""Shared machinery of the per-patient fusion models (MurreNet, CCL).
+
+Both papers train one patient at a time (batch size 1, discrete-time NLL over ``n_bins``
+bins). :class:`PatientFusionModel` does the fold-wise preparation (bin edges and genomics
+scaling from the training fold only), the seeded epoch loop with optional gradient
+accumulation, and prediction; subclasses supply the network, the per-patient inputs and
+the loss. Bags are read from disk once per fit and cached; with ``max_patches`` a seeded
+random subset of at most that many patches is kept per patient during training.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from casegraph.errors import InputError
+from casegraph.models.base import Prediction
+from casegraph.models.data import CohortData
+from casegraph.models.losses import risk_from_survival, survival_from_logits
+from casegraph.models.preprocess import GenomicsPreprocessor
+from casegraph.models.targets import bin_edges, discretize
+from casegraph.runtime import seed_everything
+
+log = logging.getLogger(__name__)
+
+Inputs = dict[str, Any]
+
+
+def subsample_patches(bag: npt.NDArray[np.float32], max_patches: int | None,
+                      rng: np.random.Generator) -> npt.NDArray[np.float32]:
+    """A seeded subset of at most ``max_patches`` rows (patch order kept); all if None."""
+    if max_patches is None or bag.shape[0] <= max_patches:
+        return bag
+    keep = np.sort(rng.choice(bag.shape[0], size=max_patches, replace=False))
+    return np.ascontiguousarray(bag[keep])
+
+
+def load_patient_bag(data: CohortData, i: int) -> npt.NDArray[np.float32]:
+    """Patient i's stacked patches (N, D); an InputError when the patient has no slides."""
+    if not data.bags[i]:
+        raise InputError(f"patient {data.patient_ids[i]} has no slide features",
+                         column="slides",
+                         fix="ingest bags for every patient, or load with require_slides=True")
+    return data.load_bag(i)
+
+
+class PatientFusionModel:
+    """Base of MurreNet and CCL (SurvivalModel protocol). Fitted state: ``net_``, ``edges_``,
+    ``preprocessor_``, ``history_`` (mean training loss per epoch)."""
+
+    name = "fusion"
+
+    def __init__(self, *, n_bins: int = 4, epochs: int = 20, lr: float = 2e-4,
+                 weight_decay: float = 1e-5, grad_accum: int = 1,
+                 max_patches: int | None = None, seed: int = 0, nll_alpha: float = 0.0,
+                 device: str = "cpu", verbose: bool = False) -> None:
+        self.n_bins, self.epochs, self.lr = n_bins, epochs, lr
+        self.weight_decay, self.grad_accum = weight_decay, grad_accum
+        self.max_patches, self.seed, self.nll_alpha = max_patches, seed, nll_alpha
+        self.device, self.verbose = device, verbose
+
+    # ------------------------------------------------------------------ hooks
+    def _build(self, train: CohortData) -> nn.Module:
+        raise NotImplementedError
+
+    def _patient_inputs(self, data: CohortData, i: int, genomics: list[torch.Tensor],
+                        training: bool) -> Inputs:
+        raise NotImplementedError
+
+    def _forward(self, inputs: Inputs, training: bool) -> tuple[torch.Tensor, torch.Tensor,
+                                                                 dict[str, torch.Tensor]]:
+        """-> (logits (K,), embedding (d,), auxiliary tensors for the loss)."""
+        raise NotImplementedError
+
+    def _loss(self, logits: torch.Tensor, aux: dict[str, torch.Tensor], label: int,
+              event: bool, index: int) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def _before_fit(self, train: CohortData) -> None:
+        """Subclass hook run after the fold-wise preparation, before the network is built."""
+
+    # ------------------------------------------------------------------ shared
+    def _genomics(self, data: CohortData) -> list[torch.Tensor]:
+        groups = self.preprocessor_.transform(data.genomics)
+        return [torch.from_numpy(g).to(self.device) for g in groups]
+
+    def _nll(self, logits: torch.Tensor, label: int, event: bool) -> torch.Tensor:
+        from casegraph.models.losses import nll_survival_loss
+
+        return nll_survival_loss(logits[None], torch.tensor([label]),
+                                 torch.tensor([float(event)]), alpha=self.nll_alpha)
+
+    def fit(self, train: CohortData, valid: CohortData | None = None) -> PatientFusionModel:
+        rng = seed_everything(self.seed)
+        self.edges_ = bin_edges(train.target, self.n_bins)
+        self.labels_ = discretize(train.target.time, self.edges_)
+        self.preprocessor_ = GenomicsPreprocessor().fit(train.genomics)
+        self.group_sizes_ = train.group_sizes
+        self._before_fit(train)
+        self.net_ = self._build(train).to(self.device)
+        optimiser = torch.optim.Adam(self.net_.parameters(), lr=self.lr,
+                                     weight_decay=self.weight_decay)
+        genomics = self._genomics(train)
+        cache: dict[int, Inputs] = {}
+        self.history_: list[dict[str, float]] = []
+        for epoch in range(self.epochs):
+            self.net_.train()
+            totals: dict[str, float] = {}
+            optimiser.zero_grad()
+            order = rng.permutation(len(train))
+            for step, i in enumerate(order, start=1):
+                i = int(i)
+                if i not in cache:
+                    cache[i] = self._patient_inputs(train, i, genomics, training=True)
+                logits, _emb, aux = self._forward(cache[i], training=True)
+                loss, parts = self._loss(logits, aux, int(self.labels_[i]),
+                                         bool(train.target.event[i]), i)
+                (loss / self.grad_accum).backward()
+                if step % self.grad_accum == 0 or step == len(order):
+                    optimiser.step()
+                    optimiser.zero_grad()
+                for key, value in parts.items():
+                    totals[key] = totals.get(key, 0.0) + value
+            mean = {k: v / max(len(train), 1) for k, v in totals.items()}
+            self.history_.append(mean)
+            if self.verbose:
+                log.info("%s epoch %d: %s", self.name, epoch + 1, mean)
+        return self
+
+    @torch.no_grad()
+    def predict(self, data: CohortData) -> Prediction:
+        if not hasattr(self, "net_"):
+            raise RuntimeError(f"{self.name}: predict called before fit")
+        self.net_.eval()
+        genomics = self._genomics(data)
+        survival, embeddings = [], []
+        for i in range(len(data)):
+            inputs = self._patient_inputs(data, i, genomics, training=False)
+            logits, emb, _aux = self._forward(inputs, training=False)
+            survival.append(survival_from_logits(logits[None])[1][0])
+            embeddings.append(emb)
+        surv = torch.stack(survival).double()
+        return Prediction(
+            patient_ids=list(data.patient_ids),
+            risk=risk_from_survival(surv).cpu().numpy(),
+            survival=surv.cpu().numpy(),
+            embedding=torch.stack(embeddings).float().cpu().numpy(),
+        )
