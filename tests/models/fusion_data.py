@@ -44,3 +44,9 @@ def planted_cohort(tmp_path: Path, n: int = 40, dim: int = 16, group_sizes: tupl
         cohorts=["tiny"] * n,
         slide_ids=slide_ids,
     )
+
+
+def harrell_c(risk: np.ndarray, target: SurvivalTarget) -> float:
+    from sksurv.metrics import concordance_index_censored
+
+    return float(concordance_index_censored(target.event, target.time, risk)[0])

@@ -11,9 +11,8 @@ import torch
 from casegraph.ingest.summaries import summarize_features
 from casegraph.models.base import SurvivalModel
 from casegraph.models.ccl import CCLModel, CCLNet
-from casegraph.models.metrics import harrell_c
 from casegraph.models.registry import build_model
-from tests.models.fusion_data import planted_cohort
+from tests.models.fusion_data import harrell_c, planted_cohort
 
 TINY = {"dim": 16, "heads": 2, "dropout": 0.0, "k": 3}
 

@@ -10,10 +10,9 @@ import torch
 
 from casegraph.errors import InputError
 from casegraph.models.base import SurvivalModel
-from casegraph.models.metrics import harrell_c
 from casegraph.models.murrenet import ABLATIONS, MurreNetModel
 from casegraph.models.registry import build_model
-from tests.models.fusion_data import planted_cohort
+from tests.models.fusion_data import harrell_c, planted_cohort
 
 TINY = {"dim": 16, "heads": 2, "dropout": 0.0}
 
