@@ -6,7 +6,8 @@ These are *not* real histology features. The generative model (docs/simulator.md
 - ``n_phenotypes`` tissue-phenotype prototypes ``mu_p ~ N(0, prototype_scale^2 I_D)``.
 - A patient's phenotype logits mix a genomic part and an independent part::
 
-      a_i = standardise(g_i @ W)                (W: fixed random F x P map, seeded)
+      x_i = clip(standardise(g_i), -8, 8)       (genomic columns standardised over the cohort)
+      a_i = standardise(x_i @ W)                (W: fixed random F x P map, seeded)
       b_i ~ N(0, I_P)                           (independent of genomics)
       logits_i = mix_scale * (sqrt(signal) a_i + sqrt(1 - signal) b_i)
       pi_i = softmax(logits_i)
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,7 @@ from casegraph.ingest.bags import slide_key
 from casegraph.runtime import progress
 
 PATCH_PX = 256
+CLIP_Z = 8.0
 GENERATOR = "casegraph.ingest.simulate: simulated patch features, not real WSI features"
 _TAG_MAP, _TAG_PROTOTYPES, _TAG_PATIENT, _TAG_SLIDE = 1, 2, 3, 4
 
@@ -99,8 +102,11 @@ def prototypes(settings: BagSettings) -> npt.NDArray[np.float32]:
 def standardise_columns(x: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """Zero-mean unit-variance columns (constant columns become 0; NaN becomes 0)."""
     arr = np.asarray(x, dtype=np.float64)
-    mean = np.nanmean(arr, axis=0) if arr.shape[0] else np.zeros(arr.shape[1])
-    std = np.nanstd(arr, axis=0) if arr.shape[0] else np.ones(arr.shape[1])
+    if arr.shape[0] == 0:
+        return arr
+    with warnings.catch_warnings():  # all-NaN columns: mean NaN, handled below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean, std = np.nanmean(arr, axis=0), np.nanstd(arr, axis=0)
     out = (arr - mean) / np.where(std > 0, std, 1.0)
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
@@ -119,6 +125,8 @@ def phenotype_mix(
     w = phenotype_map(g.shape[1], p, settings.seed) if phenotype_map_ is None else phenotype_map_
     if w.shape != (g.shape[1], p):
         raise ValueError(f"phenotype map must be ({g.shape[1]}, {p}), got {w.shape}")
+    # columns standardised (NaN -> 0) and clipped so raw outliers do not dominate the map
+    g = np.clip(standardise_columns(g), -CLIP_Z, CLIP_Z)
     genomic = standardise_columns(g @ w) if g.shape[1] else np.zeros((n, p))
     independent = np.stack([_rng(settings.seed, _TAG_PATIENT, pid).standard_normal(p)
                             for pid in patient_ids]) if n else np.zeros((0, p))

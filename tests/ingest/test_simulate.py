@@ -159,3 +159,36 @@ def test_synthetic_bags_carry_risk_when_signal_is_high(tmp_path: Path) -> None:
     # the bag mean moves towards phenotype 0 (the risk phenotype) as risk grows
     towards_0 = means @ prototypes(settings)[0]
     assert np.corrcoef(towards_0, risk)[0, 1] > 0.5
+
+
+def test_cli_simulates_bags_for_a_table(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from casegraph.cli import app
+
+    table = tmp_path / "tcga_tiny_all_clean.csv"
+    table.write_text(
+        "case_id,slide_id,survival_months,censorship,TP53_rnaseq,TP53_cnv,TP53_mut\n"
+        "A,A-DX1.svs,10.5,0,1.2,1,0\n"
+        "A,A-DX2.svs,10.5,0,1.2,1,0\n"
+        "B,B-DX1.svs,3.0,1,-0.4,0,1\n", encoding="utf-8")
+    args = ["simulate", "--table", str(table), "--out", str(tmp_path / "bags"),
+            "--patches", "20", "--dim", "8", "--signal", "1", "--seed", "3"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "bags").glob("*.h5")) == ["A-DX1.h5", "A-DX2.h5",
+                                                                       "B-DX1.h5"]
+    assert read_bag(tmp_path / "bags" / "B-DX1.h5").features.shape == (20, 8)
+
+
+def test_cli_synthetic_cohort_and_bad_usage(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from casegraph.cli import app
+
+    result = CliRunner().invoke(app, ["simulate", "--synthetic", "12", "--out", str(tmp_path),
+                                      "--patches", "8", "--dim", "4", "--genes", "12"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "synthetic_all_clean.csv").is_file()
+    assert len(list((tmp_path / "bags").glob("*.h5"))) >= 12
+    assert CliRunner().invoke(app, ["simulate", "--out", str(tmp_path)]).exit_code != 0
