@@ -161,11 +161,21 @@ def test_synthetic_bags_carry_risk_when_signal_is_high(tmp_path: Path) -> None:
     assert np.corrcoef(towards_0, risk)[0, 1] > 0.5
 
 
+def _simulate_app():  # type: ignore[no-untyped-def]
+    import typer
+
+    from casegraph.cli import simulate_cmds
+
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    simulate_cmds.register(app)
+    return app
+
+
 def test_cli_simulates_bags_for_a_table(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from casegraph.cli import app
-
+    app = _simulate_app()
     table = tmp_path / "tcga_tiny_all_clean.csv"
     table.write_text(
         "case_id,slide_id,survival_months,censorship,TP53_rnaseq,TP53_cnv,TP53_mut\n"
@@ -184,8 +194,7 @@ def test_cli_simulates_bags_for_a_table(tmp_path: Path) -> None:
 def test_cli_synthetic_cohort_and_bad_usage(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from casegraph.cli import app
-
+    app = _simulate_app()
     result = CliRunner().invoke(app, ["simulate", "--synthetic", "12", "--out", str(tmp_path),
                                       "--patches", "8", "--dim", "4", "--genes", "12"])
     assert result.exit_code == 0, result.output
