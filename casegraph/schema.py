@@ -25,10 +25,14 @@ class Modality(StrEnum):
     @classmethod
     def from_suffix(cls, column: str) -> tuple[str, Modality] | None:
         """Split ``"TP53_rnaseq"`` into ``("TP53", Modality.RNA)``; None if no known suffix."""
-        for modality in cls:
-            if column.endswith(modality.suffix) and len(column) > len(modality.suffix):
-                return column[: -len(modality.suffix)], modality
-        return None
+        stem, sep, tail = column.rpartition("_")
+        if not sep or not stem:
+            return None
+        modality = _MODALITY_OF_SUFFIX.get(tail)
+        return None if modality is None else (stem, modality)
+
+
+_MODALITY_OF_SUFFIX = {"rnaseq": Modality.RNA, "cnv": Modality.CNV, "mut": Modality.MUT}
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from casegraph import __version__
-from casegraph.cli import demo_cmds, graph_cmds, query_cmds, store_cmds, train_cmds
+from casegraph.cli import demo_cmds, graph_cmds, query_cmds, simulate_cmds, store_cmds, train_cmds
 
 app = typer.Typer(
     name="casegraph",
@@ -36,7 +36,7 @@ def _root(
         os.environ["CASEGRAPH_DEBUG"] = "1"
 
 
-for _module in (store_cmds, demo_cmds, train_cmds, graph_cmds, query_cmds):
+for _module in (store_cmds, simulate_cmds, demo_cmds, train_cmds, graph_cmds, query_cmds):
     _module.register(app)
 
 
@@ -46,7 +46,9 @@ def main() -> None:
 
     debug = "--debug" in sys.argv or bool(os.environ.get("CASEGRAPH_DEBUG"))
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (CasegraphError, OSError, ValueError) as exc:

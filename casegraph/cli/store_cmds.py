@@ -108,15 +108,14 @@ def doctor_command(
     from casegraph.ingest.doctor import run_checks
     from casegraph.ingest.store import Store
 
-    console = Console()
     with Store.open(store or default_store_path(), create=False, read_only=True) as s:
         problems = run_checks(s, rehash=full)
         problems += _index_checks(s)
     if not problems:
-        console.print("[green]ok[/green]: no problems found")
+        Console().print("[green]ok[/green]: no problems found")
         return
     for problem in problems:
-        console.print(f"[red]problem:[/red] {problem}")
+        typer.echo(f"problem: {problem}")
     raise typer.Exit(1)
 
 

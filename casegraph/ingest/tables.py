@@ -216,7 +216,8 @@ def _check_numeric(df: pd.DataFrame, columns: list[str], path: Path,
                    allow_nan: bool = False) -> None:
     if not columns:
         return
-    non_numeric = [c for c in columns if df[c].dtype.kind not in "fiub"]
+    kinds = df.dtypes
+    non_numeric = [c for c in columns if kinds[c].kind not in "fiub"]
     for col in non_numeric:
         converted = pd.to_numeric(df[col], errors="coerce")
         bad = converted.isna() & df[col].notna()

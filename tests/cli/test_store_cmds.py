@@ -1,0 +1,56 @@
+"""The CLI end to end in a subprocess: ingest, info, doctor, errors as one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.ingest.helpers import write_bags, write_signatures, write_table
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", "from casegraph.cli import main; main()", *args],
+                          capture_output=True, text=True)
+
+
+def test_ingest_info_doctor(tmp_path: Path) -> None:
+    table = write_table(tmp_path / "in")
+    write_bags(tmp_path / "bags", ["P1-A", "P2-A"])
+    store = str(tmp_path / "store")
+    result = run_cli("ingest", "--store", store, "--table", str(table), "--cohort", "tiny",
+                     "--signatures", str(write_signatures(tmp_path)), "--bags",
+                     str(tmp_path / "bags"), "--k", "2")
+    assert result.returncode == 0, result.stderr
+    assert "3 new patients" in result.stdout
+    again = run_cli("ingest", "--store", store, "--table", str(table), "--cohort", "tiny")
+    assert "nothing to do" in again.stdout
+    info = run_cli("info", "--store", store)
+    assert info.returncode == 0 and "tiny" in info.stdout
+    assert run_cli("doctor", "--store", store).returncode == 0
+    (tmp_path / "bags" / "P2-A.h5").unlink()
+    write_bags(tmp_path / "bags", ["P1-A"], seed=3)
+    doctor = run_cli("doctor", "--store", store)
+    assert doctor.returncode == 1
+    assert "P2-A: feature file vanished" in doctor.stdout
+    assert "P1-A: feature file changed" in doctor.stdout
+
+
+def test_bad_input_is_one_readable_line(tmp_path: Path) -> None:
+    table = write_table(tmp_path, ["P2,P2-A.svs,-3,1,55,BLCA,0,0,0,0"])
+    result = run_cli("ingest", "--store", str(tmp_path / "s"), "--table", str(table))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "row 2" in lines[0] and "survival_months" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_info_on_missing_store_says_what_to_do(tmp_path: Path) -> None:
+    result = run_cli("info", "--store", str(tmp_path / "nope"))
+    assert result.returncode == 1 and "casegraph ingest" in result.stderr
+
+
+def test_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("casegraph ")
