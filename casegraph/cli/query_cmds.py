@@ -1,9 +1,130 @@
-"""Commands of this area (registered on the root app)."""
+"""Retrieval commands: ``query``, ``serve`` and ``index rebuild|sync|check``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from casegraph.config import default_store_path
+
+STORE_OPTION = typer.Option(None, "--store", "-s", help="Store directory (env CASEGRAPH_STORE).")
+
+index_app = typer.Typer(help="Vector indexes of a store (one per model version and "
+                             "embedding kind).", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    app.command("query")(query_command)
+    app.command("serve")(serve_command)
+    app.add_typer(index_app, name="index")
+
+
+def query_command(
+    slide: list[Path] = typer.Option([], "--slide", help="Patch-feature file (.h5/.pt) of the "
+                                     "query patient; repeatable (several slides)."),
+    patient: str | None = typer.Option(None, "--patient", help="Query with a stored patient "
+                                       "(its own case is excluded from the neighbours)."),
+    k: int = typer.Option(10, "--k", help="Number of similar patients to report."),
+    candidates: int = typer.Option(300, help="FAISS candidates (M) handed to MSRL's GSL."),
+    cohort: list[str] = typer.Option([], "--cohort", help="Only neighbours of this cohort; "
+                                     "repeatable."),
+    require: list[str] = typer.Option([], "--require", help="Only neighbours whose modality is "
+                                      "authentic: genomics or histology; repeatable."),
+    method: str = typer.Option("auto", help="auto (MSRL when trained), msrl, or knn."),
+    version: str | None = typer.Option(None, "--version", help="MSRL model version (default: "
+                                       "the latest)."),
+    exact: bool = typer.Option(False, help="GSL over the whole buffer (no FAISS pruning)."),
+    persist: bool = typer.Option(False, help="Write the query case and its edges into the "
+                                 "case graph."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
+    km_png: Path | None = typer.Option(None, help="Also draw the neighbourhood's Kaplan-Meier "
+                                       "curve to this PNG file."),
+    store: Path | None = STORE_OPTION,
+) -> None:
+    """WSI-only query: similar historical patients, their outcomes, predicted survival."""
+    from casegraph.ingest.store import Store
+    from casegraph.retrieval.query import QueryEngine, QueryOptions
+
+    opts = QueryOptions(k=k, n_candidates=max(candidates, k), cohorts=tuple(cohort),
+                        require=tuple(require), method=method, model_version=version,
+                        exact=exact, persist=persist)
+    with Store.open(store or default_store_path(), create=False, read_only=not persist) as st:
+        result = QueryEngine(st).query(slide, patient, opts)
+    if km_png is not None:
+        from casegraph.retrieval.report import plot_km
+
+        plot_km(result, km_png)
+    if as_json:
+        typer.echo(result.model_dump_json(indent=2))
+        return
+    from casegraph.retrieval.report import print_result
+
+    print_result(result)
+
+
+def serve_command(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="TCP port."),
+    max_body_mb: int = typer.Option(256, help="Largest request body accepted (MiB)."),
+    workers: int = typer.Option(1, help="uvicorn worker processes."),
+    store: Path | None = STORE_OPTION,
+) -> None:
+    """Serve the REST API (API keys from CASEGRAPH_API_KEYS or CASEGRAPH_API_KEYS_FILE)."""
+    import uvicorn
+
+    from casegraph.retrieval.service import create_app
+
+    app = create_app(store or default_store_path(), max_body_bytes=max_body_mb * 1024 * 1024)
+    typer.echo(f"casegraph service on http://{host}:{port} (store {app.state.store.root}); "
+               "send the key in the X-API-Key header", err=True)
+    uvicorn.run(app, host=host, port=port, workers=workers, log_level="info")
+
+
+@index_app.command("rebuild")
+def index_rebuild(
+    version: str | None = typer.Option(None, "--version", help="Only this model version "
+                                       "(default: every index; orphans are deleted)."),
+    exact_threshold: int = typer.Option(50_000, help="Exact (flat) index below this many "
+                                        "patients, IVF at or above it."),
+    store: Path | None = STORE_OPTION,
+) -> None:
+    """Rebuild vector indexes from the store's embeddings."""
+    from casegraph.ingest.store import Store
+    from casegraph.retrieval.index import rebuild_indexes
+
+    with Store.open(store or default_store_path(), create=False, read_only=True) as st:
+        for loaded in rebuild_indexes(st, version, exact_threshold=exact_threshold):
+            params = ", ".join(f"{k}={v}" for k, v in loaded.index.params.items())
+            typer.echo(f"rebuilt {loaded.key}: {params}")
+
+
+@index_app.command("sync")
+def index_sync(store: Path | None = STORE_OPTION) -> None:
+    """Add newly ingested patients to the saved indexes and drop removed ones (no rebuild)."""
+    from casegraph.ingest.store import Store
+    from casegraph.retrieval.index import build_index, index_keys, sync_index
+
+    with Store.open(store or default_store_path(), create=False, read_only=True) as st:
+        for key in index_keys(st):
+            if not (key.directory(st) / "meta.json").exists():
+                build_index(st, key)
+                typer.echo(f"built {key}")
+                continue
+            added, removed = sync_index(st, key)
+            typer.echo(f"synced {key}: +{added} -{removed}")
+
+
+@index_app.command("check")
+def index_check(store: Path | None = STORE_OPTION) -> None:
+    """Compare the saved indexes with the store's rows; exit 1 when they disagree."""
+    from casegraph.ingest.store import Store
+    from casegraph.retrieval.index import check_indexes
+
+    with Store.open(store or default_store_path(), create=False, read_only=True) as st:
+        problems = check_indexes(st)
+    for problem in problems:
+        typer.echo(f"problem: {problem}")
+    if problems:
+        raise typer.Exit(1)
+    typer.echo("indexes consistent with the store")

@@ -46,10 +46,10 @@ def choose_version(store: Store, method: str, version: str | None) -> tuple[str 
                          "embeddings", column="model_version",
                          fix=f"choose among: {', '.join(versions) or '(none trained)'}")
     reason = ""
-    if _model_class() is None:
-        reason = "MSRL is not available in this installation (casegraph.models.msrl.MSRLModel)"
-    elif not versions:
+    if not versions:
         reason = "no trained MSRL model version in this store"
+    elif _model_class() is None:
+        reason = "MSRL is not available in this installation (casegraph.models.msrl.MSRLModel)"
     if reason:
         if method == "msrl":
             raise InputError(reason, column="method",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -102,3 +103,47 @@ def tiny_store(tiny_store_dir: Path, tmp_path: Path) -> Iterator[Store]:
     store = Store.open(copy_store(tiny_store_dir, tmp_path / "store"))
     yield store
     store.close()
+
+
+API_KEY = "test-key-123"
+MAX_BODY = 1024 * 1024
+
+
+@dataclass
+class LiveServer:
+    url: str
+    headers: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_store_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                ) -> Iterator[LiveServer]:
+    """uvicorn serving a read-only copy of the tiny store on 127.0.0.1 (a thread)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from casegraph.retrieval.index import SLIDE_MEAN, IndexKey, build_index
+    from casegraph.retrieval.service import create_app
+
+    root = copy_store(tiny_store_dir, tmp_path_factory.mktemp("served") / "store")
+    with Store.open(root) as writable:
+        build_index(writable, IndexKey(SLIDE_MEAN, "wsi"))
+    app = create_app(root, keys=frozenset({API_KEY}), max_body_bytes=MAX_BODY)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    yield LiveServer(f"http://127.0.0.1:{port}", {"X-API-Key": API_KEY})
+    server.should_exit = True
+    thread.join()
+    sock.close()
+    app.state.store.close()

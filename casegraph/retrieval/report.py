@@ -1,0 +1,64 @@
+"""Human-readable output of a query: a terminal summary and a Kaplan-Meier PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from casegraph.retrieval.results import QueryResult
+
+
+def print_result(result: QueryResult) -> None:
+    """A short terminal report (rich tables)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    method = result.method + (f" (fallback: {result.fallback_reason})"
+                              if result.fallback_reason else f" (model {result.model_version})")
+    console.print(f"[bold]WSI-only query[/bold]: {result.n_patches} patches; method {method}")
+    console.print(f"index {result.index.version_id}/{result.index.kind} ({result.index.type}, "
+                  f"{result.index.n} patients); {result.n_candidates} candidates")
+    curve = ", ".join(f"S({t:.1f})={s:.2f}" for t, s in zip(result.survival.times,
+                                                            result.survival.survival,
+                                                            strict=True))
+    console.print(f"risk {result.risk:.3f}; predicted survival {curve}")
+    table = Table(title=f"{len(result.neighbours)} most similar patients")
+    for column in ("#", "patient", "cohort", "similarity", "weight", "time", "event",
+                   "oncotree", "genomics", "histology"):
+        table.add_column(column)
+    for n in result.neighbours:
+        table.add_row(str(n.rank), n.patient_id, n.cohort, f"{n.similarity:.3f}",
+                      f"{n.weight:.3f}", f"{n.time:.1f}", "death" if n.event else "censored",
+                      n.oncotree_code or "", n.genomics, n.histology)
+    console.print(table)
+    km = result.neighbourhood_km
+    median = "not reached" if km.median_survival is None else f"{km.median_survival:.1f}"
+    console.print(f"neighbourhood Kaplan-Meier: median survival {median}; "
+                  f"{sum(km.events)} deaths among {len(result.neighbours)}")
+    console.print("inputs: " + "; ".join(f"{i.name} ({i.modality}): {i.status}"
+                                         for i in result.inputs))
+    for note in result.notes:
+        console.print(f"note: {note}")
+
+
+def plot_km(result: QueryResult, path: str | Path) -> Path:
+    """Draw the neighbourhood's Kaplan-Meier step curve and the predicted survival."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    km = result.neighbourhood_km
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.step([0.0, *km.times], [1.0, *km.survival], where="post",
+            label=f"KM of {len(result.neighbours)} neighbours")
+    ax.plot(result.survival.times, result.survival.survival, "o--", label="predicted S(t)")
+    ax.set_xlabel("months")
+    ax.set_ylabel("survival probability")
+    ax.set_ylim(0, 1.05)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

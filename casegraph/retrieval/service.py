@@ -1,0 +1,252 @@
+"""The REST service (FastAPI): WSI-only queries and patient look-ups over one store.
+
+- Every route but ``GET /health`` needs an API key in the ``X-API-Key`` header; keys come
+  from ``CASEGRAPH_API_KEYS`` / ``CASEGRAPH_API_KEYS_FILE`` (:func:`casegraph.config.api_keys`).
+- The store is opened read-only (DuckDB allows one writer process; ingest may run beside).
+- Request bodies above ``max_body_bytes`` get 413 (checked on Content-Length and while
+  streaming); user errors get 400 with one readable line, unknown patients 404, malformed
+  parameters 422 (FastAPI's validation).
+- One lock serialises access to the store's DuckDB connection and the caches.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel
+
+from casegraph import __version__
+from casegraph.config import api_keys as configured_api_keys
+from casegraph.errors import CasegraphError, InputError, StoreError
+from casegraph.ingest.bags import BAG_SUFFIXES
+from casegraph.ingest.store import Store
+from casegraph.retrieval.query import MAX_K, QueryEngine, QueryOptions
+from casegraph.retrieval.results import CohortRecord, PatientRecord, QueryResult
+
+DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024  # a 10,000 x 1024 float32 bag is ~40 MiB
+MAX_FILES = 16
+API_KEY_HEADER = "X-API-Key"
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    store: str
+    patients: int
+    cohorts: int
+    method: str
+
+
+class ErrorDetail(BaseModel):
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorDetail, "description": "bad input (names the field and the fix)"},
+    401: {"model": ErrorDetail, "description": "missing or invalid API key"},
+    413: {"model": ErrorDetail, "description": "request body too large"},
+}
+
+
+class _TooLarge(HTTPException):
+    """Raised from inside ``receive``: FastAPI re-raises HTTPExceptions from body parsing
+    (anything else becomes a 400), so the client gets this 413."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body larger than {max_bytes} bytes")
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for bodies above ``max_bytes`` (declared or streamed)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge(self.max_bytes)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._reject(scope, receive, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse({"detail": f"request body larger than {self.max_bytes} bytes"},
+                                status_code=413)
+        await response(scope, receive, send)
+
+
+def create_app(
+    store_path: str | Path,
+    *,
+    keys: frozenset[str] | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> FastAPI:
+    """The service for the store at ``store_path`` (opened read-only)."""
+    allowed_keys = configured_api_keys() if keys is None else keys
+    if not allowed_keys:
+        raise CasegraphError("no API keys configured: set CASEGRAPH_API_KEYS (comma separated) "
+                             "or CASEGRAPH_API_KEYS_FILE")
+    store = Store.open(store_path, read_only=True)
+    engine = QueryEngine(store)
+    lock = threading.Lock()
+    app = FastAPI(title="casegraph", version=__version__, openapi_url=None, docs_url=None,
+                  redoc_url=None,
+                  description="WSI-only queries over a casegraph store: similar historical "
+                              "patients, their outcomes, and the predicted survival.")
+    app.state.engine, app.state.store = engine, store
+    header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
+                          description="one of the keys in CASEGRAPH_API_KEYS")
+
+    def require_key(key: str | None = Depends(header)) -> None:
+        if not key or not any(hmac.compare_digest(key.encode(), k.encode())
+                              for k in allowed_keys):
+            raise HTTPException(401, "missing or invalid API key", {"WWW-Authenticate":
+                                                                     API_KEY_HEADER})
+
+    auth = [Depends(require_key)]
+
+    @app.exception_handler(InputError)
+    async def _input_error(request: Request, exc: InputError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(StoreError)
+    async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    @app.exception_handler(CasegraphError)
+    async def _casegraph_error(request: Request, exc: CasegraphError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.get("/health", response_model=Health, tags=["service"])
+    def health() -> Health:
+        with lock:
+            table = engine.catalog.table
+            from casegraph.retrieval.msrl_adapter import msrl_versions
+
+            method = "msrl-gsl" if msrl_versions(store) else "embedding-knn"
+            return Health(status="ok", version=__version__, store=str(store.root),
+                          patients=len(table), cohorts=int(table["cohort"].nunique()),
+                          method=method)
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=auth)
+    def openapi() -> dict[str, Any]:
+        return app.openapi()
+
+    @app.get("/cohorts", response_model=list[CohortRecord], dependencies=auth,
+             responses=ERRORS, tags=["patients"])
+    def cohorts() -> list[CohortRecord]:
+        with lock:
+            return engine.catalog.cohort_records()
+
+    @app.get("/patients/{patient_id}", response_model=PatientRecord, dependencies=auth,
+             responses={**ERRORS, 404: {"model": ErrorDetail}}, tags=["patients"])
+    def patient(patient_id: str) -> PatientRecord:
+        with lock:
+            _known(engine, patient_id)
+            return engine.catalog.record(patient_id)
+
+    @app.get("/patients/{patient_id}/similar", response_model=QueryResult, dependencies=auth,
+             responses={**ERRORS, 404: {"model": ErrorDetail}}, tags=["query"])
+    def similar(
+        patient_id: str,
+        k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+        cohort: Annotated[list[str] | None, Query()] = None,
+        require: Annotated[list[str] | None, Query()] = None,
+        method: Annotated[str, Query(pattern="^(auto|knn|msrl)$")] = "auto",
+    ) -> QueryResult:
+        with lock:
+            _known(engine, patient_id)
+            opts = QueryOptions(k=k, n_candidates=max(300, k), cohorts=tuple(cohort or ()),
+                                require=tuple(require or ()), method=method)
+            return engine.similar(patient_id, opts)
+
+    @app.post("/query", response_model=QueryResult, dependencies=auth,
+              responses={**ERRORS, 404: {"model": ErrorDetail}}, tags=["query"])
+    def query(
+        files: Annotated[list[UploadFile] | None, File(
+            description="patch-feature files of one new patient (.h5 / .pt)")] = None,
+        patient_id: Annotated[str | None, Form(description="a stored patient instead")] = None,
+        k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
+        n_candidates: Annotated[int, Form(ge=1, le=100_000)] = 300,
+        cohort: Annotated[list[str] | None, Form()] = None,
+        require: Annotated[list[str] | None, Form()] = None,
+        method: Annotated[str, Form(pattern="^(auto|knn|msrl)$")] = "auto",
+    ) -> QueryResult:
+        uploads = [f for f in files or [] if f.filename or f.size]
+        if len(uploads) > MAX_FILES:
+            raise InputError(f"at most {MAX_FILES} files per query, got {len(uploads)}",
+                             column="files")
+        opts = QueryOptions(k=k, n_candidates=max(n_candidates, k),
+                            cohorts=tuple(cohort or ()), require=tuple(require or ()),
+                            method=method)
+        with tempfile.TemporaryDirectory(prefix="casegraph-query-") as tmp:
+            paths = [_save_upload(u, Path(tmp), i) for i, u in enumerate(uploads)]
+            with lock:
+                if patient_id is not None:
+                    _known(engine, patient_id)
+                return engine.query(paths, patient_id, opts)
+
+    app.openapi_schema = None
+    app.state.max_body_bytes = max_body_bytes
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)  # type: ignore[arg-type]
+    return app
+
+
+def _known(engine: QueryEngine, patient_id: str) -> None:
+    if patient_id not in engine.catalog:
+        raise HTTPException(404, f"unknown patient {patient_id!r}")
+
+
+def _save_upload(upload: UploadFile, folder: Path, position: int) -> Path:
+    name = Path(upload.filename or "").name
+    suffix = Path(name).suffix.lower()
+    if suffix not in BAG_SUFFIXES:
+        raise InputError(f"file {position + 1} ({name or 'unnamed'!r}) is not a patch-feature "
+                         "file", column="files", fix="upload CLAM/TRIDENT .h5 or .pt files")
+    stem = _SAFE_NAME.sub("_", Path(name).stem)[:200] or f"upload{position}"
+    path = folder / f"{stem}{suffix}"
+    if path.exists():
+        path = folder / f"{stem}-{position}{suffix}"
+    with open(path, "wb") as out:
+        while chunk := upload.file.read(1 << 20):
+            out.write(chunk)
+    return path
