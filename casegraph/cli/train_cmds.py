@@ -1,9 +1,175 @@
-"""Commands of this area (registered on the root app)."""
+"""``casegraph train`` (cross-validate a model on a cohort) and ``casegraph evaluate``
+(report stored results, export the markdown table and KM figures)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from casegraph.config import default_store_path
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    from casegraph.errors import InputError
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"bad --option {pair!r}", column="--option", fix="write KEY=VALUE")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
+
+
+def _check_options(model: str, options: dict[str, Any]) -> None:
+    import inspect
+
+    from casegraph.errors import InputError
+    from casegraph.models.registry import MODELS
+
+    params = inspect.signature(MODELS.get(model)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        raise InputError(f"model {model!r} has no option {unknown[0]!r}", column="--option",
+                         fix=f"options of {model}: {', '.join(sorted(params))}")
+
+
+def train(
+    model: str = typer.Option(..., "--model", help="Model name (see --list-models)."),
+    cohort: str = typer.Option(..., "--cohort", help="Cohort name in the store, e.g. blca."),
+    store_dir: Path = typer.Option(None, "--store", help="Store directory [CASEGRAPH_STORE]."),
+    splits: str = typer.Option("mcat", "--splits", help="mcat (stored split set) | k-fold."),
+    n_folds: int = typer.Option(5, "--n-folds", help="Folds for --splits k-fold."),
+    epochs: int = typer.Option(None, "--epochs", help="Training epochs (model default if unset)."),
+    seed: int = typer.Option(0, "--seed", help="Seed (fold k uses seed + k)."),
+    out: Path = typer.Option(None, "--out", help="Folder for checkpoints and the KM figure."),
+    bins: str = typer.Option("train", "--bins",
+                             help="train: time bins from the training fold; paper: whole "
+                             "cohort (MCAT's leak, for reproduction)."),
+    select: str = typer.Option("last", "--select", help="last | inner (inner validation split)."),
+    select_on_eval: bool = typer.Option(False, "--select-on-eval",
+                                        help="Report the best epoch ON THE EVALUATION FOLD "
+                                        "(optimistic; labelled as such)."),
+    option: list[str] = typer.Option([], "--option", help="Model option KEY=VALUE (JSON value)."),
+    folds: str = typer.Option(None, "--folds", help="Only these folds, e.g. 0,1."),
+    group_set: str = typer.Option("mcat", "--group-set", help="Gene-group set for genomics."),
+    threads: int = typer.Option(None, "--threads", help="torch CPU threads."),
+) -> None:
+    """Cross-validate MODEL on COHORT; results go to the store (resumable: finished folds are
+    skipped when the same configuration is run again)."""
+    import torch
+
+    from casegraph.ingest.store import Store
+    from casegraph.models.cv import CVConfig, kfold_folds, run_cv, stored_folds
+    from casegraph.models.data import CohortData
+    from casegraph.models.evaluate import METRICS
+    from casegraph.models.plots import km_plot
+    from casegraph.models.registry import MODELS, load_model_modules
+    from casegraph.models.results import ResultStore
+
+    if threads:
+        torch.set_num_threads(threads)
+    load_model_modules()
+    factory = MODELS.get(model)
+    options = _parse_options(option)
+    if epochs is not None:
+        options["epochs"] = epochs
+    _check_options(model, options)
+    if select_on_eval:
+        select = "eval"
+    config = CVConfig(model=model, cohort=cohort, splits=splits, n_folds=n_folds, seed=seed,
+                      bins=bins, select=select, options=options,
+                      folds=[int(f) for f in folds.split(",")] if folds else None)
+    config.validate()
+    with Store.open(store_dir or default_store_path(), create=False) as store:
+        data = CohortData.from_store(store, cohort, group_set=group_set,
+                                     require_slides=bool(getattr(factory, "uses_slides", False)))
+        if len(data) == 0:
+            from casegraph.errors import InputError
+
+            raise InputError(f"cohort {cohort!r} has no patients in the store",
+                             fix=f"cohorts in the store: {', '.join(store.cohorts()) or 'none'}")
+        if splits == "mcat":
+            fold_map = stored_folds(data, store, "mcat")
+        elif splits == "k-fold":
+            fold_map = kfold_folds(data, n_folds, seed)
+        else:
+            fold_map = stored_folds(data, store, splits)
+        if select == "eval":
+            typer.echo("NOTE: --select-on-eval: epochs are chosen on the evaluation fold; the "
+                       "metrics below are OPTIMISTIC (not an honest estimate).")
+        typer.echo(f"run {config.run_id()}: {model} on {cohort} ({len(data)} patients, "
+                   f"{len(fold_map)} folds, splits={splits}, bins={bins}, select={select})")
+        results = ResultStore(store)
+        run_cv(data, config, fold_map, results=results,
+               checkpoint_dir=out / "checkpoints" if out else None, log=typer.echo)
+        folds_df = results.fold_results(config.run_id())
+        for metric in METRICS:
+            values = folds_df[metric].dropna()
+            typer.echo(f"{metric}: {values.mean():.4f} ± {values.std(ddof=0):.4f} "
+                       f"over {len(values)} folds")
+        if out:
+            png = out / f"{config.run_id()}_km.png"
+            p = km_plot(results.predictions(config.run_id()), png, f"{model} on {cohort}")
+            typer.echo(f"KM figure: {png} (log-rank p = {p:.2e})")
+
+
+def evaluate(
+    store_dir: Path = typer.Option(None, "--store", help="Store directory [CASEGRAPH_STORE]."),
+    run: str = typer.Option(None, "--run", help="One run id (default: every run)."),
+    metric: str = typer.Option("c_index", "--metric",
+                               help="c_index | c_index_uno | mean_auc | ibs."),
+    markdown: Path = typer.Option(None, "--markdown", help="Write the markdown table here."),
+    km_dir: Path = typer.Option(None, "--km-dir", help="Write one KM figure per run here."),
+) -> None:
+    """Report stored cross-validation results (mean ± std per run) and export them."""
+    from casegraph.errors import InputError
+    from casegraph.ingest.store import Store
+    from casegraph.models.evaluate import METRIC_LABELS, METRICS
+    from casegraph.models.plots import km_plot
+    from casegraph.models.results import ResultStore, markdown_table
+
+    if metric not in METRICS:
+        raise InputError(f"unknown metric {metric!r}; choose among: {', '.join(METRICS)}",
+                         column="--metric")
+    with Store.open(store_dir or default_store_path(), create=False, read_only=True) as store:
+        results = ResultStore(store)
+        summary = results.summary()
+        if run:
+            summary = summary[summary["run_id"] == run]
+            if summary.empty:
+                raise InputError(f"no run {run!r} in the store",
+                                 fix="run `casegraph evaluate` without --run to list runs")
+        if summary.empty:
+            typer.echo("no cross-validation results in this store; run `casegraph train`")
+            return
+        for r in summary.itertuples():
+            label = " [SELECTED ON EVALUATION FOLD: optimistic]" if r.selection == "eval" else ""
+            cells = ", ".join(f"{m}={getattr(r, m + '_mean'):.4f}±{getattr(r, m + '_std'):.4f}"
+                              for m in METRICS)
+            typer.echo(f"{r.run_id}: {r.model} {r.cohort} folds={r.folds}{label}: {cells}")
+        table = markdown_table(summary, metric)
+        typer.echo(f"\n{METRIC_LABELS[metric]} (mean ± std over folds):\n{table}")
+        if markdown:
+            markdown.parent.mkdir(parents=True, exist_ok=True)
+            markdown.write_text(f"{METRIC_LABELS[metric]} (mean ± std over folds)\n\n{table}",
+                                encoding="utf-8")
+        if km_dir:
+            for r in summary.itertuples():
+                p = km_plot(results.predictions(str(r.run_id)), km_dir / f"{r.run_id}_km.png",
+                            f"{r.model} on {r.cohort}")
+                typer.echo(f"KM {r.run_id}: log-rank p = {p:.2e}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``train`` and ``evaluate`` to ``app``."""
+    app.command("train")(train)
+    app.command("evaluate")(evaluate)

@@ -21,12 +21,15 @@ class Prediction:
 
     ``risk``: (n,) higher = worse prognosis. ``survival``: (n, n_bins) S(t) at the end of
     each time bin, or None for continuous-risk models. ``embedding``: (n, d) or None.
+    ``bin_edges``: (n_bins + 1,) edges of the bins the survival columns refer to (see
+    :mod:`casegraph.models.targets`); needed for the integrated Brier score.
     """
 
     patient_ids: list[str]
     risk: npt.NDArray[np.float64]
     survival: npt.NDArray[np.float64] | None = None
     embedding: npt.NDArray[np.float32] | None = None
+    bin_edges: npt.NDArray[np.float64] | None = None
 
 
 @runtime_checkable

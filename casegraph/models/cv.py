@@ -1,0 +1,183 @@
+"""The cross-validation runner behind ``casegraph train``.
+
+Folds are patient-level: the stored split set (``"mcat"``: MCAT's five folds, restricted to
+the patients loaded) or a seeded stratified k-fold on event x time quartile. A run is
+identified by a hash of its configuration; each finished fold is committed to the store
+(metrics + predictions in one transaction), so re-running the same configuration after an
+interruption skips finished folds. Model checkpoints go to ``checkpoint_dir/<run>/fold_k.pt``
+when the model can save itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from casegraph.errors import InputError, StoreError
+from casegraph.ingest.store import Store
+from casegraph.models.base import Prediction, SurvivalModel
+from casegraph.models.data import CohortData
+from casegraph.models.evaluate import evaluate_prediction
+from casegraph.models.registry import MODELS, load_model_modules
+from casegraph.models.results import FoldResult, ResultStore
+from casegraph.models.targets import BIN_SOURCES, bin_edges, discretize
+from casegraph.models.training import SELECTIONS
+from casegraph.runtime import progress
+
+SPLIT_KINDS = ("mcat", "k-fold")
+Folds = dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]
+
+
+@dataclass
+class CVConfig:
+    """Everything that defines a run (its hash is the run id)."""
+
+    model: str
+    cohort: str
+    splits: str = "mcat"
+    n_folds: int = 5
+    seed: int = 0
+    bins: str = "train"
+    n_bins: int = 4
+    select: str = "last"
+    options: dict[str, Any] = field(default_factory=dict)
+    folds: list[int] | None = None  # run only these folds (None = all)
+
+    def validate(self) -> None:
+        if self.bins not in BIN_SOURCES:
+            raise InputError(f"unknown bins {self.bins!r}; choose among: {', '.join(BIN_SOURCES)}",
+                             column="--bins")
+        if self.select not in SELECTIONS:
+            raise InputError(f"unknown selection {self.select!r}; choose among: "
+                             f"{', '.join(SELECTIONS)}", column="--select")
+
+    def run_id(self) -> str:
+        payload = {k: v for k, v in asdict(self).items() if k != "folds"}
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
+        return f"{self.model}-{self.cohort}-{digest.hexdigest()[:10]}"
+
+
+def stored_folds(data: CohortData, store: Store, split_set: str) -> Folds:
+    """The store's split set mapped to row indices of ``data`` (unknown ids are dropped)."""
+    raw = store.splits(split_set)
+    if not raw:
+        raise InputError(f"the store has no split set {split_set!r} (it has: "
+                         f"{', '.join(store.split_sets()) or 'none'})",
+                         fix="ingest the split folder, or use --splits k-fold")
+    pos = {p: i for i, p in enumerate(data.patient_ids)}
+    folds: Folds = {}
+    for fold, (train_ids, eval_ids) in sorted(raw.items()):
+        train = np.array(sorted(pos[p] for p in train_ids if p in pos), dtype=np.int64)
+        evaluation = np.array(sorted(pos[p] for p in eval_ids if p in pos), dtype=np.int64)
+        if len(train) and len(evaluation):
+            folds[fold] = (train, evaluation)
+    if not folds:
+        raise InputError(f"split set {split_set!r} shares no patients with this cohort",
+                         fix="check that the splits were ingested for this cohort")
+    return folds
+
+
+def kfold_folds(data: CohortData, n_folds: int = 5, seed: int = 0) -> Folds:
+    """Seeded stratified k-fold on event x time quartile (of all times; labels only)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    quartiles = discretize(data.target.time, np.concatenate(
+        [[0.0], np.quantile(data.target.time, [0.25, 0.5, 0.75]), [np.inf]]))
+    strata = quartiles * 2 + data.target.event.astype(np.int64)
+    _, counts = np.unique(strata, return_counts=True)
+    if counts.min() < n_folds:  # too few per stratum: stratify by event only
+        strata = data.target.event.astype(np.int64)
+    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return {k: (np.sort(tr).astype(np.int64), np.sort(ev).astype(np.int64))
+            for k, (tr, ev) in enumerate(splitter.split(np.zeros(len(data)), strata))}
+
+
+def check_no_leak(folds: Folds, patient_ids: list[str]) -> None:
+    """Raise when a patient is in both the training and evaluation part of a fold."""
+    for fold, (train, evaluation) in folds.items():
+        shared = {patient_ids[i] for i in train} & {patient_ids[i] for i in evaluation}
+        if shared:
+            raise StoreError(f"fold {fold} leaks {len(shared)} patient(s) between training "
+                             f"and evaluation, e.g. {sorted(shared)[0]}")
+
+
+def _model_options(factory: Callable[..., SurvivalModel], config: CVConfig,
+                   edges: npt.NDArray[np.float64] | None, fold: int) -> dict[str, Any]:
+    """User options plus what the runner controls (seed, selection, bins), where accepted."""
+    options = dict(config.options)
+    params = inspect.signature(factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+    def accepts(name: str) -> bool:
+        return takes_any or name in params
+
+    if accepts("seed"):
+        options.setdefault("seed", config.seed + fold)
+    if accepts("n_bins"):
+        options.setdefault("n_bins", config.n_bins)
+    if config.select != "last":
+        if not accepts("select"):
+            raise InputError(f"model {config.model!r} has no epoch selection option",
+                             column="--select", fix="use --select last")
+        options["select"] = config.select
+    if edges is not None:
+        if not accepts("bin_edges"):
+            raise InputError(f"model {config.model!r} cannot take given bin edges",
+                             column="--bins", fix="use --bins train")
+        options["bin_edges"] = edges
+    return options
+
+
+def run_cv(
+    data: CohortData,
+    config: CVConfig,
+    folds: Folds,
+    results: ResultStore | None = None,
+    checkpoint_dir: Path | None = None,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> list[FoldResult]:
+    """Train and evaluate ``config.model`` on every fold; finished folds are skipped."""
+    config.validate()
+    check_no_leak(folds, data.patient_ids)
+    load_model_modules()
+    factory = MODELS.get(config.model)
+    run_id = config.run_id()
+    if results is not None:
+        results.start_run(run_id, {**asdict(config), "run_id": run_id})
+    done = results.finished_folds(run_id) if results is not None else set()
+    edges = bin_edges(data.target, config.n_bins) if config.bins == "paper" else None
+    out: list[FoldResult] = []
+    for fold, (train_idx, eval_idx) in progress(sorted(folds.items()), f"{config.model} CV"):
+        if config.folds is not None and fold not in config.folds:
+            continue
+        if fold in done:
+            log(f"fold {fold}: already finished in run {run_id}, skipped")
+            continue
+        started = time.perf_counter()
+        train, evaluation = data.subset(train_idx), data.subset(eval_idx)
+        model = factory(**_model_options(factory, config, edges, fold))
+        model.fit(train, evaluation if config.select == "eval" else None)
+        pred: Prediction = model.predict(evaluation)
+        metrics = evaluate_prediction(pred, train.target, evaluation.target)
+        result = FoldResult(fold=fold, n_train=len(train), n_eval=len(evaluation),
+                            metrics=metrics, seconds=time.perf_counter() - started,
+                            selected_epoch=getattr(model, "selected_epoch_", None))
+        if checkpoint_dir is not None and hasattr(model, "save"):
+            (checkpoint_dir / run_id).mkdir(parents=True, exist_ok=True)
+            model.save(checkpoint_dir / run_id / f"fold_{fold}.pt")
+        if results is not None:
+            results.save_fold(run_id, result, pred, evaluation.target.time,
+                              evaluation.target.event)
+        log(f"fold {fold}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            + f" ({result.seconds:.1f} s)")
+        out.append(result)
+    return out

@@ -1,0 +1,179 @@
+"""A discrete-time (NLL) training loop shared by the neural baselines.
+
+Subclasses say how to build the network and how to turn a CohortData into batches; this
+class owns bins, labels, seeding, the optimiser loop and honest epoch selection:
+
+- ``select="last"`` (default): the last epoch's weights, no peeking at any evaluation data.
+- ``select="inner"``: carve ``inner_fraction`` of the *training* fold (stratified by event,
+  seeded) as an inner validation set, train on the rest, keep the epoch with the best inner
+  Harrell's C.
+- ``select="eval"``: keep the epoch with the best C-index on the ``valid`` data passed to
+  ``fit`` (the evaluation fold). Optimistic, as some papers report; the CV runner labels it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import Tensor, nn
+
+from casegraph.models.base import Prediction
+from casegraph.models.data import CohortData
+from casegraph.models.losses import nll_survival_loss, risk_from_survival, survival_from_logits
+from casegraph.models.metrics import harrell_c
+from casegraph.models.targets import bin_edges, discretize
+from casegraph.runtime import pick_device, seed_everything
+
+SELECTIONS = ("last", "inner", "eval")
+
+
+class DiscreteSurvivalModel(ABC):
+    """Base of NLL-trained models. The network maps a batch to (logits (B, K), embedding (B, d))."""
+
+    name = "discrete"
+
+    def __init__(self, *, epochs: int = 20, lr: float = 2e-4, weight_decay: float = 1e-5,
+                 batch_size: int = 32, alpha: float = 0.0, n_bins: int = 4, l1: float = 0.0,
+                 select: str = "last", inner_fraction: float = 0.2,
+                 bin_edges: npt.ArrayLike | None = None, seed: int = 0,
+                 device: str = "auto") -> None:
+        if select not in SELECTIONS:
+            raise ValueError(f"unknown select {select!r}; choose among: {', '.join(SELECTIONS)}")
+        self.epochs, self.lr, self.weight_decay = epochs, lr, weight_decay
+        self.batch_size, self.alpha, self.n_bins, self.l1 = batch_size, alpha, n_bins, l1
+        self.select, self.inner_fraction = select, inner_fraction
+        self.bin_edges = None if bin_edges is None else np.asarray(bin_edges, dtype=np.float64)
+        self.seed, self.device = seed, device
+
+    # ------------------------------------------------------------------ subclass hooks
+    @abstractmethod
+    def _fit_preprocessing(self, train: CohortData) -> None:
+        """Fit fold-wise preprocessing on the training fold only."""
+
+    @abstractmethod
+    def _source(self, data: CohortData) -> Any:
+        """An object with ``batch(idx, device)`` giving the network's input for those rows."""
+
+    @abstractmethod
+    def _build_network(self, train: CohortData) -> nn.Module:
+        """The network; forward(batch) -> (logits (B, n_bins), embedding (B, d))."""
+
+    def _l1_parameters(self) -> list[Tensor]:
+        return list(self.network_.parameters())
+
+    # ------------------------------------------------------------------ fit / predict
+    def fit(self, train: CohortData, valid: CohortData | None = None) -> DiscreteSurvivalModel:
+        rng = seed_everything(self.seed)
+        self.device_ = pick_device(self.device)
+        self.edges_ = self.bin_edges if self.bin_edges is not None else bin_edges(
+            train.target, self.n_bins)
+        fit_data, select_data = train, None
+        if self.select == "inner":
+            fit_idx, inner_idx = _inner_split(train, self.inner_fraction, rng)
+            fit_data, select_data = train.subset(fit_idx), train.subset(inner_idx)
+        elif self.select == "eval":
+            if valid is None:
+                raise ValueError("select='eval' needs the evaluation data passed as valid")
+            select_data = valid
+        self._fit_preprocessing(fit_data)
+        self.network_ = self._build_network(fit_data).to(self.device_)
+        labels = torch.as_tensor(discretize(fit_data.target.time, self.edges_))
+        events = torch.as_tensor(fit_data.target.event, dtype=torch.float32)
+        source = self._source(fit_data)
+        optimiser = torch.optim.Adam(self.network_.parameters(), lr=self.lr,
+                                     weight_decay=self.weight_decay)
+        self.history_: list[dict[str, float]] = []
+        best_score, best_state = -math.inf, None
+        select_source = None if select_data is None else self._source(select_data)
+        for epoch in range(self.epochs):
+            loss = self._train_epoch(source, labels, events, optimiser, rng)
+            row = {"epoch": float(epoch), "loss": loss}
+            if select_data is not None and select_source is not None:
+                score = harrell_c(self._predict_risk(select_source, len(select_data)),
+                                  select_data.target)
+                row["select_c_index"] = score
+                if not math.isnan(score) and score > best_score:
+                    best_score, best_state = score, copy.deepcopy(self.network_.state_dict())
+            self.history_.append(row)
+        if best_state is not None:
+            self.network_.load_state_dict(best_state)
+            self.selected_epoch_ = int(max(self.history_,
+                                           key=lambda r: r.get("select_c_index", -1.0))["epoch"])
+        else:
+            self.selected_epoch_ = self.epochs - 1
+        return self
+
+    def _train_epoch(self, source: Any, labels: Tensor, events: Tensor,
+                     optimiser: torch.optim.Optimizer, rng: np.random.Generator) -> float:
+        self.network_.train()
+        order = rng.permutation(len(labels))
+        total = 0.0
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            logits, _ = self.network_(source.batch(idx, self.device_))
+            index = torch.as_tensor(idx)
+            loss = nll_survival_loss(logits, labels[index].to(self.device_),
+                                     events[index].to(self.device_), alpha=self.alpha)
+            if self.l1 > 0:
+                loss = loss + self.l1 * sum(p.abs().sum() for p in self._l1_parameters())
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(idx)
+        return total / max(len(order), 1)
+
+    @torch.no_grad()
+    def _forward_all(self, source: Any, n: int) -> tuple[Tensor, Tensor]:
+        self.network_.eval()
+        logits, embeddings = [], []
+        for start in range(0, n, max(self.batch_size, 1)):
+            out, emb = self.network_(source.batch(range(start, min(n, start + self.batch_size)),
+                                                  self.device_))
+            logits.append(out.cpu())
+            embeddings.append(emb.cpu())
+        return torch.cat(logits), torch.cat(embeddings)
+
+    def _predict_risk(self, source: Any, n: int) -> npt.NDArray[np.float64]:
+        logits, _ = self._forward_all(source, n)
+        return risk_from_survival(survival_from_logits(logits)[1]).double().numpy()
+
+    def predict(self, data: CohortData) -> Prediction:
+        if not hasattr(self, "network_"):
+            raise RuntimeError(f"{self.name}: predict called before fit")
+        logits, emb = self._forward_all(self._source(data), len(data))
+        _, surv = survival_from_logits(logits)
+        return Prediction(
+            patient_ids=list(data.patient_ids),
+            risk=risk_from_survival(surv).double().numpy(),
+            survival=surv.double().numpy(),
+            embedding=emb.float().numpy(),
+            bin_edges=self.edges_.copy(),
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Weights, bin edges and fitted preprocessing state (torch.save)."""
+        torch.save({"state_dict": self.network_.state_dict(), "edges": self.edges_,
+                    "history": self.history_, "extra": self._extra_state()}, path)
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+
+def _inner_split(train: CohortData, fraction: float, rng: np.random.Generator
+                 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Stratified (by event) random split of the training fold into fit / inner-validation."""
+    inner: list[int] = []
+    for flag in (True, False):
+        rows = np.flatnonzero(train.target.event == flag)
+        n_inner = round(len(rows) * fraction)
+        inner += rng.choice(rows, n_inner, replace=False).tolist() if n_inner else []
+    mask = np.zeros(len(train), dtype=bool)
+    mask[inner] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)

@@ -1,0 +1,57 @@
+"""`casegraph train` and `casegraph evaluate` end to end on a tiny ingested cohort."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from casegraph.cli import app
+from casegraph.ingest.store import Store
+from tests.models.synthetic import planted_cohort, write_to_store
+
+
+@pytest.fixture
+def synth_store(tmp_path: Path) -> Path:
+    root = tmp_path / "store"
+    with Store.open(root) as store:
+        write_to_store(store, planted_cohort(45, bag_dir=tmp_path / "bags", n_patches=12))
+    return root
+
+
+def test_train_then_evaluate(synth_store: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "out"
+    args = ["train", "--store", str(synth_store), "--model", "snn", "--cohort", "synth",
+            "--epochs", "2", "--out", str(out), "--threads", "1"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "c_index:" in first.output and "over 3 folds" in first.output
+    assert list(out.glob("*_km.png")) and list((out / "checkpoints").rglob("fold_*.pt"))
+    again = runner.invoke(app, args)  # same configuration: every fold is skipped
+    assert again.exit_code == 0 and again.output.count("skipped") == 3
+    wsi = runner.invoke(app, ["train", "--store", str(synth_store), "--model", "abmil",
+                              "--cohort", "synth", "--epochs", "1", "--select-on-eval",
+                              "--option", "max_patches=8", "--threads", "1"])
+    assert wsi.exit_code == 0, wsi.output
+    assert "OPTIMISTIC" in wsi.output
+    table = tmp_path / "results.md"
+    report = runner.invoke(app, ["evaluate", "--store", str(synth_store), "--markdown",
+                                 str(table), "--km-dir", str(tmp_path / "km")])
+    assert report.exit_code == 0, report.output
+    assert "SELECTED ON EVALUATION FOLD" in report.output
+    text = table.read_text(encoding="utf-8")
+    assert "| snn |" in text and "abmil [select=eval]" in text
+    assert len(list((tmp_path / "km").glob("*.png"))) == 2
+
+
+def test_train_input_errors(synth_store: Path) -> None:
+    runner = CliRunner()
+    base = ["train", "--store", str(synth_store), "--cohort", "synth"]
+    bad_model = runner.invoke(app, [*base, "--model", "nope"])
+    assert "choose among" in str(bad_model.exception)
+    bad_option = runner.invoke(app, [*base, "--model", "coxnet", "--epochs", "3"])
+    assert "has no option 'epochs'" in str(bad_option.exception)
+    no_cohort = runner.invoke(app, [*base[:-1], "other", "--model", "snn"])
+    assert "no patients" in str(no_cohort.exception)

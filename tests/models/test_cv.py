@@ -1,0 +1,91 @@
+"""CV runner: folds never leak, results land in the store, finished folds are skipped."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from casegraph.errors import InputError, StoreError
+from casegraph.ingest.store import Store
+from casegraph.models.cv import CVConfig, check_no_leak, kfold_folds, run_cv, stored_folds
+from casegraph.models.data import CohortData
+from casegraph.models.results import ResultStore, markdown_table
+from tests.models.synthetic import planted_cohort, write_to_store
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def test_kfold_partitions_patients_without_leak() -> None:
+    data = planted_cohort(50)
+    folds = kfold_folds(data, n_folds=5, seed=3)
+    evaluated = np.concatenate([ev for _, ev in folds.values()])
+    assert sorted(evaluated.tolist()) == list(range(50))
+    for train, ev in folds.values():
+        assert not set(train) & set(ev) and len(train) + len(ev) == 50
+    check_no_leak(folds, data.patient_ids)
+    assert kfold_folds(data, 5, seed=3).keys() == folds.keys()
+    assert all(np.array_equal(kfold_folds(data, 5, 3)[k][1], folds[k][1]) for k in folds)
+
+
+def test_leak_is_refused() -> None:
+    ids = ["a", "b", "c"]
+    with pytest.raises(StoreError, match="leaks"):
+        check_no_leak({0: (np.array([0, 1]), np.array([1, 2]))}, ids)
+
+
+def test_stored_folds_map_ids_and_drop_unknown(store: Store) -> None:
+    data = planted_cohort(12)
+    write_to_store(store, data, n_folds=3)
+    loaded = CohortData.from_store(store, "synth")
+    folds = stored_folds(loaded.subset(range(9)), store, "mcat")
+    assert set(folds) == {0, 1, 2}
+    for train, ev in folds.values():
+        assert max(train.max(), ev.max()) < 9 and not set(train) & set(ev)
+    with pytest.raises(InputError, match="no split set"):
+        stored_folds(loaded, store, "other")
+
+
+def test_run_cv_stores_results_and_resume_skips_finished_folds(store: Store) -> None:
+    data = planted_cohort(60)
+    write_to_store(store, data, n_folds=3)
+    loaded = CohortData.from_store(store, "synth")
+    assert loaded.group_sizes == [5, 3]
+    folds = stored_folds(loaded, store, "mcat")
+    results = ResultStore(store)
+    config = CVConfig(model="snn", cohort="synth", options={"epochs": 2}, folds=[0, 1])
+    first = run_cv(loaded, config, folds, results=results)
+    assert [r.fold for r in first] == [0, 1]
+    messages: list[str] = []
+    config.folds = None  # same run id: folds 0 and 1 are done, only 2 runs
+    second = run_cv(loaded, config, folds, results=results, log=messages.append)
+    assert [r.fold for r in second] == [2]
+    assert sum("skipped" in m for m in messages) == 2
+    assert len(results.fold_results(config.run_id())) == 3
+    preds = results.predictions(config.run_id())
+    assert len(preds) == 60 and preds["patient_id"].is_unique
+    summary = results.summary()
+    assert summary.loc[0, "folds"] == 3 and 0.0 <= summary.loc[0, "c_index_mean"] <= 1.0
+    table = markdown_table(summary)
+    assert table.startswith("| Model | SYNTH | Mean |") and "| snn |" in table
+
+
+def test_paper_bins_and_selection_are_labelled(store: Store) -> None:
+    data = planted_cohort(30)
+    folds = kfold_folds(data, 3, seed=0)
+    results = ResultStore(store)
+    config = CVConfig(model="snn", cohort="synth", splits="k-fold", bins="paper",
+                      select="eval", options={"epochs": 1}, folds=[0])
+    run_cv(data, config, folds, results=results)
+    table = markdown_table(results.summary())
+    assert "snn [select=eval] [bins=paper]" in table
+    with pytest.raises(InputError, match="no epoch selection"):
+        run_cv(data, CVConfig(model="coxnet", cohort="synth", select="inner"), folds)
+
+
+def test_unknown_bins_rejected() -> None:
+    with pytest.raises(InputError, match="choose among"):
+        CVConfig(model="snn", cohort="x", bins="all").validate()
