@@ -1,0 +1,108 @@
+"""MSRL options: every paper-silent choice is a named field with a documented default.
+
+See docs/models.md ("MSRL") for the reasons behind each default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from casegraph.errors import InputError
+
+GENOMICS_MODES = ("inductor", "authentic", "none")
+GRAPH_KINDS = ("learned", "cosine_knn", "euclidean_knn")
+BUFFER_SOURCES = ("target", "online")
+WSI_ENCODERS = ("mean_mlp", "abmil")
+READOUTS = ("z", "z_skip")
+TASKS = ("survival", "classification")
+
+
+@dataclass
+class MSRLConfig:
+    # --- variant -------------------------------------------------------------------
+    genomics_mode: str = "inductor"  # MSRL: Inductor prompt; MSRL_multi: authentic; MSRL_H: none
+    task: str = "survival"
+    label: str | None = None  # classification: the patient attribute column
+    n_bins: int = 4
+    # --- representations ---------------------------------------------------------------
+    group_set: str = "mcat"
+    wsi_encoder: str = "mean_mlp"
+    dim: int = 256  # d_h = d_g = GCN output
+    dropout: float = 0.25
+    # --- graph structure learner -------------------------------------------------------
+    graph: str = "learned"
+    gsl_layers: int = 2
+    k: int = 12
+    gcn_layers: int = 3
+    readout: str = "z"
+    batch_edges: bool = False  # may current cases link to each other during fine-tuning?
+    # --- stage 1 ----------------------------------------------------------------------
+    pretrain_steps: int = 100
+    pretrain_lr: float = 1e-3
+    edge_drop: float = 0.2
+    edge_add: float = 0.2
+    tau: float = 0.2
+    proj_dim: int = 128
+    # --- stage 2 ----------------------------------------------------------------------
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 1e-5
+    ema_momentum: float = 0.99
+    buffer_fraction: float = 1.0
+    buffer_source: str = "target"
+    mixup_alpha: float = 0.4
+    w_f_align: float = 1.0
+    w_g_align: float = 1.0
+    w_s_align: float = 1.0
+    w_task: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        choices = {
+            "genomics_mode": GENOMICS_MODES,
+            "graph": GRAPH_KINDS,
+            "buffer_source": BUFFER_SOURCES,
+            "wsi_encoder": WSI_ENCODERS,
+            "readout": READOUTS,
+            "task": TASKS,
+        }
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise InputError(
+                    f"MSRL option {name}={value!r} is not one of {', '.join(allowed)}",
+                    column=name,
+                )
+        if not 0.0 <= self.buffer_fraction <= 1.0:
+            raise InputError(
+                f"buffer_fraction must be in [0, 1], got {self.buffer_fraction}",
+                column="buffer_fraction",
+            )
+        if self.k < 1:
+            raise InputError(f"k must be >= 1, got {self.k}", column="k")
+        if self.task == "classification" and not self.label:
+            raise InputError(
+                "task 'classification' needs a label column",
+                column="label",
+                fix="pass label=COLUMN (a patient attribute such as oncotree_code)",
+            )
+
+    @property
+    def uses_genomics(self) -> bool:
+        return self.genomics_mode != "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_options(cls, **options: Any) -> MSRLConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise InputError(
+                f"unknown MSRL option(s) {', '.join(unknown)}; choose among: "
+                + ", ".join(sorted(known))
+            )
+        return cls(**options)

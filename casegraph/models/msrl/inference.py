@@ -1,0 +1,124 @@
+"""Graph forward of one query case against a buffer of authentic cases (WSI-only inference).
+
+The graph for a query q is the learned graph over the M buffer nodes + q, exactly as the
+dense post-processing would build it (top-K per row, self-loop, symmetrise, ReLU,
+D^-1/2 A D^-1/2). Queries are answered independently (one buffer + one query per graph),
+so a prediction never depends on which other patients are being scored.
+
+Large buffers: the buffer's own top-K lists are computed once (:class:`BufferGraph`); a
+query changes only the rows where it beats the K-th neighbour, so the graph is rebuilt in
+O(M K) sparse form and the GCN runs only on q's ``gcn_layers``-hop neighbourhood (with
+degrees from the whole graph), which gives q's output exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch_geometric.utils import coalesce, k_hop_subgraph
+
+from casegraph.models.msrl.gsl import post_process
+from casegraph.models.msrl.nets import MSRLNetwork
+
+
+@dataclass
+class BufferGraph:
+    """Cached top-K structure of M buffer nodes (self excluded)."""
+
+    features: Tensor  # (M, f_dim)
+    index: Tensor  # (M, c) long, c = min(k, M - 1), sorted by decreasing similarity
+    values: Tensor  # (M, c)
+    k: int
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, net: MSRLNetwork, features: Tensor, chunk: int = 4096) -> BufferGraph:
+        m, k = features.shape[0], net.config.k
+        c = min(k, max(m - 1, 0))
+        index = torch.zeros(m, c, dtype=torch.long)
+        values = torch.zeros(m, c)
+        for start in range(0, m, chunk):
+            rows = torch.arange(start, min(start + chunk, m))
+            sim = net.gsl_f.cross_similarity(features[rows], features)
+            sim[torch.arange(len(rows)), rows] = float("-inf")
+            if c:
+                values[rows], index[rows] = sim.topk(c, dim=1)
+        return cls(features, index, values, k)
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+
+@dataclass
+class QueryGraph:
+    """The normalised graph of buffer + one query (node M = the query), COO."""
+
+    edge_index: Tensor  # (2, E)
+    weight: Tensor  # (E,) normalised weights
+    n_nodes: int
+
+
+@torch.no_grad()
+def query_graph(net: MSRLNetwork, buf: BufferGraph, f_q: Tensor) -> QueryGraph:
+    """Build the exact post-processed adjacency over buffer + the query f_q (f_dim,)."""
+    m, q = len(buf), len(buf)
+    s_q = net.gsl_f.cross_similarity(f_q[None, :], buf.features)[0] if m else torch.zeros(0)
+    c = buf.index.shape[1]
+    rows = torch.arange(m).repeat_interleave(c)
+    cols, vals = buf.index.reshape(-1).clone(), buf.values.reshape(-1).clone()
+    if m and c < buf.k:  # rows have room: the query joins every row
+        extra_r, extra_c, extra_v = torch.arange(m), torch.full((m,), q), s_q
+    elif m:  # the query replaces the K-th neighbour of rows it beats
+        beats = torch.nonzero(s_q > buf.values[:, -1]).flatten()
+        last = beats * c + (c - 1)
+        cols[last], vals[last] = q, s_q[beats]
+        extra_r = extra_c = torch.zeros(0, dtype=torch.long)
+        extra_v = torch.zeros(0)
+    kq = min(buf.k, m)
+    q_vals, q_idx = s_q.topk(kq) if kq else (torch.zeros(0), torch.zeros(0, dtype=torch.long))
+    loops = torch.arange(m + 1)
+    r = torch.cat([rows, extra_r, torch.full((kq,), q), loops]) if m else loops
+    cc = torch.cat([cols, extra_c, q_idx, loops]) if m else loops
+    v = torch.cat([vals, extra_v, q_vals, torch.ones(m + 1)]) if m else torch.ones(1)
+    # symmetrise (A + A^T) / 2, then ReLU, then D^-1/2 A D^-1/2
+    edge_index = torch.stack([torch.cat([r, cc]), torch.cat([cc, r])])
+    edge_index, weight = coalesce(edge_index, torch.cat([v, v]) / 2.0, m + 1, reduce="sum")
+    weight = weight.clamp_min(0.0)
+    deg = torch.zeros(m + 1).index_add_(0, edge_index[0], weight)
+    inv = deg.clamp_min(1e-12).pow(-0.5)
+    weight = inv[edge_index[0]] * weight * inv[edge_index[1]]
+    return QueryGraph(edge_index, weight, m + 1)
+
+
+@torch.no_grad()
+def query_forward(net: MSRLNetwork, buf: BufferGraph, f_q: Tensor) -> tuple[Tensor, QueryGraph]:
+    """Z of the query (dim,) and the graph it was computed on."""
+    graph = query_graph(net, buf, f_q)
+    q = graph.n_nodes - 1
+    subset, sub_edges, mapping, mask = k_hop_subgraph(
+        q, net.config.gcn_layers, graph.edge_index, relabel_nodes=True, num_nodes=graph.n_nodes
+    )
+    x = torch.cat([buf.features, f_q[None, :]])[subset]
+    adj = torch.sparse_coo_tensor(sub_edges, graph.weight[mask], (len(subset), len(subset)),
+                                  check_invariants=False)
+    z = net.gcn_f(x, adj.coalesce())
+    return z[int(mapping[0])], graph
+
+
+def query_neighbours(graph: QueryGraph, k: int) -> list[tuple[int, float]]:
+    """The query's strongest k neighbours (buffer positions, normalised edge weight)."""
+    q = graph.n_nodes - 1
+    mine = (graph.edge_index[0] == q) & (graph.edge_index[1] != q)
+    cols, w = graph.edge_index[1][mine], graph.weight[mine]
+    order = torch.argsort(w, descending=True)[:k]
+    return [(int(cols[i]), float(w[i])) for i in order]
+
+
+@torch.no_grad()
+def dense_query_forward(net: MSRLNetwork, buffer_features: Tensor, f_q: Tensor) -> Tensor:
+    """Reference path: the dense graph over buffer + query (for tests), -> Z of the query."""
+    nodes = torch.cat([buffer_features, f_q[None, :]])
+    adj = post_process(net.gsl_f.similarity(nodes), net.config.k)
+    return net.gcn_f(nodes, adj)[-1]

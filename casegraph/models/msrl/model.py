@@ -1,0 +1,208 @@
+"""MSRLModel: the SurvivalModel wrapper (fit / predict) plus the WSI-only query API.
+
+Variants (``variant``): ``msrl`` (WSI-only inference through the Inductor), ``msrl_h``
+(no genomics anywhere), ``msrl_multi`` (authentic genomics at inference). Ablations are
+options (see :class:`MSRLConfig`): ``graph``, ``pretrain_steps=0`` with a random GSL,
+``buffer_source="online"``, ``buffer_fraction``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import Tensor
+
+from casegraph.errors import InputError
+from casegraph.models.base import Prediction
+from casegraph.models.data import CohortData
+from casegraph.models.losses import risk_from_survival, survival_from_logits
+from casegraph.models.msrl.buffer import CaseBuffer
+from casegraph.models.msrl.config import MSRLConfig
+from casegraph.models.msrl.finetune import TrainingCases, finetune, target_fused
+from casegraph.models.msrl.inference import BufferGraph, query_forward, query_neighbours
+from casegraph.models.msrl.inputs import (
+    bags_to_wsi,
+    class_labels,
+    genomics_tensors,
+    wsi_inputs,
+)
+from casegraph.models.msrl.nets import MSRLNetwork, WSIInput
+from casegraph.models.msrl.pretrain import pretrain
+from casegraph.models.preprocess import GenomicsPreprocessor
+from casegraph.models.targets import bin_edges, discretize
+from casegraph.runtime import seed_everything
+
+VARIANTS = {"msrl": "inductor", "msrl_h": "none", "msrl_multi": "authentic"}
+
+
+@dataclass
+class WSIOnlyAnswer:
+    """One WSI-only query: risk (higher = worse), survival (n_bins,) S(t) per bin (None for
+    classification), the query's strongest graph neighbours (patient_id, normalised edge
+    weight), the Inductor's genomics prompt g~ (d_g,), and the GCN output z (dim,)."""
+
+    risk: float
+    survival: npt.NDArray[np.float64] | None
+    neighbours: list[tuple[str, float]]
+    genomics_prompt: npt.NDArray[np.float32]
+    z: npt.NDArray[np.float32]
+
+
+class MSRLModel:
+    """MSRL (graph structure learning over cases with an authentic-case buffer)."""
+
+    def __init__(self, variant: str = "msrl", **options: Any) -> None:
+        if variant not in VARIANTS:
+            raise InputError(f"unknown MSRL variant {variant!r}; choose among: "
+                             + ", ".join(VARIANTS))
+        options.setdefault("genomics_mode", VARIANTS[variant])
+        self.name = variant
+        self.config = MSRLConfig.from_options(**options)
+
+    # ----------------------------------------------------------------- training
+    def fit(self, train: CohortData, valid: CohortData | None = None) -> MSRLModel:
+        c = self.config
+        seed_everything(c.seed)
+        forbidden = set(valid.patient_ids) if valid is not None else set()
+        leak = sorted(forbidden & set(train.patient_ids))
+        if leak:
+            raise InputError(f"patients in both training and evaluation data: {leak[:5]}")
+        wsi = wsi_inputs(train, c.wsi_encoder)
+        groups = None
+        if c.uses_genomics:
+            self.preprocessor_ = GenomicsPreprocessor().fit(train.genomics)
+            groups = genomics_tensors(self.preprocessor_.transform(train.genomics))
+        labels, events = self._labels(train)
+        bag_dim = int(wsi[0].shape[-1]) if isinstance(wsi, list) else int(wsi.shape[1])
+        self.bag_dim_, self.group_sizes_ = bag_dim, train.group_sizes
+        n_out = c.n_bins if c.task == "survival" else len(self.classes_)
+        net = MSRLNetwork(c, bag_dim, self.group_sizes_, n_out)
+        self.pretrain_history_ = pretrain(net, wsi, groups, c.seed) if c.pretrain_steps else []
+        cases = TrainingCases(list(train.patient_ids), wsi, groups, labels, events)
+        target, buffer, self.finetune_history_ = finetune(net, cases, forbidden, c.seed + 1)
+        self.net_, self.target_ = net, target
+        self._set_buffer(buffer)
+        self.reference_ids_ = list(train.patient_ids)
+        self.reference_fused_ = target_fused(target, wsi, groups)
+        return self
+
+    def _labels(self, train: CohortData) -> tuple[Tensor, Tensor]:
+        c = self.config
+        if c.task == "survival":
+            self.bin_edges_: npt.NDArray[np.float64] | None = bin_edges(train.target, c.n_bins)
+            labels = discretize(train.target.time, self.bin_edges_)
+            events = train.target.event.astype(np.float32)
+            self.classes_: list[str] = []
+        else:
+            self.bin_edges_ = None
+            assert c.label is not None
+            labels, self.classes_ = class_labels(train, c.label)
+            events = np.ones(len(train), dtype=np.float32)
+        return torch.from_numpy(labels), torch.from_numpy(events)
+
+    @property
+    def buffer_ids(self) -> list[str]:
+        """Buffer patient ids in FIFO order (position 0 = oldest)."""
+        return self.buffer_.ids
+
+    def _set_buffer(self, buffer: CaseBuffer) -> None:
+        self.buffer_ = buffer
+        self.buffer_graph_ = BufferGraph.build(self.net_, buffer.features)
+
+    # ----------------------------------------------------------------- inference
+    def _online_fused(self, wsi: WSIInput, data: CohortData | None) -> tuple[Tensor, Tensor]:
+        """(h (n, dim), online f (n, f_dim)); reads genomics only for MSRL_multi."""
+        with torch.no_grad():
+            h = self.net_.encode_wsi(wsi)
+            groups = None
+            if self.config.genomics_mode == "authentic":
+                if data is None:
+                    raise InputError("msrl_multi needs the query's genomics; use msrl for "
+                                     "WSI-only queries")
+                groups = genomics_tensors(self.preprocessor_.transform(data.genomics))
+            return h, self.net_.online_fused(h, groups)
+
+    def _heads(self, z: Tensor, f: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(risk (n,), survival (n, K) or None) from Z and f."""
+        logits = self.net_.logits(z, f)
+        if self.config.task == "survival":
+            _, surv = survival_from_logits(logits)
+            return risk_from_survival(surv), surv
+        probs = torch.softmax(logits, dim=1)
+        # binary: P(last class); multi-class: expected class index
+        return probs @ torch.arange(probs.shape[1], dtype=probs.dtype), None
+
+    def _forward_queries(self, f: Tensor, buf: BufferGraph) -> Tensor:
+        return torch.stack([query_forward(self.net_, buf, f[i])[0] for i in range(len(f))])
+
+    def predict(self, data: CohortData) -> Prediction:
+        self.net_.eval()
+        _, f = self._online_fused(wsi_inputs(data, self.config.wsi_encoder), data)
+        with torch.no_grad():
+            z = self._forward_queries(f, self.buffer_graph_) if len(f) else f[:, : self.config.dim]
+            risk, surv = self._heads(z, f)
+        return Prediction(
+            patient_ids=list(data.patient_ids),
+            risk=risk.numpy().astype(np.float64),
+            survival=None if surv is None else surv.numpy().astype(np.float64),
+            embedding=z.numpy().astype(np.float32),
+        )
+
+    def embed_wsi(self, bags: list[npt.NDArray[np.floating]]) -> npt.NDArray[np.float32]:
+        """(n, dim) WSI embeddings h of n bags (N_i, D)."""
+        self.net_.eval()
+        with torch.no_grad():
+            return self.net_.encode_wsi(bags_to_wsi(bags, self.config.wsi_encoder)).numpy()
+
+    def query_wsi_only(
+        self, bag: npt.NDArray[np.floating], candidate_ids: list[str] | None = None, k: int = 10
+    ) -> WSIOnlyAnswer:
+        """Answer one new case from its bag (N, D) only: Inductor prompt, graph forward
+        against the buffer (``candidate_ids=None``, the paper's exact path) or against the
+        given authentic reference cases, prediction from Z."""
+        if self.config.genomics_mode == "authentic":
+            raise InputError("msrl_multi predicts from authentic genomics; use msrl for "
+                             "WSI-only queries")
+        self.net_.eval()
+        _, f = self._online_fused(bags_to_wsi([bag], self.config.wsi_encoder), None)
+        if candidate_ids is None:
+            buf, ids = self.buffer_graph_, self.buffer_.ids
+        else:
+            ids = list(candidate_ids)
+            buf = BufferGraph.build(self.net_, self.reference_features(ids))
+        with torch.no_grad():
+            z, graph = query_forward(self.net_, buf, f[0])
+            risk, surv = self._heads(z[None], f)
+        prompt = f[0, : self.config.dim] if self.config.uses_genomics else torch.zeros(0)
+        return WSIOnlyAnswer(
+            risk=float(risk[0]),
+            survival=None if surv is None else surv[0].numpy().astype(np.float64),
+            neighbours=[(ids[j], w) for j, w in query_neighbours(graph, k)],
+            genomics_prompt=prompt.numpy().astype(np.float32),
+            z=z.numpy().astype(np.float32),
+        )
+
+    def reference_features(self, patient_ids: list[str]) -> Tensor:
+        """Authentic fused features (n, f_dim) of known reference patients."""
+        pos = {p: i for i, p in enumerate(self.reference_ids_)}
+        missing = [p for p in patient_ids if p not in pos]
+        if missing:
+            raise InputError(f"candidate patients unknown to this model version: {missing[:5]}",
+                             fix="pass ids from the version's patient_embeddings ('fused')")
+        return self.reference_fused_[[pos[p] for p in patient_ids]]
+
+    # ----------------------------------------------------------------- persistence
+    def save_version(self, store: Any, cohort: str | None) -> str:
+        from casegraph.models.msrl.artifacts import save_version
+
+        return save_version(self, store, cohort)
+
+    @classmethod
+    def load_version(cls, store: Any, version_id: str) -> MSRLModel:
+        from casegraph.models.msrl.artifacts import load_version
+
+        return load_version(store, version_id)
