@@ -11,6 +11,7 @@ random subset of at most that many patches is kept per patient during training.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,18 +55,23 @@ class PatientFusionModel:
     ``preprocessor_``, ``history_`` (mean training loss per epoch)."""
 
     name = "fusion"
+    in_dim_: int
+    uses_slides = True  # the CV runner loads only patients with slides
 
     def __init__(self, *, n_bins: int = 4, epochs: int = 20, lr: float = 2e-4,
                  weight_decay: float = 1e-5, grad_accum: int = 1,
                  max_patches: int | None = None, seed: int = 0, nll_alpha: float = 0.0,
-                 device: str = "cpu", verbose: bool = False) -> None:
+                 bin_edges: npt.ArrayLike | None = None, device: str = "cpu",
+                 verbose: bool = False) -> None:
         self.n_bins, self.epochs, self.lr = n_bins, epochs, lr
+        self.bin_edges = None if bin_edges is None else np.asarray(bin_edges, dtype=np.float64)
         self.weight_decay, self.grad_accum = weight_decay, grad_accum
         self.max_patches, self.seed, self.nll_alpha = max_patches, seed, nll_alpha
         self.device, self.verbose = device, verbose
 
     # ------------------------------------------------------------------ hooks
-    def _build(self, train: CohortData) -> nn.Module:
+    def _network(self) -> nn.Module:
+        """The network, from fitted attributes set by ``_before_fit`` (or a loaded file)."""
         raise NotImplementedError
 
     def _patient_inputs(self, data: CohortData, i: int, genomics: list[torch.Tensor],
@@ -97,12 +103,14 @@ class PatientFusionModel:
 
     def fit(self, train: CohortData, valid: CohortData | None = None) -> PatientFusionModel:
         rng = seed_everything(self.seed)
-        self.edges_ = bin_edges(train.target, self.n_bins)
+        self.edges_ = (self.bin_edges.copy() if self.bin_edges is not None
+                       else bin_edges(train.target, self.n_bins))
+        self.n_bins = len(self.edges_) - 1
         self.labels_ = discretize(train.target.time, self.edges_)
         self.preprocessor_ = GenomicsPreprocessor().fit(train.genomics)
         self.group_sizes_ = train.group_sizes
         self._before_fit(train)
-        self.net_ = self._build(train).to(self.device)
+        self.net_ = self._network().to(self.device)
         optimiser = torch.optim.Adam(self.net_.parameters(), lr=self.lr,
                                      weight_decay=self.weight_decay)
         genomics = self._genomics(train)
@@ -150,4 +158,54 @@ class PatientFusionModel:
             risk=risk_from_survival(surv).cpu().numpy(),
             survival=surv.cpu().numpy(),
             embedding=torch.stack(embeddings).float().cpu().numpy(),
+            bin_edges=self.edges_.copy(),
         )
+
+    # ------------------------------------------------------------------ persistence
+    def _extra_state(self) -> dict[str, Any]:
+        return {"in_dim": self.in_dim_}
+
+    def _set_extra_state(self, extra: dict[str, Any]) -> None:
+        self.in_dim_ = int(extra["in_dim"])
+
+    def save(self, path: str | Path) -> None:
+        """Options, weights (with the network's buffers, e.g. CCL's anchor and bank), bin
+        edges and the fitted genomics scaling, in one torch file."""
+        if not hasattr(self, "net_"):
+            raise RuntimeError(f"{self.name}: save called before fit")
+        torch.save({
+            "model": self.name, "options": self.get_options(),
+            "state_dict": self.net_.state_dict(), "edges": self.edges_,
+            "group_sizes": self.group_sizes_, "scaler_mean": self.preprocessor_.mean_,
+            "scaler_scale": self.preprocessor_.scale_, "history": self.history_,
+            "extra": self._extra_state(),
+        }, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> PatientFusionModel:
+        """A fitted model from :meth:`save` (inference only; no optimiser state)."""
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        model = cls(**blob["options"])
+        model.edges_ = np.asarray(blob["edges"], dtype=np.float64)
+        model.group_sizes_ = list(blob["group_sizes"])
+        model.preprocessor_ = GenomicsPreprocessor()
+        model.preprocessor_.mean_ = list(blob["scaler_mean"])
+        model.preprocessor_.scale_ = list(blob["scaler_scale"])
+        model.history_ = list(blob["history"])
+        model._set_extra_state(blob["extra"])
+        model.net_ = model._network()
+        model.net_.load_state_dict(blob["state_dict"])
+        return model
+
+    def get_options(self) -> dict[str, Any]:
+        """Constructor options (scikit-learn style: the attributes named like parameters)."""
+        import inspect
+
+        names: set[str] = set()
+        for klass in type(self).__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is not None:
+                names |= {p for p in inspect.signature(init).parameters if p != "self"
+                          and inspect.signature(init).parameters[p].kind
+                          is inspect.Parameter.KEYWORD_ONLY}
+        return {n: getattr(self, n) for n in sorted(names) if hasattr(self, n)}

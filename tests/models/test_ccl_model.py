@@ -95,3 +95,16 @@ def test_options_are_validated() -> None:
         CCLModel(encoders=("bogus",))
     with pytest.raises(ValueError):
         CCLModel(n_encoders=2, encoders=("common",))
+
+
+def test_save_and_load_round_trip_keeps_anchor_bank_and_predictions(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    data = planted_cohort(tmp_path, n=10, patches=(6, 9))
+    model = CCLModel(**TINY, epochs=2, bank_length=3).fit(data)
+    model.save(tmp_path / "ccl.pt")
+    loaded = CCLModel.load(tmp_path / "ccl.pt")
+    assert isinstance(loaded, CCLModel) and loaded.encoders == model.encoders
+    a, b = model.predict(data), loaded.predict(data)
+    assert np.allclose(a.risk, b.risk) and np.allclose(a.embedding, b.embedding)  # type: ignore[arg-type]
+    assert torch.equal(loaded.net_.bank.memory, model.net_.bank.memory)
+    assert a.bin_edges is not None and np.array_equal(a.bin_edges, model.edges_)

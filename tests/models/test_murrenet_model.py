@@ -61,3 +61,17 @@ def test_patient_without_slides_is_an_input_error(tmp_path: Path) -> None:
     data.bags[0] = []
     with pytest.raises(InputError, match="p0"):
         MurreNetModel(**TINY, epochs=1).fit(data)
+
+
+def test_save_load_round_trip_and_given_bin_edges(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    data = planted_cohort(tmp_path, n=8, patches=(5, 9))
+    edges = np.array([0.0, 1.0, 5.0, np.inf])
+    model = MurreNetModel(**TINY, ablation="C", epochs=1, bin_edges=edges).fit(data)
+    assert model.n_bins == 3
+    model.save(tmp_path / "m.pt")
+    loaded = MurreNetModel.load(tmp_path / "m.pt")
+    assert isinstance(loaded, MurreNetModel) and loaded.ablation == "C"
+    a, b = model.predict(data), loaded.predict(data)
+    assert a.survival is not None and a.survival.shape == (8, 3)
+    assert np.allclose(a.risk, b.risk)

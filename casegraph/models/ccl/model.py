@@ -190,7 +190,7 @@ class CCLModel(PatientFusionModel):
             weakref.ref(train), centres)
         self.in_dim_ = int(centres[0].shape[1])
 
-    def _build(self, train: CohortData) -> nn.Module:
+    def _network(self) -> nn.Module:
         return CCLNet(self.in_dim_, self.group_sizes_, self.k, self.dim, self.n_bins,
                       self.encoders, self.use_cca, self.use_mkd, self.tau,
                       self.alignment_metric, self.n_risk_groups, self.bank_length,
@@ -198,8 +198,10 @@ class CCLModel(PatientFusionModel):
 
     def _patient_inputs(self, data: CohortData, i: int, genomics: list[torch.Tensor],
                         training: bool) -> Inputs:
-        ref, cached = self._centres_cache
-        if ref() is not data:
+        cache = getattr(self, "_centres_cache", None)
+        if cache is not None and cache[0]() is data:
+            cached = cache[1]
+        else:
             cached = self.patient_centres(data)
             self._centres_cache = (weakref.ref(data), cached)
         return {"centres": cached[i], "genomics": [g[i:i + 1] for g in genomics]}

@@ -158,7 +158,7 @@ class MurreNetModel(PatientFusionModel):
         self.bag_rng_ = np.random.default_rng(self.seed + 1)
         self.in_dim_ = int(load_patient_bag(train, 0).shape[1])
 
-    def _build(self, train: CohortData) -> nn.Module:
+    def _network(self) -> nn.Module:
         return MurreNetNet(self.in_dim_, self.group_sizes_, self.dim, self.n_bins,
                            self.use_mrd, self.fusion, self.heads, self.dropout)
 
