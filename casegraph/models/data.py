@@ -18,6 +18,7 @@ from casegraph.ingest.store import Store
 from casegraph.schema import Modality, SurvivalTarget
 
 FloatArray = npt.NDArray[np.float32]
+ALL_FEATURES = "all"  # pseudo group set: one group with every genomic feature
 # (slide_ids, k, seed) -> {slide_id: (mean (D,), centres (k, D))}, e.g. Store.slide_summaries
 SummaryLookup = Callable[
     [Sequence[str], int, int], dict[str, tuple[FloatArray, FloatArray]]
@@ -96,7 +97,8 @@ class CohortData:
         """Load patients of ``cohort`` (all cohorts if None) with genomics grouped by
         ``group_set``: a group's features are every ``<gene>_{rnaseq,cnv,mut}`` the store
         holds for a gene of that group (the MCAT convention), restricted to ``modalities``.
-        Groups with no feature for these patients are dropped.
+        Groups with no feature for these patients are dropped. ``group_set="all"`` gives
+        one group holding every genomic feature (MCAT's SNN baseline uses them all).
         """
         patients = store.patients(cohort)
         slides = store.slides(cohort)
@@ -108,14 +110,17 @@ class CohortData:
         groups: list[str] = []
         genomics: list[FloatArray] = []
         wanted = {m.value for m in modalities}
-        for group, genes in store.gene_groups(group_set).items():
+        group_items: list[tuple[str, list[str] | None]] = (
+            [(ALL_FEATURES, None)] if group_set == ALL_FEATURES
+            else list(store.gene_groups(group_set).items()))
+        for group, genes in group_items:
             if feats is None:
                 break
-            gene_set = set(genes)
+            gene_set = None if genes is None else set(genes)
             cols = [
                 j
                 for j, (gene, mod) in enumerate(zip(feats["gene"], feats["modality"], strict=True))
-                if gene in gene_set and mod in wanted
+                if (gene_set is None or gene in gene_set) and mod in wanted
             ]
             if cols:
                 groups.append(group)

@@ -41,6 +41,8 @@ def test_stored_folds_map_ids_and_drop_unknown(store: Store) -> None:
     data = planted_cohort(12)
     write_to_store(store, data, n_folds=3)
     loaded = CohortData.from_store(store, "synth")
+    everything = CohortData.from_store(store, "synth", group_set="all")
+    assert everything.groups == ["all"] and everything.group_sizes == [8]
     folds = stored_folds(loaded.subset(range(9)), store, "mcat")
     assert set(folds) == {0, 1, 2}
     for train, ev in folds.values():
