@@ -5,6 +5,9 @@ An index lives in ``<store>/artifacts/indexes/<version_id>/<kind>/`` (see
 
 - a model version's ``patient_embeddings`` row (a Parquet file of patient_id + vector,
   kinds ``wsi``, ``genomics``, ``fused``), or
+- an MSRL version's GSL metric space (kind ``gsl``: its reference patients as the graph
+  learner embeds them; see :mod:`casegraph.retrieval.msrl_adapter`), used to pick the
+  candidates of a WSI-only query, or
 - the model-free fallback :data:`SLIDE_MEAN`: each patient's mean patch feature (the
   patch-count-weighted mean of its slides' stored mean embeddings), centred on the mean
   over the indexed patients so that cosine similarity is not dominated by what all slides
@@ -30,6 +33,7 @@ import pandas as pd
 from casegraph import __version__
 from casegraph.errors import InputError, StoreError
 from casegraph.ingest.store import Store
+from casegraph.retrieval import msrl_adapter
 from casegraph.retrieval.faiss_index import (
     DEFAULT_EXACT_THRESHOLD,
     FaissIndex,
@@ -100,6 +104,8 @@ def index_keys(store: Store) -> list[IndexKey]:
     rows = store.con.execute(
         "SELECT version_id, kind FROM patient_embeddings ORDER BY version_id, kind").fetchall()
     keys = [IndexKey(str(v), str(k)) for v, k in rows]
+    keys += [IndexKey(v, msrl_adapter.GSL_KIND) for v in msrl_adapter.msrl_versions(store)]
+    keys.sort(key=str)
     if _summary_setting(store) is not None:
         keys.append(IndexKey(SLIDE_MEAN, "wsi"))
     return keys
@@ -109,6 +115,8 @@ def source_embeddings(store: Store, key: IndexKey) -> tuple[list[str], FloatArra
     """(patient ids, raw vectors (n, d)) the store holds for ``key``."""
     if key.version_id == SLIDE_MEAN:
         return slide_mean_embeddings(store)
+    if key.kind == msrl_adapter.GSL_KIND:
+        return msrl_adapter.reference_vectors(msrl_adapter.load(store, key.version_id))
     row = store.con.execute(
         "SELECT file, dim, n FROM patient_embeddings WHERE version_id = ? AND kind = ?",
         [key.version_id, key.kind],

@@ -1,12 +1,21 @@
 """The one place retrieval touches MSRL (casegraph.models.msrl), so API drift stays local.
 
-API used (docs/CONTRACTS): ``MSRLModel.load_version(store, version_id)``,
+Public API used (docs/CONTRACTS): ``MSRLModel.load_version(store, version_id)``,
 ``model.embed_wsi([bag (N, D)]) -> (1, d_h)``, ``model.query_wsi_only(bag, candidate_ids,
-k) -> WSIOnlyAnswer(risk, survival (K,), neighbours [(id, weight)], genomics_prompt)``.
+k) -> WSIOnlyAnswer(risk, survival (K,) | None, neighbours [(id, weight)], ...)``,
+``model.buffer_ids`` (a property), ``model.bin_edges_``.
+
+Beyond the contract (differences noted in docs/retrieval.md): candidates must be the
+version's reference patients (``model.reference_ids_``; other ids are refused), and the
+FAISS candidate search runs in the GSL's own metric space: reference vectors
+``gsl_f.embed(reference_fused_)``, query vector ``gsl_f.embed(online_fused(h))``, cosine,
+which is exactly the similarity the graph learner ranks neighbours by (``learned`` and
+``cosine_knn`` graphs; for the ``euclidean_knn`` ablation cosine is an approximation).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from typing import Any
 
@@ -19,13 +28,25 @@ from casegraph.ingest.store import Store
 MODEL_NAME = "msrl"
 
 
+GSL_KIND = "gsl"
+
+
 def msrl_versions(store: Store) -> list[str]:
-    """MSRL model versions that stored WSI embeddings, oldest first."""
+    """MSRL versions that answer WSI-only survival queries, oldest first (``msrl_multi``,
+    which needs authentic genomics, and classification versions are left out)."""
     rows = store.con.execute(
-        "SELECT v.version_id FROM model_versions v JOIN patient_embeddings e "
-        "ON e.version_id = v.version_id AND e.kind = 'wsi' "
-        "WHERE lower(v.model) LIKE 'msrl%' ORDER BY v.created_at").fetchall()
-    return [str(r[0]) for r in rows]
+        "SELECT version_id, config FROM model_versions WHERE lower(model) LIKE 'msrl%' "
+        "ORDER BY created_at").fetchall()
+    out = []
+    for version, config in rows:
+        try:
+            options = json.loads(config) if isinstance(config, str) else dict(config or {})
+        except ValueError:
+            continue
+        if options.get("genomics_mode") != "authentic" and options.get("task",
+                                                                          "survival") == "survival":
+            out.append(str(version))
+    return out
 
 
 def _model_class() -> Any:
@@ -72,19 +93,47 @@ def embed(model: Any, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float
     return np.asarray(_to_numpy(out), dtype=np.float32).reshape(1, -1)
 
 
+def query_vector(model: Any, h: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """The query in the GSL's metric space, from its WSI embedding h (1, d_h): (1, d)."""
+    import torch
+
+    with torch.no_grad():
+        f_q = model.net_.online_fused(torch.from_numpy(np.asarray(h, np.float32)), None)
+        return np.asarray(model.net_.gsl_f.embed(f_q).numpy(), dtype=np.float32)
+
+
+def reference_vectors(model: Any) -> tuple[list[str], npt.NDArray[np.float32]]:
+    """The version's reference patients (the valid candidates) in the GSL's metric space."""
+    import torch
+
+    with torch.no_grad():
+        vectors = model.net_.gsl_f.embed(model.reference_fused_).numpy()
+    return [str(p) for p in model.reference_ids_], np.asarray(vectors, dtype=np.float32)
+
+
 def query(model: Any, features: npt.NDArray[np.float32], candidates: list[str] | None,
           k: int) -> Any:
     return model.query_wsi_only(features, candidate_ids=candidates, k=k)
 
 
-def buffer_ids(model: Any, exclude: Collection[str]) -> list[str] | None:
-    """The whole buffer minus ``exclude`` (None = let the model use its whole buffer)."""
+def buffer_candidates(model: Any, exclude: Collection[str],
+                      allowed: Collection[str] | None) -> list[str] | None:
+    """The exact path's candidates: the whole buffer (None, the model's cached graph) unless
+    exclusions or filters remove buffer members, then the remaining members."""
     ids = getattr(model, "buffer_ids", None)
     if callable(ids):
         ids = ids()
     if ids is None:
         return None
-    return [str(p) for p in ids if p not in exclude]
+    keep = [str(p) for p in ids if p not in exclude and (allowed is None or p in allowed)]
+    return None if len(keep) == len(ids) else keep
+
+
+def buffer_size(model: Any) -> int:
+    ids = getattr(model, "buffer_ids", None)
+    if callable(ids):
+        ids = ids()
+    return len(ids) if ids is not None else 0
 
 
 def bin_ends(model: Any, n_bins: int) -> list[float] | None:

@@ -237,46 +237,70 @@ class QueryEngine:
     def _query_msrl(self, q: QueryInput, version: str, opts: QueryOptions) -> QueryResult:
         model = self.model(version)
         feats = self.features_of(q)
-        loaded = self.index(IndexKey(version, "wsi"))
+        expected_dim = getattr(model, "bag_dim_", feats.shape[1])
+        if feats.shape[1] != expected_dim:
+            raise InputError(f"the query has {feats.shape[1]}-d patch features, model version "
+                             f"{version} was trained on {expected_dim}-d",
+                             file=q.files[0] if q.files else None, column="features",
+                             fix="use features from the same patch encoder")
+        loaded = self.index(IndexKey(version, msrl_adapter.GSL_KIND))
         exclude = self._exclusions(q)
-        h = msrl_adapter.embed(model, feats)
-        candidates: list[str] | None = None
+        allowed = self.catalog.allowed(opts.cohorts, opts.require)
+        vector = loaded.prepare_query(msrl_adapter.query_vector(model, msrl_adapter.embed(
+            model, feats)))
+        candidates: list[str] | None
         if opts.exact:
-            candidates = msrl_adapter.buffer_ids(model, exclude)
+            candidates = msrl_adapter.buffer_candidates(model, exclude, allowed)
+            n_candidates = (len(candidates) if candidates is not None
+                            else msrl_adapter.buffer_size(model))
         else:
-            allowed = self.catalog.allowed(opts.cohorts, opts.require)
-            if h.shape[-1] != loaded.index.dim:
-                raise InputError(f"model version {version} embeds to {h.shape[-1]}-d, its "
-                                 f"index holds {loaded.index.dim}-d", fix="run `casegraph "
-                                 "index rebuild`")
-            hits = loaded.index.search(loaded.prepare_query(h), opts.n_candidates,
-                                       allowed=allowed, exclude=exclude)[0]
+            hits = loaded.index.search(vector, opts.n_candidates, allowed=allowed,
+                                       exclude=exclude)[0]
             candidates = [hit.patient_id for hit in hits]
-        answer = msrl_adapter.query(model, feats, candidates, opts.k)
-        pairs = [(p, w) for p, w in answer.neighbours if p not in exclude][: opts.k]
-        sims = self._similarities(loaded, h, [p for p, _ in pairs])
-        hits = [Hit(p, s) for (p, _), s in zip(pairs, sims, strict=True)]
-        w = np.asarray([wt for _, wt in pairs], dtype=np.float64)
+            n_candidates = len(candidates)
+        if candidates is not None and not candidates:
+            answer_pairs: list[tuple[str, float]] = []
+            risk, surv_values = float("nan"), None
+        else:
+            answer = msrl_adapter.query(model, feats, candidates, opts.k)
+            answer_pairs = [(p, w) for p, w in answer.neighbours if p not in exclude][: opts.k]
+            risk, surv_values = float(answer.risk), answer.survival
+        ids = [p for p, _ in answer_pairs]
+        hits = [Hit(p, s) for p, s in zip(ids, self._similarities(loaded, vector, ids),
+                                          strict=True)]
+        w = np.asarray([wt for _, wt in answer_pairs], dtype=np.float64)
         weights = w / w.sum() if w.size and w.sum() > 0 else w
         neighbours = self._neighbours(hits, weights, opts)
-        times = msrl_adapter.bin_ends(model, len(answer.survival)) or self._bin_ends().tolist()
+        notes = ["genomics of the query are absent: MSRL's Inductor inferred a genomics "
+                 "prompt from the WSI embedding",
+                 "edge weights are the GCN graph's normalised weights of the query's edges, "
+                 "rescaled to sum to 1 over the reported neighbours"]
+        if surv_values is None:
+            bins = self._bin_ends()
+            risk_knn, surv_knn = neighbour_prediction([n.time for n in neighbours],
+                                                      [n.event for n in neighbours], weights,
+                                                      bins)
+            survival = SurvivalCurve(times=bins.tolist(), survival=surv_knn.tolist())
+            if not np.isfinite(risk):
+                risk = risk_knn
+            notes.append("survival is the neighbours' weighted Kaplan-Meier curve")
+        else:
+            times = msrl_adapter.bin_ends(model, len(surv_values)) or self._bin_ends().tolist()
+            survival = SurvivalCurve(times=list(times),
+                                     survival=[float(v) for v in surv_values])
         return self._result(
             q, opts, method="msrl-gsl", reason=None, version=version, loaded=loaded,
-            risk=float(answer.risk),
-            survival=SurvivalCurve(times=list(times), survival=[float(s) for s in
-                                                                 answer.survival]),
-            neighbours=neighbours,
-            n_candidates=len(candidates) if candidates is not None else len(loaded.index),
-            notes=["genomics of the query are absent: MSRL's Inductor inferred a genomics "
-                   "prompt from the WSI embedding"])
+            risk=risk if np.isfinite(risk) else 0.0, survival=survival, neighbours=neighbours,
+            n_candidates=n_candidates, notes=notes)
 
-    def _similarities(self, loaded: LoadedIndex, h: FloatArray, ids: list[str]) -> list[float]:
+    def _similarities(self, loaded: LoadedIndex, vector: FloatArray,
+                      ids: list[str]) -> list[float]:
+        """Cosine similarity of the prepared query ``vector`` (1, d) to indexed patients."""
         present = [p for p in ids if p in loaded.index]
         if not present:
             return [float("nan")] * len(ids)
-        query = loaded.prepare_query(h)[0]
-        vecs = dict(zip(present, loaded.index.vectors(present) @ query, strict=True))
-        return [float(vecs.get(p, float("nan"))) for p in ids]
+        scores = dict(zip(present, loaded.index.vectors(present) @ vector[0], strict=True))
+        return [float(scores.get(p, float("nan"))) for p in ids]
 
     # ------------------------------------------------------------------ assembly
     def _bin_ends(self) -> npt.NDArray[np.float64]:

@@ -32,7 +32,7 @@ def _add_model_embeddings(store: Store, version: str, ids: list[str], dim: int =
                           "vector": list(rng.normal(size=(len(ids), dim)).astype(np.float32))})
     frame.to_parquet(folder / "wsi.parquet")
     with store.transaction() as con:
-        con.execute("INSERT INTO model_versions VALUES (?, 'msrl', 'alpha', now(), '{}', '{}', ?)",
+        con.execute("INSERT INTO model_versions VALUES (?, 'baseline', 'alpha', now(), '{}', '{}', ?)",
                     [version, str(folder)])
         con.execute("INSERT INTO patient_embeddings VALUES (?, 'wsi', ?, ?, ?)",
                     [version, f"artifacts/{version}/wsi.parquet", dim, len(ids)])
