@@ -1,0 +1,328 @@
+"""The Neo4j GraphStore: Cypher over Bolt with the official driver.
+
+Every write is one batched ``UNWIND $rows`` statement inside a managed transaction
+(``session.execute_write``), which the driver retries on transient errors and lost
+connections; MERGE keeps it idempotent. Only parameters carry values: no query text is
+ever built from user data (labels and property names are fixed here).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from casegraph.config import Neo4jSettings
+from casegraph.errors import CasegraphError
+from casegraph.graph.base import GraphStore, round_weight
+from casegraph.graph.records import (
+    BufferEntry,
+    GraphDump,
+    GraphStats,
+    ModelVersionRecord,
+    Neighbour,
+    PatientRecord,
+    SimilarEdge,
+    SlideRecord,
+)
+
+if TYPE_CHECKING:
+    from neo4j import Driver, ManagedTransaction
+
+SCHEMA = [
+    "CREATE CONSTRAINT cohort_name IF NOT EXISTS FOR (c:Cohort) REQUIRE c.name IS UNIQUE",
+    "CREATE CONSTRAINT patient_id IF NOT EXISTS FOR (p:Patient) REQUIRE p.id IS UNIQUE",
+    "CREATE CONSTRAINT slide_id IF NOT EXISTS FOR (s:Slide) REQUIRE s.id IS UNIQUE",
+    "CREATE CONSTRAINT model_version_id IF NOT EXISTS FOR (v:ModelVersion) REQUIRE v.id IS UNIQUE",
+    "CREATE CONSTRAINT query_case_id IF NOT EXISTS FOR (q:QueryCase) REQUIRE q.id IS UNIQUE",
+    "CREATE INDEX similar_version IF NOT EXISTS FOR ()-[r:SIMILAR_TO]-() ON (r.model_version)",
+    "CREATE INDEX patient_cohort IF NOT EXISTS FOR (p:Patient) ON (p.cohort)",
+]
+
+WRITE_COHORTS = "UNWIND $rows AS name MERGE (:Cohort {name: name})"
+WRITE_PATIENTS = """
+UNWIND $rows AS row
+MERGE (c:Cohort {name: row.cohort})
+MERGE (p:Patient {id: row.patient_id})
+SET p.cohort = row.cohort, p.time = row.time, p.event = row.event,
+    p.modalities = row.modalities, p.splits = row.splits
+MERGE (p)-[:IN_COHORT]->(c)
+"""
+WRITE_SLIDES = """
+UNWIND $rows AS row
+MATCH (p:Patient {id: row.patient_id})
+MERGE (s:Slide {id: row.slide_id})
+SET s.n_patches = row.n_patches, s.encoder = row.encoder
+MERGE (p)-[:HAS_SLIDE]->(s)
+"""
+WRITE_VERSION = """
+MERGE (v:ModelVersion {id: $row.version_id})
+SET v.name = $row.model, v.cohort = $row.cohort, v.created = $row.created,
+    v.params = $row.params, v.metrics = $row.metrics
+"""
+WRITE_SIMILAR = """
+UNWIND $rows AS row
+MATCH (a:Patient {id: row.patient_id})
+MATCH (b:Patient {id: row.neighbour_id})
+MERGE (a)-[r:SIMILAR_TO {model_version: $version}]->(b)
+SET r.weight = row.weight, r.rank = row.rank
+"""
+WRITE_SIMILAR_ONE = """
+MATCH (a:Patient {id: $patient_id})
+MATCH (b:Patient {id: $neighbour_id})
+MERGE (a)-[r:SIMILAR_TO {model_version: $version}]->(b)
+SET r.weight = $weight, r.rank = $rank
+"""
+WRITE_BUFFER = """
+MATCH (v:ModelVersion {id: $version})
+UNWIND $rows AS row
+MATCH (p:Patient {id: row.patient_id})
+MERGE (p)-[b:IN_BUFFER]->(v)
+SET b.position = row.position
+"""
+NEIGHBOURS = """
+MATCH (:Patient {id: $patient_id})-[r:SIMILAR_TO {model_version: $version}]->(n:Patient)
+RETURN n.id AS id, r.rank AS rank, r.weight AS weight, n.cohort AS cohort, n.time AS time,
+       n.event AS event, n.modalities AS modalities
+ORDER BY r.rank LIMIT $k
+"""
+PERSIST_QUERY_CASE = """
+MERGE (q:QueryCase {id: $case_id})
+SET q.model_version = $version, q.created = $created, q.properties = $properties
+WITH q
+OPTIONAL MATCH (q)-[old:SIMILAR_TO]->()
+DELETE old
+WITH DISTINCT q
+UNWIND $rows AS row
+MATCH (n:Patient {id: row.neighbour_id})
+CREATE (q)-[:SIMILAR_TO {model_version: $version, rank: row.rank, weight: row.weight}]->(n)
+"""
+
+
+def _summary_created(tx: ManagedTransaction, query: str, **params: Any) -> int:
+    counters = tx.run(query, **params).consume().counters
+    return int(counters.nodes_created + counters.relationships_created)
+
+
+def _write_one_edge(tx: ManagedTransaction, params: dict[str, Any]) -> int:
+    return _summary_created(tx, WRITE_SIMILAR_ONE, **params)
+
+
+class Neo4jGraphStore(GraphStore):
+    """A case graph in a Neo4j database reached over Bolt."""
+
+    backend = "neo4j"
+
+    def __init__(self, driver: Driver, uri: str, database: str = "neo4j") -> None:
+        self._driver = driver
+        self.uri = uri
+        self.database = database
+
+    @classmethod
+    def connect(cls, settings: Neo4jSettings, database: str = "neo4j") -> Neo4jGraphStore:
+        """Open a driver and check the server answers; errors never include the password."""
+        from neo4j import GraphDatabase
+        from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable
+
+        auth = (settings.user, settings.password) if settings.password else None
+        driver = GraphDatabase.driver(settings.uri, auth=auth)
+        try:
+            driver.verify_connectivity()
+        except AuthError:
+            driver.close()
+            raise CasegraphError(
+                f"Neo4j at {settings.uri} refused user {settings.user!r}: wrong or missing "
+                "password (set CASEGRAPH_NEO4J_PASSWORD or CASEGRAPH_NEO4J_PASSWORD_FILE)"
+            ) from None
+        except (ServiceUnavailable, Neo4jError, OSError) as exc:
+            driver.close()
+            raise CasegraphError(
+                f"cannot reach Neo4j at {settings.uri} ({exc.__class__.__name__}); start it "
+                "with `casegraph neo4j start` or unset CASEGRAPH_NEO4J_URI for the embedded graph"
+            ) from None
+        return cls(driver, settings.uri, database)
+
+    def __repr__(self) -> str:
+        return f"Neo4jGraphStore(uri={self.uri!r}, database={self.database!r})"
+
+    def close(self) -> None:
+        self._driver.close()
+
+    # ------------------------------------------------------------------ plumbing
+    def _write(self, work: Callable[[ManagedTransaction], int]) -> int:
+        with self._driver.session(database=self.database) as session:
+            return session.execute_write(work)
+
+    def _read(self, query: str, **params: Any) -> list[dict[str, Any]]:
+        def work(tx: ManagedTransaction) -> list[dict[str, Any]]:
+            return [record.data() for record in tx.run(query, **params)]
+
+        with self._driver.session(database=self.database) as session:
+            return session.execute_read(work)
+
+    # ------------------------------------------------------------------ writes
+    def ensure_schema(self) -> None:
+        with self._driver.session(database=self.database) as session:
+            for statement in SCHEMA:
+                session.run(statement).consume()
+
+    def write_cohorts(self, names: Sequence[str]) -> int:
+        rows = list(names)
+        return self._write(lambda tx: _summary_created(tx, WRITE_COHORTS, rows=rows))
+
+    def write_patients(self, patients: Sequence[PatientRecord]) -> int:
+        rows = [
+            {"patient_id": p.patient_id, "cohort": p.cohort, "time": float(p.time),
+             "event": bool(p.event), "modalities": list(p.modalities), "splits": list(p.splits)}
+            for p in patients
+        ]
+        return self._write(lambda tx: _summary_created(tx, WRITE_PATIENTS, rows=rows))
+
+    def write_slides(self, slides: Sequence[SlideRecord]) -> int:
+        rows = [asdict(s) for s in slides]
+        return self._write(lambda tx: _summary_created(tx, WRITE_SLIDES, rows=rows))
+
+    def write_model_version(self, version: ModelVersionRecord) -> int:
+        row = asdict(version)
+        return self._write(lambda tx: _summary_created(tx, WRITE_VERSION, row=row))
+
+    def write_similar(self, version_id: str, edges: Sequence[SimilarEdge]) -> int:
+        rows = [{"patient_id": e.patient_id, "neighbour_id": e.neighbour_id, "rank": int(e.rank),
+                 "weight": float(e.weight)} for e in edges]
+        return self._write(
+            lambda tx: _summary_created(tx, WRITE_SIMILAR, rows=rows, version=version_id))
+
+    def write_similar_one_by_one(self, version_id: str, edges: Sequence[SimilarEdge]) -> int:
+        """One transaction per edge: the naive path, kept for the benchmark's comparison."""
+        created = 0
+        with self._driver.session(database=self.database) as session:
+            for e in edges:
+                params: dict[str, Any] = {
+                    "patient_id": e.patient_id, "neighbour_id": e.neighbour_id,
+                    "rank": int(e.rank), "weight": float(e.weight), "version": version_id}
+                created += session.execute_write(_write_one_edge, params)
+        return created
+
+    def write_buffer(self, version_id: str, entries: Sequence[BufferEntry]) -> int:
+        rows = [asdict(e) for e in entries]
+        return self._write(
+            lambda tx: _summary_created(tx, WRITE_BUFFER, rows=rows, version=version_id))
+
+    def mark_synced(self, version_id: str, n_edges: int) -> None:
+        query = "MATCH (v:ModelVersion {id: $version}) SET v.synced_edges = $n"
+        self._write(lambda tx: _summary_created(tx, query, version=version_id, n=int(n_edges)))
+
+    def synced_versions(self) -> dict[str, int]:
+        rows = self._read("MATCH (v:ModelVersion) WHERE v.synced_edges IS NOT NULL "
+                          "RETURN v.id AS id, v.synced_edges AS n")
+        return {r["id"]: int(r["n"]) for r in rows}
+
+    def prune_version(self, version_id: str, batch_size: int = 10_000) -> int:
+        """Delete in batches (one transaction each), so a huge version never needs one big tx."""
+        delete_batch = (
+            "MATCH (:Patient)-[r:SIMILAR_TO {model_version: $version}]->(:Patient) "
+            "WITH r LIMIT $limit "
+            "DELETE r RETURN count(*) AS n"
+        )
+
+        def one_batch(tx: ManagedTransaction) -> int:
+            record = tx.run(delete_batch, version=version_id, limit=batch_size).single()
+            return int(record["n"]) if record else 0
+
+        removed = 0
+        while n := self._write(one_batch):
+            removed += n
+        self._write(lambda tx: _summary_created(
+            tx, "MATCH (q:QueryCase {model_version: $version}) DETACH DELETE q",
+            version=version_id))
+        self._write(lambda tx: _summary_created(
+            tx, "MATCH (v:ModelVersion {id: $version}) DETACH DELETE v", version=version_id))
+        return removed
+
+    def persist_query_case(
+        self,
+        case_id: str,
+        version_id: str,
+        neighbours: Sequence[SimilarEdge],
+        properties: dict[str, Any] | None = None,
+    ) -> None:
+        rows = [{"neighbour_id": e.neighbour_id, "rank": int(e.rank), "weight": float(e.weight)}
+                for e in neighbours]
+        params = {"case_id": case_id, "version": version_id, "rows": rows,
+                  "created": datetime.now(UTC).isoformat(),
+                  "properties": json.dumps(properties or {}, sort_keys=True)}
+        self._write(lambda tx: _summary_created(tx, PERSIST_QUERY_CASE, **params))
+
+    # ------------------------------------------------------------------ reads
+    def neighbours(self, patient_id: str, version_id: str, k: int = 10) -> list[Neighbour]:
+        rows = self._read(NEIGHBOURS, patient_id=patient_id, version=version_id, k=int(k))
+        return [Neighbour(r["id"], int(r["rank"]), float(r["weight"]), r["cohort"],
+                          float(r["time"]), bool(r["event"]), tuple(r["modalities"] or ()))
+                for r in rows]
+
+    def stats(self) -> GraphStats:
+        labels = ["Cohort", "Patient", "Slide", "ModelVersion", "QueryCase"]
+        types = ["IN_COHORT", "HAS_SLIDE", "SIMILAR_TO", "IN_BUFFER"]
+        nodes = {label: self._count(f"MATCH (n:{label}) RETURN count(n) AS n") for label in labels}
+        relationships = {t: self._count(f"MATCH ()-[r:{t}]->() RETURN count(r) AS n")
+                         for t in types}
+        rows = self._read(
+            "MATCH (v:ModelVersion) RETURN v.id AS id, COUNT { MATCH (:Patient)-[r:SIMILAR_TO "
+            "{model_version: v.id}]->(:Patient) } AS n ORDER BY id")
+        return GraphStats(nodes=nodes, relationships=relationships,
+                          versions={r["id"]: int(r["n"]) for r in rows})
+
+    def _count(self, query: str) -> int:
+        rows = self._read(query)
+        return int(rows[0]["n"]) if rows else 0
+
+    def dump(self) -> GraphDump:
+        patients = self._read(
+            "MATCH (p:Patient) RETURN p.id AS id, p.cohort AS cohort, p.time AS time, "
+            "p.event AS event, p.modalities AS modalities, p.splits AS splits")
+        slides = self._read(
+            "MATCH (p:Patient)-[:HAS_SLIDE]->(s:Slide) RETURN s.id AS id, p.id AS patient, "
+            "s.n_patches AS n_patches, s.encoder AS encoder")
+        similar = self._read(
+            "MATCH (a:Patient)-[r:SIMILAR_TO]->(b:Patient) RETURN r.model_version AS v, "
+            "a.id AS a, b.id AS b, r.rank AS rank, r.weight AS w")
+        buffer = self._read("MATCH (p:Patient)-[b:IN_BUFFER]->(v:ModelVersion) "
+                            "RETURN v.id AS v, p.id AS p, b.position AS position")
+        cases = self._read("MATCH (q:QueryCase)-[r:SIMILAR_TO]->(b:Patient) RETURN q.id AS q, "
+                           "r.model_version AS v, b.id AS b, r.rank AS rank, r.weight AS w")
+        return GraphDump(
+            cohorts=frozenset(r["name"] for r in self._read("MATCH (c:Cohort) "
+                                                             "RETURN c.name AS name")),
+            patients=frozenset(
+                PatientRecord(r["id"], r["cohort"], float(r["time"]), bool(r["event"]),
+                              tuple(sorted(r["modalities"] or ())), tuple(sorted(r["splits"] or ())))
+                for r in patients),
+            slides=frozenset(SlideRecord(r["id"], r["patient"], r["n_patches"], r["encoder"])
+                             for r in slides),
+            versions=frozenset(r["id"] for r in self._read("MATCH (v:ModelVersion) "
+                                                           "RETURN v.id AS id")),
+            similar=frozenset((r["v"], r["a"], r["b"], int(r["rank"]), round_weight(r["w"]))
+                              for r in similar),
+            buffer=frozenset((r["v"], r["p"], int(r["position"])) for r in buffer),
+            query_cases=frozenset((r["q"], r["v"], r["b"], int(r["rank"]), round_weight(r["w"]))
+                                  for r in cases),
+        )
+
+    def clear(self) -> None:
+        def one_batch(tx: ManagedTransaction) -> int:
+            record = tx.run("MATCH (n) WITH n LIMIT 10000 DETACH DELETE n "
+                            "RETURN count(*) AS n").single()
+            return int(record["n"]) if record else 0
+
+        while self._write(one_batch):
+            pass
+
+    def run_write(self, query: str, **params: Any) -> int:
+        """A fixed, parameterised write (used by tests and the benchmark)."""
+        return self._write(lambda tx: _summary_created(tx, query, **params))
+
+    @property
+    def driver(self) -> Driver:
+        return self._driver

@@ -1,0 +1,147 @@
+"""Graph fixtures: a tiny literal store, and both GraphStore backends.
+
+The Neo4j backend uses the server named by CASEGRAPH_NEO4J_URI (scripts/test.sh starts one
+from deploy/neo4j). Without it the ``neo4j`` tests skip locally but FAIL in CI (CI=true).
+The tests wipe that database, so they refuse one that holds anything but test data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from casegraph.config import Neo4jSettings, neo4j_settings
+from casegraph.graph.base import GraphStore
+from casegraph.graph.embedded import EmbeddedGraphStore
+from casegraph.ingest.parquet_files import write_genomic_file
+from casegraph.ingest.store import Store
+
+TEST_MARKER = "CasegraphTestMarker"
+COHORTS = ("blca", "brca")
+
+
+def fill_store(store: Store, n: int = 8, trained: bool = True) -> None:
+    """n patients over two cohorts, one slide each (two for the first), 3 genomic features,
+    an MCAT-style split, and (``trained``) one model version "msrl-test" with top-3
+    neighbours and a 4-patient buffer."""
+    rng = np.random.default_rng(0)
+    ids = [f"P{i:03d}" for i in range(n)]
+    con = store.con
+    for cohort in COHORTS:
+        con.execute("INSERT INTO cohorts VALUES (?, 'test', 'b0')", [cohort])
+    for i, pid in enumerate(ids):
+        con.execute("INSERT INTO patients VALUES (?, ?, ?, ?, ?, ?, 'b0')",
+                    [pid, COHORTS[i % 2], 10.0 + i, i % 3 == 0, pid, json.dumps({})])
+        for s in range(2 if i == 0 else 1):
+            con.execute("INSERT INTO slides (slide_id, patient_id, cohort, n_patches, encoder) "
+                        "VALUES (?, ?, ?, ?, 'uni')", [f"{pid}-S{s}", pid, COHORTS[i % 2], 100])
+        con.execute("INSERT INTO splits VALUES ('mcat', 0, ?, ?)",
+                    [pid, "train" if i < n - 2 else "val"])
+    names = ["TP53_rnaseq", "EGFR_rnaseq", "TP53_cnv"]
+    for fid, name in enumerate(names):
+        gene, modality = name.split("_")[0], "cnv" if name.endswith("_cnv") else "rna"
+        con.execute("INSERT INTO features VALUES (?, ?, ?, ?)", [fid, name, gene, modality])
+    values = rng.normal(size=(n, 3)).astype(np.float32)
+    values[1::2, 2] = np.nan  # odd patients have no measured CNV
+    file = write_genomic_file(store.genomics_dir, "b0", ids, names, values)
+    for row, pid in enumerate(ids):
+        con.execute("INSERT INTO genomic_rows VALUES (?, ?, ?, 'b0')", [pid, file, row])
+    if trained:
+        add_version(store, "msrl-test", ids, k=3)
+
+
+def add_version(store: Store, version_id: str, ids: list[str], k: int = 3,
+                seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    con = store.con
+    con.execute("INSERT INTO model_versions VALUES (?, 'msrl', 'blca', ?, ?, ?, NULL)",
+                [version_id, datetime(2026, 1, 1 + seed), json.dumps({"k": k}),
+                 json.dumps({"c_index": 0.6})])
+    for pos, pid in enumerate(ids[:4]):
+        con.execute("INSERT INTO model_buffer VALUES (?, ?, ?)", [version_id, pos, pid])
+    for pid in ids:
+        others = [o for o in ids if o != pid]
+        picks = rng.choice(len(others), size=k, replace=False)
+        for rank, j in enumerate(picks, start=1):
+            con.execute("INSERT INTO model_neighbours VALUES (?, ?, ?, ?, ?)",
+                        [version_id, pid, others[j], rank, round(1.0 / rank, 3)])
+
+
+@pytest.fixture
+def filled_store(store: Store) -> Store:
+    fill_store(store)
+    return store
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def neo4j_config() -> Neo4jSettings:
+    """The test server's settings; skip locally / fail in CI when it is not reachable."""
+    settings = neo4j_settings()
+    problem = None
+    if settings is None:
+        problem = "CASEGRAPH_NEO4J_URI is not set (scripts/test.sh starts a server)"
+    else:
+        from neo4j import GraphDatabase
+
+        auth = (settings.user, settings.password) if settings.password else None
+        try:
+            with GraphDatabase.driver(settings.uri, auth=auth) as driver:
+                driver.verify_connectivity()
+                records, _, _ = driver.execute_query(
+                    f"RETURN COUNT {{ MATCH (n) WHERE NOT n:{TEST_MARKER} }} > 0 AS used, "
+                    f"EXISTS {{ MATCH (:{TEST_MARKER}) }} AS marked")
+                if records[0]["used"] and not records[0]["marked"]:
+                    problem = (f"{settings.uri} holds data that is not from the tests; "
+                               "refusing to wipe it (point CASEGRAPH_NEO4J_URI at a test server)")
+                else:
+                    driver.execute_query(f"MERGE (:{TEST_MARKER})")
+        except Exception as exc:
+            problem = f"Neo4j at {settings.uri} is not usable: {exc.__class__.__name__}"
+    if problem:
+        if _in_ci():
+            pytest.fail(f"neo4j tests must run in CI: {problem}")
+        pytest.skip(problem)
+    assert settings is not None
+    return settings
+
+
+@pytest.fixture
+def neo4j_graph(neo4j_config: Neo4jSettings) -> Iterator[GraphStore]:
+    from casegraph.graph.neo4j_store import Neo4jGraphStore
+
+    graph = Neo4jGraphStore.connect(neo4j_config)
+    _wipe(graph)
+    yield graph
+    graph.close()
+
+
+def _wipe(graph: GraphStore) -> None:
+    from casegraph.graph.neo4j_store import Neo4jGraphStore
+
+    assert isinstance(graph, Neo4jGraphStore)
+    graph.clear()
+    graph.run_write(f"MERGE (:{TEST_MARKER})")
+
+
+@pytest.fixture(params=["embedded", pytest.param("neo4j", marks=pytest.mark.neo4j)])
+def graph(request: pytest.FixtureRequest, store: Store) -> GraphStore:
+    """Each backend in turn (the contract suite runs against both)."""
+    if request.param == "embedded":
+        return EmbeddedGraphStore(store)
+    result: GraphStore = request.getfixturevalue("neo4j_graph")
+    return result
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    return tmp_path / "store"
