@@ -63,7 +63,7 @@ class CentreAnchor(nn.Module):
               ) -> npt.NDArray[np.float32]:
         """Centres (k, D) reordered to the anchor; with ``update`` (training) the anchor
         then moves towards them by ``tau``."""
-        c = np.asarray(centres, dtype=np.float32)
+        c = np.array(centres, dtype=np.float32)  # a writable copy
         if not bool(self.initialised):
             if update:
                 self.anchor.copy_(torch.from_numpy(c))
