@@ -170,7 +170,8 @@ def write_clam_h5(path: Path, features: npt.NDArray[np.float32],
     tmp = path.with_name(f".{path.name}.tmp")
     with h5py.File(tmp, "w") as handle:
         handle.create_dataset("features", data=features)
-        handle.create_dataset("coords", data=coords)
+        dataset = handle.create_dataset("coords", data=coords)
+        dataset.attrs["patch_size"], dataset.attrs["patch_level"] = PATCH_PX, 0  # as CLAM
         for key, value in (attrs or {}).items():
             handle.attrs[key] = value
     os.replace(tmp, path)
