@@ -244,27 +244,10 @@ class QueryEngine:
                              file=q.files[0] if q.files else None, column="features",
                              fix="use features from the same patch encoder")
         loaded = self.index(IndexKey(version, msrl_adapter.GSL_KIND))
-        exclude = self._exclusions(q)
         allowed = self.catalog.allowed(opts.cohorts, opts.require)
-        vector = loaded.prepare_query(msrl_adapter.query_vector(model, msrl_adapter.embed(
-            model, feats)))
-        candidates: list[str] | None
-        if opts.exact:
-            candidates = msrl_adapter.buffer_candidates(model, exclude, allowed)
-            n_candidates = (len(candidates) if candidates is not None
-                            else msrl_adapter.buffer_size(model))
-        else:
-            hits = loaded.index.search(vector, opts.n_candidates, allowed=allowed,
-                                       exclude=exclude)[0]
-            candidates = [hit.patient_id for hit in hits]
-            n_candidates = len(candidates)
-        if candidates is not None and not candidates:
-            answer_pairs: list[tuple[str, float]] = []
-            risk, surv_values = float("nan"), None
-        else:
-            answer = msrl_adapter.query(model, feats, candidates, opts.k)
-            answer_pairs = [(p, w) for p, w in answer.neighbours if p not in exclude][: opts.k]
-            risk, surv_values = float(answer.risk), answer.survival
+        core = answer_wsi_only(model, loaded, feats, opts, allowed, self._exclusions(q))
+        answer_pairs, risk, surv_values = core.neighbours, core.risk, core.survival
+        n_candidates, vector = core.n_candidates, core.vector
         ids = [p for p, _ in answer_pairs]
         hits = [Hit(p, s) for p, s in zip(ids, self._similarities(loaded, vector, ids),
                                           strict=True)]
@@ -362,6 +345,48 @@ class QueryEngine:
         done, note = persist_query(self.store, result)
         return result.model_copy(update={"persisted_to_graph": done,
                                          "notes": [*result.notes, note]})
+
+
+@dataclass
+class CoreAnswer:
+    """MSRL's answer before the outcomes are attached: (id, weight) neighbours best first,
+    risk (NaN when no candidate passed the filters), survival per bin (None for models
+    without one), the number of candidates and the query's vector in the GSL space."""
+
+    neighbours: list[tuple[str, float]]
+    risk: float
+    survival: Any
+    n_candidates: int
+    vector: FloatArray
+
+
+def answer_wsi_only(
+    model: Any,
+    loaded: LoadedIndex,
+    features: FloatArray,
+    opts: QueryOptions,
+    allowed: set[str] | None = None,
+    exclude: set[str] | frozenset[str] = frozenset(),
+) -> CoreAnswer:
+    """Encode the bag (N, D), pick the candidates (FAISS top-M in the GSL space, or the
+    whole buffer when ``opts.exact``), and run MSRL's Inductor + GSL + GCN over them."""
+    vector = loaded.prepare_query(msrl_adapter.query_vector(model, msrl_adapter.embed(
+        model, features)))
+    candidates: list[str] | None
+    if opts.exact:
+        candidates = msrl_adapter.buffer_candidates(model, exclude, allowed)
+        n_candidates = (len(candidates) if candidates is not None
+                        else msrl_adapter.buffer_size(model))
+    else:
+        hits = loaded.index.search(vector, opts.n_candidates, allowed=allowed,
+                                   exclude=exclude)[0]
+        candidates = [hit.patient_id for hit in hits]
+        n_candidates = len(candidates)
+    if candidates is not None and not candidates:
+        return CoreAnswer([], float("nan"), None, 0, vector)
+    answer = msrl_adapter.query(model, features, candidates, opts.k)
+    pairs = [(p, float(w)) for p, w in answer.neighbours if p not in exclude][: opts.k]
+    return CoreAnswer(pairs, float(answer.risk), answer.survival, n_candidates, vector)
 
 
 def query(
