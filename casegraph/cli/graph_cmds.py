@@ -1,9 +1,175 @@
-"""Commands of this area (registered on the root app)."""
+"""``casegraph neo4j start|stop|status|build``, ``casegraph graph sync|stats|prune``,
+``casegraph cypher``."""
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import typer
+
+STORE_OPTION = typer.Option(None, "--store", "-s", help="Store directory (env CASEGRAPH_STORE).")
+BACKEND_OPTION = typer.Option(
+    "auto", "--backend", help="auto (Neo4j when CASEGRAPH_NEO4J_URI is set) | neo4j | embedded.")
+
+neo4j_app = typer.Typer(help="Build, start, stop the local Neo4j (deploy/neo4j).",
+                        no_args_is_help=True)
+graph_app = typer.Typer(help="The persistent case graph: sync from the store, stats, prune.",
+                        no_args_is_help=True)
+
+
+def _deploy_script(name: str) -> Path:
+    from casegraph.errors import CasegraphError
+
+    script = Path(__file__).resolve().parents[2] / "deploy" / "neo4j" / f"{name}.sh"
+    if not script.is_file():
+        raise CasegraphError(f"{script} not found: `casegraph neo4j` needs a source checkout "
+                             "(or use deploy/compose.yaml)")
+    return script
+
+
+def _run_script(*names: str) -> None:
+    for name in names:
+        code = subprocess.call(["bash", str(_deploy_script(name))])
+        if code:
+            raise typer.Exit(code)
+
+
+@neo4j_app.command("build")
+def neo4j_build() -> None:
+    """Build the server jar with Maven (downloads Neo4j from Maven Central the first time)."""
+    _run_script("build")
+
+
+@neo4j_app.command("start")
+def neo4j_start(
+    wait: bool = typer.Option(True, help="Wait until the server is ready."),
+) -> None:
+    """Start the server in the background (port CASEGRAPH_NEO4J_PORT, default 7687)."""
+    _run_script("build", "start", *(["wait-ready"] if wait else []))
+
+
+@neo4j_app.command("stop")
+def neo4j_stop() -> None:
+    """Stop the server (SIGTERM, clean shutdown)."""
+    _run_script("stop")
+
+
+@neo4j_app.command("status")
+def neo4j_status() -> None:
+    """Say whether the server runs and is ready (exit 1 when not)."""
+    _run_script("status")
+
+
+def _open(store_path: Path | None, read_only: bool = False):  # type: ignore[no-untyped-def]
+    from casegraph.config import default_store_path
+    from casegraph.ingest.store import Store
+
+    return Store.open(store_path or default_store_path(), create=False, read_only=read_only)
+
+
+@graph_app.command("sync")
+def graph_sync(
+    store: Path | None = STORE_OPTION,
+    backend: str = BACKEND_OPTION,
+    version: list[str] = typer.Option([], "--version", "-v",
+                                      help="Model version id to write; repeatable (default all)."),
+    batch_size: int = typer.Option(5000, min=1, help="Rows per UNWIND batch / transaction."),
+    static_k: int = typer.Option(12, min=1, help="k of the static k-NN graph (no trained model)."),
+) -> None:
+    """Write the store's patients, slides and model versions into the case graph."""
+    from casegraph.graph import open_graph_store
+    from casegraph.graph.sync import sync_graph
+
+    with _open(store) as s, open_graph_store(s, backend) as graph:
+        report = sync_graph(s, graph, versions=version or None, batch_size=batch_size,
+                            static_k=static_k)
+    typer.echo(f"synced into {report.backend}: {report.patients} patients, {report.slides} "
+               f"slides, {report.edges} similarity edges in {report.batches} batches, "
+               f"{report.created} nodes/relationships created, {report.seconds:.1f} s")
+    for v in report.versions_written:
+        typer.echo(f"  wrote version {v}")
+    for v in report.versions_skipped:
+        typer.echo(f"  version {v} already complete")
+
+
+@graph_app.command("stats")
+def graph_stats(store: Path | None = STORE_OPTION, backend: str = BACKEND_OPTION) -> None:
+    """Counts of nodes, relationships and edges per model version."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from casegraph.graph import open_graph_store
+
+    with _open(store) as s, open_graph_store(s, backend) as graph:
+        stats = graph.stats()
+        synced = graph.synced_versions()
+        name = graph.backend
+    table = Table(title=f"case graph ({name})")
+    table.add_column("kind")
+    table.add_column("name")
+    table.add_column("count", justify="right")
+    for label, n in stats.nodes.items():
+        table.add_row("node", label, str(n))
+    for rel, n in stats.relationships.items():
+        table.add_row("relationship", rel, str(n))
+    for v, n in stats.versions.items():
+        table.add_row("version", v + ("" if v in synced else " (incomplete)"), str(n))
+    Console().print(table)
+
+
+@graph_app.command("prune")
+def graph_prune(
+    version: list[str] = typer.Option(..., "--version", "-v", help="Version id to remove."),
+    store: Path | None = STORE_OPTION,
+    backend: str = BACKEND_OPTION,
+) -> None:
+    """Remove a model version's edges, buffer links and query cases from the graph."""
+    from casegraph.graph import open_graph_store
+
+    with _open(store) as s, open_graph_store(s, backend) as graph:
+        for v in version:
+            typer.echo(f"pruned {v}: {graph.prune_version(v)} similarity edges removed")
+
+
+def cypher(
+    query: str = typer.Argument(..., help="Cypher; pass values with --param, never inline."),
+    param: list[str] = typer.Option([], "--param", "-p", help="name=value (JSON or text)."),
+    write: bool = typer.Option(False, "--write", help="Allow write clauses (write transaction)."),
+    csv_path: Path | None = typer.Option(None, "--csv", help="Also write the rows as CSV."),
+    json_path: Path | None = typer.Option(None, "--json", help="Also write the rows as JSON."),
+    limit: int = typer.Option(50, help="Rows to print (exports hold all)."),
+) -> None:
+    """Run a Cypher query against the Neo4j case graph (read-only unless --write)."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from casegraph.config import neo4j_settings
+    from casegraph.errors import CasegraphError
+    from casegraph.graph.cypher import export_csv, export_json, parse_params, run_cypher
+    from casegraph.graph.neo4j_store import Neo4jGraphStore
+
+    settings = neo4j_settings()
+    if settings is None:
+        raise CasegraphError("`casegraph cypher` needs Neo4j: set CASEGRAPH_NEO4J_URI (and "
+                             "CASEGRAPH_NEO4J_PASSWORD[_FILE]); `casegraph neo4j start` runs one")
+    params = parse_params(param)
+    with Neo4jGraphStore.connect(settings) as graph:
+        result = run_cypher(graph.driver, query, params, write=write)  # type: ignore[attr-defined]
+    if csv_path:
+        export_csv(result, csv_path)
+    if json_path:
+        export_json(result, json_path)
+    table = Table(*result.columns, title=f"{len(result.rows)} rows")
+    for row in result.rows[:limit]:
+        table.add_row(*[json.dumps(v) if isinstance(v, list | dict) else str(v) for v in row])
+    Console(width=160).print(table)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
+    app.add_typer(neo4j_app, name="neo4j")
+    app.add_typer(graph_app, name="graph")
+    app.command("cypher")(cypher)

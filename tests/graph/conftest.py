@@ -2,7 +2,8 @@
 
 The Neo4j backend uses the server named by CASEGRAPH_NEO4J_URI (scripts/test.sh starts one
 from deploy/neo4j). Without it the ``neo4j`` tests skip locally but FAIL in CI (CI=true).
-The tests wipe that database, so they refuse one that holds anything but test data.
+The tests wipe that database, so they refuse one that holds anything but test data (unless
+CASEGRAPH_NEO4J_TEST_SERVER=1, set by scripts/test.sh for its throwaway server).
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def neo4j_config() -> Neo4jSettings:
                 records, _, _ = driver.execute_query(
                     f"RETURN COUNT {{ MATCH (n) WHERE NOT n:{TEST_MARKER} }} > 0 AS used, "
                     f"EXISTS {{ MATCH (:{TEST_MARKER}) }} AS marked")
-                if records[0]["used"] and not records[0]["marked"]:
+                throwaway = os.environ.get("CASEGRAPH_NEO4J_TEST_SERVER") == "1"
+                if records[0]["used"] and not records[0]["marked"] and not throwaway:
                     problem = (f"{settings.uri} holds data that is not from the tests; "
                                "refusing to wipe it (point CASEGRAPH_NEO4J_URI at a test server)")
                 else:

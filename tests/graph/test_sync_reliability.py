@@ -1,0 +1,103 @@
+"""A sync killed mid-way (a real SIGKILL of a real process) and re-run ends in the same graph;
+values that look like Cypher/SQL are stored as data, never run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from casegraph.graph.base import GraphStore
+from casegraph.graph.embedded import EmbeddedGraphStore
+from casegraph.graph.sync import PAUSE_ENV, sync_graph
+from casegraph.ingest.store import Store
+from tests.graph.conftest import add_version, fill_store
+
+SYNC = "from casegraph.cli import main; main()"
+
+
+def _sync_cli(store_dir: Path, backend: str, pause: str | None = None) -> subprocess.Popen[str]:
+    env = dict(os.environ)
+    env.pop(PAUSE_ENV, None)
+    if pause:
+        env[PAUSE_ENV] = pause
+    return subprocess.Popen(
+        [sys.executable, "-c", SYNC, "graph", "sync", "--store", str(store_dir),
+         "--backend", backend, "--batch-size", "7"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
+    while not path.exists():
+        assert proc.poll() is None, f"sync ended before the pause: {proc.communicate()[0]}"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_killed_sync_then_rerun_gives_the_same_graph(
+    graph: GraphStore, store: Store, tmp_path: Path
+) -> None:
+    fill_store(store, n=12)
+    ids = [f"P{i:03d}" for i in range(12)]
+    add_version(store, "msrl-second", ids, k=4, seed=3)
+    store.con.execute("CHECKPOINT")
+    store_dir = store.root
+    backend = graph.backend
+    store.close()  # the subprocess needs the DuckDB file
+
+    paused = tmp_path / "paused"
+    # batches: cohorts 1, patients 2, slides 2, then per version: node, buffer, edges (7 a
+    # batch): msrl-test = batches 6-13, msrl-second = 14-22; batch 18 is mid-way its edges
+    proc = _sync_cli(store_dir, backend, pause=f"18:{paused}")
+    _wait_for(paused, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    with Store.open(store_dir) as reopened:
+        partial = _backend_like(graph, reopened)
+        assert list(partial.synced_versions()) == ["msrl-test"]  # it really stopped mid-way
+        assert 0 < partial.stats().versions["msrl-second"] < 48
+    rerun = _sync_cli(store_dir, backend)
+    out, _ = rerun.communicate()
+    assert rerun.returncode == 0, out
+
+    with Store.open(store_dir) as reopened:
+        recovered = _backend_like(graph, reopened).dump()
+        clean = EmbeddedGraphStore(reopened)
+        clean.clear()
+        sync_graph(reopened, clean)  # an uninterrupted sync of the same store
+        assert recovered == clean.dump()
+        assert len(recovered.similar) == 12 * 3 + 12 * 4
+
+
+def _backend_like(graph: GraphStore, store: Store) -> GraphStore:
+    return EmbeddedGraphStore(store) if graph.backend == "embedded" else graph
+
+
+INJECTED_ID = "P'}) DETACH DELETE p //"
+INJECTED_COHORT = 'x"}) MATCH (n) DETACH DELETE n WITH 1 AS one MATCH (m) RETURN m //\'; DROP TABLE patients; --'
+
+
+def test_injection_through_patient_id_and_cohort_is_just_data(
+    graph: GraphStore, store: Store
+) -> None:
+    fill_store(store)
+    store.con.execute("INSERT INTO cohorts VALUES (?, 'evil', 'b1')", [INJECTED_COHORT])
+    store.con.execute("INSERT INTO patients VALUES (?, ?, 1.0, true, 'x', '{}', 'b1')",
+                      [INJECTED_ID, INJECTED_COHORT])
+    ids = [f"P{i:03d}" for i in range(8)] + [INJECTED_ID]
+    add_version(store, "msrl-evil", ids, k=2, seed=4)
+    sync_graph(store, graph)
+    dump = graph.dump()
+    assert INJECTED_COHORT in dump.cohorts and len(dump.patients) == 9
+    evil = next(p for p in dump.patients if p.patient_id == INJECTED_ID)
+    assert evil.cohort == INJECTED_COHORT
+    assert graph.stats().versions == {"msrl-test": 24, "msrl-evil": 18}
+    assert [n.rank for n in graph.neighbours(INJECTED_ID, "msrl-evil")] == [1, 2]
+    assert graph.prune_version(INJECTED_ID) == 0  # a weird version id is just a miss
+    assert store.counts()["patients"] == 9  # the SQL side is intact too
