@@ -158,3 +158,16 @@ def test_save_and_load_version_round_trip(tmp_path: Path) -> None:
     answer = loaded.query_wsi_only(bag, candidate_ids=eval_ids[1:6], k=3)
     assert {p for p, _ in answer.neighbours} <= set(eval_ids[1:6])
     store.close()
+
+
+def test_train_version_keeps_the_fold_out_of_the_buffer(tmp_path: Path) -> None:
+    from casegraph.models.msrl.api import train_version
+
+    store = _sim_store(tmp_path)
+    version = train_version(store, "sim", "msrl_h", fold=1, **FAST)
+    _, eval_ids = store.splits("mcat")[1]
+    assert store.model_buffer(version) and not set(store.model_buffer(version)) & set(eval_ids)
+    assert store.model_versions("msrl_h")["version_id"].tolist() == [version]
+    with pytest.raises(InputError, match="no fold 9"):
+        train_version(store, "sim", fold=9, **FAST)
+    store.close()

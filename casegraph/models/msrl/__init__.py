@@ -29,6 +29,7 @@ def _factory(name: str, variant: str, preset: dict[str, Any]) -> Any:
         model.name = name
         return model
 
+    build.uses_slides = True  # type: ignore[attr-defined]  # the CLI loads slide-bearing patients
     return build
 
 

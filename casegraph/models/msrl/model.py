@@ -60,6 +60,13 @@ class MSRLModel:
             raise InputError(f"unknown MSRL variant {variant!r}; choose among: "
                              + ", ".join(VARIANTS))
         options.setdefault("genomics_mode", VARIANTS[variant])
+        # options the CV runner may pass: given bin edges (--bins paper) and epoch selection
+        edges = options.pop("bin_edges", None)
+        self.given_edges = None if edges is None else np.asarray(edges, dtype=np.float64)
+        select = options.pop("select", "last")
+        if select != "last":
+            raise InputError(f"MSRL reports the last epoch; selection {select!r} is not offered",
+                             column="--select", fix="use --select last")
         self.name = variant
         self.config = MSRLConfig.from_options(**options)
 
@@ -93,8 +100,10 @@ class MSRLModel:
     def _labels(self, train: CohortData) -> tuple[Tensor, Tensor]:
         c = self.config
         if c.task == "survival":
-            self.bin_edges_: npt.NDArray[np.float64] | None = bin_edges(train.target, c.n_bins)
-            labels = discretize(train.target.time, self.bin_edges_)
+            edges = self.given_edges if self.given_edges is not None else bin_edges(
+                train.target, c.n_bins)
+            self.bin_edges_: npt.NDArray[np.float64] | None = edges
+            labels = discretize(train.target.time, edges)
             events = train.target.event.astype(np.float32)
             self.classes_: list[str] = []
         else:
