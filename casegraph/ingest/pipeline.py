@@ -12,6 +12,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -269,7 +270,7 @@ def _write_genomic_files(store: Store, batch_id: str, plans: list[_PatientPlan])
     return files
 
 
-def _insert_rows(con, table: str, columns: list[str], rows: list[tuple[object, ...]]) -> None:  # type: ignore[no-untyped-def]
+def _insert_rows(con, table: str, columns: list[str], rows: Sequence[tuple[object, ...]]) -> None:  # type: ignore[no-untyped-def]
     """Bulk insert through a registered DataFrame (executemany is row-at-a-time in DuckDB)."""
     if not rows:
         return

@@ -72,7 +72,7 @@ def test_changed_genomics_needs_update(store: Store, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="genomic value TP53_rnaseq"):
         ingest(store, _request(tmp_path, changed, bags=False))
     ingest(store, _request(tmp_path, changed, bags=False, update=True))
-    matrix, names, _ = store.genomic_matrix(["P2"], ["TP53_rnaseq"])
+    matrix, _names, _ = store.genomic_matrix(["P2"], ["TP53_rnaseq"])
     assert matrix[0, 0] == pytest.approx(-0.5)
 
 
@@ -83,7 +83,7 @@ def test_bad_bag_leaves_store_unchanged(store: Store, tmp_path: Path) -> None:
     (tmp_path / "bags" / "P2-A.h5").write_bytes(b"\x89HDF\r\n\x1a\n truncated")
     request = _request(tmp_path, bags=False)
     request.bag_dirs = [tmp_path / "bags"]
-    with pytest.raises(InputError, match="P2-A.h5"):
+    with pytest.raises(InputError, match=r"P2-A\.h5"):
         ingest(store, request)
     assert _snapshot(store) == before
 
