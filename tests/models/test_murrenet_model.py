@@ -75,3 +75,15 @@ def test_save_load_round_trip_and_given_bin_edges(tmp_path: Path) -> None:
     a, b = model.predict(data), loaded.predict(data)
     assert a.survival is not None and a.survival.shape == (8, 3)
     assert np.allclose(a.risk, b.risk)
+
+
+def test_subsample_patches_is_seeded_bounded_and_ordered() -> None:
+    from casegraph.models.fusion_common import subsample_patches
+
+    bag = np.arange(20, dtype=np.float32)[:, None]
+    a = subsample_patches(bag, 5, np.random.default_rng(0))
+    b = subsample_patches(bag, 5, np.random.default_rng(0))
+    assert a.shape == (5, 1) and np.array_equal(a, b)
+    assert np.all(np.diff(a[:, 0]) > 0)
+    assert subsample_patches(bag, None, np.random.default_rng(0)) is bag
+    assert subsample_patches(bag, 50, np.random.default_rng(0)) is bag

@@ -1,0 +1,93 @@
+"""5-fold CV of MurreNet, CCL, their ablations and the baselines on one store (issue 4).
+
+Runs every configuration through the same runner as ``casegraph train`` (MCAT splits,
+bins from the training fold, last epoch), so results are resumable and also visible to
+``casegraph evaluate``. Prints a table of mean ± std C-index and writes
+``benchmarks/results/fusion_cv_<cohort>.json``.
+
+Run: ``python -m benchmarks.fusion_cv --store DIR --cohort blca [--only murrenet-F ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import print_table, write_json
+
+# CPU settings shared by every run (documented in docs/results.md)
+EPOCHS = 10
+MURRENET_CPU = {"dim": 128, "max_patches": 256, "epochs": EPOCHS}
+CCL_CPU = {"epochs": EPOCHS}
+
+CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "snn": ("snn", {}),
+    "abmil": ("abmil", {}),
+    "late_fusion": ("late_fusion", {}),
+    **{f"murrenet-{a}": ("murrenet", {**MURRENET_CPU, "ablation": a}) for a in "ABCDEF"},
+    "ccl": ("ccl", CCL_CPU),
+    "ccl-no-cca": ("ccl", {**CCL_CPU, "use_cca": False}),
+    "ccl-no-mkd": ("ccl", {**CCL_CPU, "use_mkd": False}),
+    "ccl-no-cgm": ("ccl", {**CCL_CPU, "use_cgm": False}),
+    "ccl-none": ("ccl", {**CCL_CPU, "use_cca": False, "use_mkd": False, "use_cgm": False}),
+    "ccl-enc1": ("ccl", {**CCL_CPU, "n_encoders": 1}),
+    "ccl-enc2": ("ccl", {**CCL_CPU, "n_encoders": 2}),
+    "ccl-enc3": ("ccl", {**CCL_CPU, "n_encoders": 3}),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--cohort", default="blca")
+    parser.add_argument("--only", nargs="+", default=None, help="configuration names")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+
+    import torch
+
+    from casegraph.ingest.store import Store
+    from casegraph.models.cv import CVConfig, run_cv, stored_folds
+    from casegraph.models.data import CohortData
+    from casegraph.models.registry import load_model_modules
+    from casegraph.models.results import ResultStore
+
+    torch.set_num_threads(args.threads)
+    load_model_modules()
+    names = args.only or list(CONFIGS)
+    rows: list[dict[str, Any]] = []
+    with Store.open(args.store, create=False) as store:
+        # every model sees the same patients: those with slides
+        data = CohortData.from_store(store, args.cohort, require_slides=True)
+        folds = stored_folds(data, store, "mcat")
+        results = ResultStore(store)
+        for name in names:
+            model, options = CONFIGS[name]
+            config = CVConfig(model=model, cohort=args.cohort, options=dict(options))
+            started = time.perf_counter()
+            fold_results = run_cv(data, config, folds, results=results,
+                                  log=lambda m, n=name: print(f"[{n}] {m}", flush=True))
+            frame = results.fold_results(config.run_id())
+            c = frame["c_index"].to_numpy(dtype=float)
+            rows.append({"name": name, "model": model, "options": options,
+                         "run_id": config.run_id(), "c_index_mean": float(np.mean(c)),
+                         "c_index_std": float(np.std(c)), "c_index_folds": c.tolist(),
+                         "ibs_mean": float(frame["ibs"].mean()), "n_folds": len(c),
+                         "seconds": time.perf_counter() - started,
+                         "new_folds": len(fold_results)})
+            print(f"[{name}] c-index {rows[-1]['c_index_mean']:.4f} ± "
+                  f"{rows[-1]['c_index_std']:.4f}", flush=True)
+    print_table(f"5-fold CV on {args.cohort} (simulated bags)",
+                ["config", "C-index", "IBS", "folds"],
+                [[r["name"], f"{r['c_index_mean']:.3f} ± {r['c_index_std']:.3f}",
+                  f"{r['ibs_mean']:.3f}", r["n_folds"]] for r in rows])
+    suffix = "" if args.only is None else "_" + "_".join(names)[:60]
+    write_json(f"fusion_cv_{args.cohort}{suffix}", {"store": args.store, "rows": rows,
+                                                    "epochs": EPOCHS})
+
+
+if __name__ == "__main__":
+    main()
