@@ -9,6 +9,9 @@ class owns bins, labels, seeding, the optimiser loop and honest epoch selection:
   Harrell's C.
 - ``select="eval"``: keep the epoch with the best C-index on the ``valid`` data passed to
   ``fit`` (the evaluation fold). Optimistic, as some papers report; the CV runner labels it.
+
+Sampling: ``sampler="shuffle"`` (each patient once per epoch) or ``"balanced"`` (MCAT's
+``--weighted_sample``: draws with replacement, classes = time bin x censoring equally likely).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from casegraph.models.targets import bin_edges, discretize
 from casegraph.runtime import pick_device, seed_everything
 
 SELECTIONS = ("last", "inner", "eval")
+SAMPLERS = ("shuffle", "balanced")
 
 
 class DiscreteSurvivalModel(ABC):
@@ -41,14 +45,16 @@ class DiscreteSurvivalModel(ABC):
 
     def __init__(self, *, epochs: int = 20, lr: float = 2e-4, weight_decay: float = 1e-5,
                  batch_size: int = 32, alpha: float = 0.0, n_bins: int = 4, l1: float = 0.0,
-                 select: str = "last", inner_fraction: float = 0.2,
+                 select: str = "last", inner_fraction: float = 0.2, sampler: str = "shuffle",
                  bin_edges: npt.ArrayLike | None = None, seed: int = 0,
                  device: str = "auto") -> None:
         if select not in SELECTIONS:
             raise ValueError(f"unknown select {select!r}; choose among: {', '.join(SELECTIONS)}")
         self.epochs, self.lr, self.weight_decay = epochs, lr, weight_decay
         self.batch_size, self.alpha, self.n_bins, self.l1 = batch_size, alpha, n_bins, l1
-        self.select, self.inner_fraction = select, inner_fraction
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose among: {', '.join(SAMPLERS)}")
+        self.select, self.inner_fraction, self.sampler = select, inner_fraction, sampler
         self.bin_edges = None if bin_edges is None else np.asarray(bin_edges, dtype=np.float64)
         self.seed, self.device = seed, device
 
@@ -113,7 +119,8 @@ class DiscreteSurvivalModel(ABC):
     def _train_epoch(self, source: Any, labels: Tensor, events: Tensor,
                      optimiser: torch.optim.Optimizer, rng: np.random.Generator) -> float:
         self.network_.train()
-        order = rng.permutation(len(labels))
+        order = (_balanced_order(labels, events, rng) if self.sampler == "balanced"
+                 else rng.permutation(len(labels)))
         total = 0.0
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
@@ -164,6 +171,16 @@ class DiscreteSurvivalModel(ABC):
 
     def _extra_state(self) -> dict[str, Any]:
         return {}
+
+
+def _balanced_order(labels: Tensor, events: Tensor, rng: np.random.Generator
+                    ) -> npt.NDArray[np.int64]:
+    """MCAT's weighted sampling: n draws with replacement, each (bin, censored) class equally
+    likely overall (weight of a patient = n / size of its class)."""
+    classes = labels.numpy() * 2 + events.numpy().astype(np.int64)
+    _, inverse, counts = np.unique(classes, return_inverse=True, return_counts=True)
+    weights = 1.0 / counts[inverse]
+    return rng.choice(len(classes), size=len(classes), replace=True, p=weights / weights.sum())
 
 
 def _inner_split(train: CohortData, fraction: float, rng: np.random.Generator

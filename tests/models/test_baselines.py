@@ -78,3 +78,17 @@ def test_given_bin_edges_are_used() -> None:
     data = planted_cohort(30)
     pred = build_model("snn", epochs=1, bin_edges=edges).fit(data).predict(data)
     assert np.array_equal(pred.bin_edges, edges) and pred.survival.shape == (30, 3)
+
+
+def test_balanced_sampler_equalises_bin_by_censoring_classes() -> None:
+    from casegraph.models.training import _balanced_order
+
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    events = torch.ones(100)
+    order = _balanced_order(labels, events, np.random.default_rng(0))
+    assert len(order) == 100
+    assert 30 < (order >= 90).sum() < 70  # the rare class drawn about half the time
+    model = build_model("snn", epochs=2, sampler="balanced").fit(planted_cohort(40))
+    assert len(model.history_) == 2  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="choose among"):
+        build_model("snn", sampler="weighted")
