@@ -7,9 +7,10 @@
   only defined up to the last training time where it is still positive, and sksurv
   requires evaluation times inside the test follow-up. So we cut at
   ``tau = min(last time with G > 0 on train, max train time, max test time)``: evaluation
-  times are the 10th..80th percentiles of the test times strictly inside ``[lo, tau)``, and
-  test times beyond ``tau`` are clipped to ``tau`` for the weight computation only (they
-  then never count as the earlier member of a pair, so the clipping changes nothing else).
+  times are the 10th..80th percentiles of the test times inside ``[lo, tau)`` (``lo`` = the
+  first test event, so each time has cases), and test times beyond ``tau`` are clipped to
+  ``tau`` for the weight computation only (they then never count as the earlier member of
+  a pair, so the clipping changes nothing else).
 A metric that cannot be computed on a fold (no events, too few times) is NaN.
 """
 
@@ -57,7 +58,8 @@ def evaluation_window(train: SurvivalTarget, test: SurvivalTarget) -> Evaluation
     if positive.size == 0:
         return None
     tau = float(min(positive.max(), train.time.max(), test.time.max()))
-    lo = float(max(train.time.min(), test.time.min()))
+    # every time needs a test event at or before it (else the AUC there is undefined)
+    lo = float(max(train.time.min(), test.time.min(), test.time[test.event].min()))
     times = np.unique(np.quantile(test.time, EVAL_QUANTILES))
     times = times[(times >= lo) & (times < tau)]
     clipped = SurvivalTarget(time=np.minimum(test.time, tau), event=test.event.copy())

@@ -77,3 +77,14 @@ def test_evaluate_prediction_reports_all_metrics() -> None:
     assert out["c_index"] == 1.0
     assert set(out) == {"c_index", "c_index_uno", "mean_auc", "ibs"}
     assert 0.0 < out["ibs"] < 0.5
+
+
+def test_auc_times_start_at_the_first_test_event() -> None:
+    train = SurvivalTarget.from_arrays(np.arange(1.0, 41.0), np.ones(40, dtype=bool))
+    # many early censored test patients: the 10th percentile precedes every test event
+    test = SurvivalTarget.from_arrays(
+        np.concatenate([np.full(10, 2.0), np.arange(10.0, 30.0)]),
+        np.concatenate([np.zeros(10, dtype=bool), np.ones(20, dtype=bool)]))
+    window = evaluation_window(train, test)
+    assert window is not None and window.times.min() >= 10.0
+    assert not np.isnan(time_dependent_auc(-test.time, train, test)[1])
