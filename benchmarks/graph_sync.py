@@ -1,0 +1,175 @@
+"""Graph sync benchmark (issue 6), against the local Neo4j (CASEGRAPH_NEO4J_URI).
+
+1. Sync a synthetic 100,000-patient graph with 12 SIMILAR_TO edges each: batched UNWIND +
+   MERGE in managed transactions (the path `casegraph graph sync` uses), edges/s.
+2. One transaction per edge, the naive path: measured on a sample of edges and
+   extrapolated to the whole graph (a full run would take an hour); ratio vs 1 in the same
+   run, and both vs the ~70,000 items/s published for batched UNWIND+MERGE.
+3. Latency (p50/p95) of every docs/cypher.md cookbook query on that graph.
+
+The database is wiped first: run it only against a throwaway server (``--wipe`` required).
+Run: ``python -m benchmarks.graph_sync --wipe [--patients 100000] [--k 12]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import print_table, write_json
+from casegraph.config import neo4j_settings
+from casegraph.graph.cypher import cookbook_queries, run_cypher
+from casegraph.graph.neo4j_store import Neo4jGraphStore
+from casegraph.graph.records import BufferEntry, ModelVersionRecord, PatientRecord, SimilarEdge
+from casegraph.graph.sync import batched
+
+PUBLISHED_ITEMS_PER_S = 70_000
+COOKBOOK = Path(__file__).resolve().parents[1] / "docs" / "cypher.md"
+COHORTS = ["blca", "brca", "luad", "ucec"]
+
+
+def synthetic_graph(n: int, k: int, seed: int) -> tuple[list[PatientRecord], list[SimilarEdge]]:
+    """n patients over 4 cohorts; each has k distinct random neighbours (not itself)."""
+    rng = np.random.default_rng(seed)
+    ids = [f"B{i:06d}" for i in range(n)]
+    times = rng.exponential(30.0, n)
+    events = rng.random(n) < 0.4
+    patients = [PatientRecord(ids[i], COHORTS[i % 4], float(times[i]), bool(events[i]),
+                              ("rna", "wsi"), (f"bench/0/{'train' if i % 5 else 'val'}",))
+                for i in range(n)]
+    offsets = np.sort(rng.random((n, 3 * k)).argsort(axis=1)[:, :k] + 1, axis=1)  # distinct
+    scale = rng.integers(1, max(2, (n - 1) // (3 * k)), size=(n, 1))
+    neighbours = (np.arange(n)[:, None] + offsets * scale) % n
+    weights = np.sort(rng.random((n, k)), axis=1)[:, ::-1]
+    edges = [SimilarEdge(ids[i], ids[int(neighbours[i, r])], r + 1, float(weights[i, r]))
+             for i in range(n) for r in range(k)]
+    return patients, edges
+
+
+def timed_batches(write: Any, items: list[Any], batch_size: int) -> float:
+    start = time.perf_counter()
+    for chunk in batched(items, batch_size):
+        write(chunk)
+    return time.perf_counter() - start
+
+
+def version(version_id: str) -> ModelVersionRecord:
+    return ModelVersionRecord(version_id, "bench", None, "2026-01-01T00:00:00", "{}", "{}")
+
+
+def sync_benchmark(graph: Neo4jGraphStore, args: argparse.Namespace) -> dict[str, Any]:
+    patients, edges = synthetic_graph(args.patients, args.k, args.seed)
+    graph.clear()
+    graph.ensure_schema()
+    t_patients = timed_batches(graph.write_patients, patients, args.batch_size)
+    graph.write_model_version(version("bench-v1"))
+    graph.write_buffer("bench-v1", [BufferEntry(p.patient_id, i)
+                                    for i, p in enumerate(patients[:args.buffer])])
+    t_edges = timed_batches(lambda c: graph.write_similar("bench-v1", c), edges, args.batch_size)
+    t_rerun = timed_batches(lambda c: graph.write_similar("bench-v1", c),
+                            edges[:args.rerun_sample], args.batch_size)
+
+    sample = edges[:: max(1, len(edges) // args.per_edge_sample)][: args.per_edge_sample]
+    graph.write_model_version(version("bench-per-edge"))
+    start = time.perf_counter()
+    graph.write_similar_one_by_one("bench-per-edge", sample)
+    t_one = time.perf_counter() - start
+    graph.prune_version("bench-per-edge")
+
+    # a second version on a tenth of the patients, for the version-diff query
+    share = edges[: len(edges) // 10]
+    graph.write_model_version(version("bench-v2"))
+    timed_batches(lambda c: graph.write_similar("bench-v2", c[::-1]), share, args.batch_size)
+    batched_rate = len(edges) / t_edges
+    per_edge_rate = len(sample) / t_one
+    return {
+        "patients": len(patients), "edges": len(edges), "batch_size": args.batch_size,
+        "patients_s": round(t_patients, 2), "patients_per_s": round(len(patients) / t_patients),
+        "batched_edges_s": round(t_edges, 2), "batched_edges_per_s": round(batched_rate),
+        "rerun_edges_per_s": round(args.rerun_sample / t_rerun),
+        "per_edge_sample": len(sample), "per_edge_sample_s": round(t_one, 2),
+        "per_edge_edges_per_s": round(per_edge_rate, 1),
+        "per_edge_extrapolated_s": round(len(edges) / per_edge_rate),
+        "batched_over_per_edge": round(batched_rate / per_edge_rate, 1),
+        "batched_vs_published_70k": round(batched_rate / PUBLISHED_ITEMS_PER_S, 3),
+    }
+
+
+def query_params(name: str, rng: np.random.Generator, n: int) -> dict[str, Any]:
+    patient = f"B{int(rng.integers(n)):06d}"
+    return {
+        "neighbours": {"patient": patient, "version": "bench-v1", "k": 10},
+        "neighbourhood-survival": {"patient": patient, "version": "bench-v1"},
+        "cross-cohort": {"version": "bench-v1"},
+        "shared-neighbours": {"version": "bench-v1", "min_shared": 3, "limit": 50},
+        "buffer-anchors": {"version": "bench-v1", "limit": 20},
+        "version-diff": {"old": "bench-v1", "new": "bench-v2", "limit": 50},
+    }[name]
+
+
+def latency_benchmark(graph: Neo4jGraphStore, args: argparse.Namespace) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(args.seed + 1)
+    out = []
+    for name, query in cookbook_queries(COOKBOOK.read_text(encoding="utf-8")).items():
+        local = name in ("neighbours", "neighbourhood-survival")
+        repeat = args.repeat if local else args.global_repeat
+        run_cypher(graph.driver, query, query_params(name, rng, args.patients))  # warm-up
+        times = []
+        for _ in range(repeat):
+            params = query_params(name, rng, args.patients)
+            start = time.perf_counter()
+            rows = run_cypher(graph.driver, query, params).rows
+            times.append(time.perf_counter() - start)
+        out.append({"query": name, "runs": repeat, "rows": len(rows),
+                    "p50_ms": round(float(np.percentile(times, 50)) * 1000, 1),
+                    "p95_ms": round(float(np.percentile(times, 95)) * 1000, 1)})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=100_000)
+    parser.add_argument("--k", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=10_000)
+    parser.add_argument("--buffer", type=int, default=1_000)
+    parser.add_argument("--per-edge-sample", type=int, default=2_000)
+    parser.add_argument("--rerun-sample", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=50, help="runs of the per-patient queries")
+    parser.add_argument("--global-repeat", type=int, default=5, help="runs of whole-graph queries")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--wipe", action="store_true", help="allow wiping the database")
+    args = parser.parse_args()
+    settings = neo4j_settings()
+    if settings is None or not args.wipe:
+        raise SystemExit("needs CASEGRAPH_NEO4J_URI (a throwaway server) and --wipe")
+    with Neo4jGraphStore.connect(settings) as graph:
+        assert isinstance(graph, Neo4jGraphStore)
+        sync = sync_benchmark(graph, args)
+        latency = latency_benchmark(graph, args)
+        graph.clear()
+    print_table("graph sync into Neo4j (edges/s)", ["path", "edges", "seconds", "edges/s"], [
+        ["batched UNWIND+MERGE", sync["edges"], sync["batched_edges_s"],
+         sync["batched_edges_per_s"]],
+        ["batched re-run (all MERGEs match)", args.rerun_sample, "",
+         sync["rerun_edges_per_s"]],
+        [f"one tx per edge (sample {sync['per_edge_sample']})", sync["per_edge_sample"],
+         sync["per_edge_sample_s"], sync["per_edge_edges_per_s"]],
+        ["one tx per edge, extrapolated", sync["edges"], sync["per_edge_extrapolated_s"],
+         sync["per_edge_edges_per_s"]],
+    ])
+    print(f"batched / per-edge: {sync['batched_over_per_edge']}x; batched / published 70k "
+          f"items/s: {sync['batched_vs_published_70k']}; patients {sync['patients_per_s']}/s")
+    print_table("cookbook query latency", ["query", "runs", "rows", "p50 ms", "p95 ms"],
+                [[q["query"], q["runs"], q["rows"], q["p50_ms"], q["p95_ms"]] for q in latency])
+    path = write_json("graph_sync", {"sync": sync, "latency": latency,
+                                     "neo4j": "5.26.0 Community embedded, heap 512m, "
+                                              "page cache 256m"})
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
