@@ -172,3 +172,23 @@ def test_missing_file_and_unsupported_suffix(tmp_path: Path) -> None:
     other.write_bytes(b"xx")
     with pytest.raises(InputError, match=r"s\.npy.*unsupported bag format"):
         read_bag(other)
+
+
+def test_clam_style_one_row_chunks_written_in_batches(tmp_path: Path) -> None:
+    """CLAM appends batches to 1-row-chunked datasets; features and coords interleave."""
+    feats = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+    path = tmp_path / "clam.h5"
+    with h5py.File(path, "w") as handle:
+        f = handle.create_dataset("features", shape=(0, 8), maxshape=(None, 8), chunks=(1, 8),
+                                  dtype="f4")
+        c = handle.create_dataset("coords", shape=(0, 2), maxshape=(None, 2), chunks=(1, 2),
+                                  dtype="i8")
+        for start in range(0, 300, 64):
+            block = feats[start : start + 64]
+            f.resize(f.shape[0] + len(block), axis=0)
+            f[-len(block):] = block
+            c.resize(c.shape[0] + len(block), axis=0)
+            c[-len(block):] = np.arange(start, start + len(block))[:, None]
+    for bag in _both_readers(path):
+        np.testing.assert_array_equal(bag.features, feats)
+        np.testing.assert_array_equal(bag.coords[:, 0], np.arange(300))
