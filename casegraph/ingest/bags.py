@@ -68,7 +68,8 @@ def parse_bag(data: npt.NDArray[np.uint8] | bytes, path: str | Path) -> Bag:
     simulator write) the features are a zero-copy view into ``data``.
     """
     path = Path(path)
-    buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
+    # bytes are immutable: copy them so that the features are a writable array, as always
+    buffer = np.frombuffer(bytearray(data), dtype=np.uint8) if isinstance(data, bytes) else data
     if buffer.size == 0:
         raise InputError("patch-feature file is empty", file=path, fix="re-extract the features")
     if path.suffix == ".h5":

@@ -142,3 +142,14 @@ def test_store_slide_summaries_reads_them(store, tmp_path: Path) -> None:  # typ
     got = store.slide_summaries(["S1"], k=4, seed=0)
     np.testing.assert_array_equal(got["S1"][1], record.centres)
     assert store.slide_summaries(["S1"], k=6, seed=0) == {}
+
+
+def test_register_pt_bag(tmp_path: Path) -> None:
+    import torch
+
+    x, _ = _planted(n_per=10)
+    path = tmp_path / "slide.pt"
+    torch.save(torch.from_numpy(x), path)
+    record = register_bag(path, k=3, seed=0)
+    assert record.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (record.n_patches, record.dim, record.centres.shape) == (40, 16, (3, 16))
