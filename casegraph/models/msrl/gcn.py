@@ -27,9 +27,10 @@ class GCN(nn.Module):
         self.biases = nn.ParameterList(nn.Parameter(torch.zeros(b)) for _, b in pairs)
         self.dropout = dropout
 
-    def forward(self, x: Tensor, adj: Tensor) -> Tensor:
+    def forward(self, x: Tensor, adj: Tensor, first: Tensor | None = None) -> Tensor:
+        """``first``: x W_1 when the caller has it precomputed (the buffer at inference)."""
         for i, (layer, bias) in enumerate(zip(self.layers, self.biases, strict=True)):
-            h = layer(x)
+            h = first if i == 0 and first is not None else layer(x)
             x = (torch.sparse.mm(adj, h) if adj.is_sparse else adj @ h) + bias
             if i < len(self.layers) - 1:
                 x = F.dropout(F.relu(x), self.dropout, self.training)

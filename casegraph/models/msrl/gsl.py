@@ -145,6 +145,16 @@ class GraphLearner(nn.Module):
             return gaussian_similarity_matrix(x, x, self.scale)
         return cosine_similarity_matrix(self.embed(x))
 
+    def keys(self, x: Tensor) -> Tensor:
+        """What similarities are computed from: normalised E (cosine) or x (Euclidean)."""
+        return x if self.kind == "euclidean_knn" else F.normalize(self.embed(x), dim=1)
+
+    def key_similarity(self, a: Tensor, b: Tensor) -> Tensor:
+        """(n, m) similarity between precomputed keys (see :meth:`keys`)."""
+        if self.kind == "euclidean_knn":
+            return gaussian_similarity_matrix(a, b, self.scale)
+        return a @ b.T
+
     def cross_similarity(self, x: Tensor, other: Tensor) -> Tensor:
         """(n, d), (m, d) -> (n, m) similarity between two node sets (inference path)."""
         if self.kind == "euclidean_knn":

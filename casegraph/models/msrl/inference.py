@@ -31,6 +31,8 @@ class BufferGraph:
     index: Tensor  # (M, c) long, c = min(k, M - 1), sorted by decreasing similarity
     values: Tensor  # (M, c)
     k: int
+    first_layer: Tensor  # (M, dim) features @ W_1 of the fused GCN
+    keys: Tensor  # (M, d) the learner's similarity keys of the features
 
     @classmethod
     @torch.no_grad()
@@ -39,13 +41,14 @@ class BufferGraph:
         c = min(k, max(m - 1, 0))
         index = torch.zeros(m, c, dtype=torch.long)
         values = torch.zeros(m, c)
+        keys = net.gsl_f.keys(features)
         for start in range(0, m, chunk):
             rows = torch.arange(start, min(start + chunk, m))
-            sim = net.gsl_f.cross_similarity(features[rows], features)
+            sim = net.gsl_f.key_similarity(keys[rows], keys)
             sim[torch.arange(len(rows)), rows] = float("-inf")
             if c:
                 values[rows], index[rows] = sim.topk(c, dim=1)
-        return cls(features, index, values, k)
+        return cls(features, index, values, k, net.gcn_f.layers[0](features), keys)
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -64,7 +67,7 @@ class QueryGraph:
 def query_graph(net: MSRLNetwork, buf: BufferGraph, f_q: Tensor) -> QueryGraph:
     """Build the exact post-processed adjacency over buffer + the query f_q (f_dim,)."""
     m, q = len(buf), len(buf)
-    s_q = net.gsl_f.cross_similarity(f_q[None, :], buf.features)[0] if m else torch.zeros(0)
+    s_q = net.gsl_f.key_similarity(net.gsl_f.keys(f_q[None, :]), buf.keys)[0] if m else torch.zeros(0)
     c = buf.index.shape[1]
     rows = torch.arange(m).repeat_interleave(c)
     cols, vals = buf.index.reshape(-1).clone(), buf.values.reshape(-1).clone()
@@ -101,9 +104,10 @@ def query_forward(net: MSRLNetwork, buf: BufferGraph, f_q: Tensor) -> tuple[Tens
         q, net.config.gcn_layers, graph.edge_index, relabel_nodes=True, num_nodes=graph.n_nodes
     )
     x = torch.cat([buf.features, f_q[None, :]])[subset]
+    first = torch.cat([buf.first_layer, net.gcn_f.layers[0](f_q[None, :])])[subset]
     adj = torch.sparse_coo_tensor(sub_edges, graph.weight[mask], (len(subset), len(subset)),
                                   check_invariants=False)
-    z = net.gcn_f(x, adj.coalesce())
+    z = net.gcn_f(x, adj.coalesce(), first=first)
     return z[int(mapping[0])], graph
 
 
