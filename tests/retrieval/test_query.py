@@ -111,10 +111,27 @@ def test_simulator_attributes_mark_an_upload_as_simulated(tiny_store: Store,
     assert retrieval.query(tiny_store, [bag], k=2).inputs[0].status == "simulated"
 
 
-def test_persist_without_a_graph_writer_says_why(tiny_store: Store) -> None:
-    result = QueryEngine(tiny_store).query((), "A02", QueryOptions(k=2, persist=True))
-    assert result.persisted_to_graph in (True, False)
-    assert any("persisted" in n or "written" in n for n in result.notes)
+def test_persist_writes_the_query_case_into_the_case_graph(tiny_store: Store) -> None:
+    from casegraph.graph import open_graph_store
+    from casegraph.graph.sync import sync_graph
+
+    with open_graph_store(tiny_store, "embedded") as graph:
+        sync_graph(tiny_store, graph)
+    result = QueryEngine(tiny_store).query((), "A02", QueryOptions(k=3, persist=True))
+    assert result.persisted_to_graph
+    case = tiny_store.con.execute("SELECT case_id, version_id FROM graph_query_cases").fetchall()
+    assert len(case) == 1 and case[0][0].startswith("query-A02-") and case[0][1] == "slide-mean"
+    edges = tiny_store.con.execute(
+        "SELECT neighbour_id FROM graph_query_edges ORDER BY rank").fetchall()
+    assert [e[0] for e in edges] == [n.patient_id for n in result.neighbours]
+
+
+def test_persist_on_a_read_only_store_says_why(tiny_store: Store) -> None:
+    root = tiny_store.root
+    tiny_store.close()
+    with Store.open(root, read_only=True) as store:
+        result = QueryEngine(store).query((), "A02", QueryOptions(k=2, persist=True))
+    assert not result.persisted_to_graph and any("read-only" in n for n in result.notes)
 
 
 def test_reports(tiny_store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
