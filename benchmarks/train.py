@@ -127,11 +127,11 @@ def main() -> None:
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
     train, infer, metrics = rows
     print(f"{'measure':48s} value")
-    print(f"{'ABMIL train, patients/s (bags %d x %d)' % (args.patches, args.dim):48s} "
-          f"{train['patients_per_s']:.2f}")
+    label = f"ABMIL train, patients/s (bags {args.patches} x {args.dim})"
+    print(f"{label:48s} {train['patients_per_s']:.2f}")
     print(f"{'ABMIL train, peak RSS growth (MiB)':48s} {train['peak_rss_growth_mib']:.0f}")
-    print(f"{'ABMIL inference, one %d-patch bag (s)' % args.infer_patches:48s} "
-          f"{infer['seconds']:.2f}")
+    label = f"ABMIL inference, one {args.infer_patches}-patch bag (s)"
+    print(f"{label:48s} {infer['seconds']:.2f}")
     print(f"{'ABMIL inference, peak RSS growth (MiB)':48s} {infer['peak_rss_growth_mib']:.0f}")
     print(f"{'metrics of 1,000 patients (s)':48s} {metrics['seconds']:.3f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
