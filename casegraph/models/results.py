@@ -121,7 +121,8 @@ class ResultStore:
             row: dict[str, Any] = {"run_id": run.run_id, "model": run.model,
                                    "cohort": run.cohort, "splits": run.split_set,
                                    "selection": run.selection, "bins": run.bins,
-                                   "seed": run.seed, "folds": len(folds)}
+                                   "seed": run.seed, "folds": len(folds),
+                                   "options": _options_label(run.config)}
             for k in METRICS:
                 values = folds[k].dropna().to_numpy(dtype=float) if len(folds) else np.array([])
                 row[f"{k}_mean"] = float(values.mean()) if values.size else float("nan")
@@ -130,13 +131,23 @@ class ResultStore:
         return pd.DataFrame(rows)
 
 
+def _options_label(config: object) -> str:
+    """Model options of a run that change the model, e.g. ``sampler=balanced`` (not epochs)."""
+    try:
+        options = json.loads(str(config)).get("options", {})
+    except (json.JSONDecodeError, AttributeError):
+        return ""
+    return ",".join(f"{k}={v}" for k, v in sorted(options.items()) if k != "epochs")
+
+
 def _nullable(value: float | None) -> float | None:
     return None if value is None or np.isnan(value) else float(value)
 
 
 def markdown_table(summary: pd.DataFrame, metric: str = "c_index",
                    cohort_order: list[str] | None = None) -> str:
-    """Rows = model (with selection when not "last"), columns = cohorts, plus the mean.
+    """Rows = model (with its options, and selection / bins / seed when not the defaults),
+    columns = cohorts, plus the mean.
 
     Cells: ``mean ± std`` over folds (the CCL / MurreNet table shape). When several runs of
     a model on a cohort exist, the latest is shown.
@@ -146,9 +157,15 @@ def markdown_table(summary: pd.DataFrame, metric: str = "c_index",
     cohorts = cohort_order or sorted(summary["cohort"].unique())
     rows: dict[str, dict[str, str]] = {}
     for r in summary.itertuples():
-        label = str(r.model) + ("" if r.selection == "last" else f" [select={r.selection}]")
+        label = str(r.model)
+        if getattr(r, "options", ""):
+            label += f" [{r.options}]"
+        if r.selection != "last":
+            label += f" [select={r.selection}]"
         if r.bins != "train":
             label += f" [bins={r.bins}]"
+        if r.seed != 0:
+            label += f" [seed={r.seed}]"
         mean, std = getattr(r, f"{metric}_mean"), getattr(r, f"{metric}_std")
         rows.setdefault(label, {})[str(r.cohort)] = f"{mean:.3f} ± {std:.3f}"
     header = "| Model | " + " | ".join(c.upper() for c in cohorts) + " | Mean |"

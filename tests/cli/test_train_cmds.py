@@ -42,7 +42,7 @@ def test_train_then_evaluate(synth_store: Path, tmp_path: Path) -> None:
     assert report.exit_code == 0, report.output
     assert "SELECTED ON EVALUATION FOLD" in report.output
     text = table.read_text(encoding="utf-8")
-    assert "| snn |" in text and "abmil [select=eval]" in text
+    assert "| snn |" in text and "abmil [max_patches=8] [select=eval]" in text
     assert len(list((tmp_path / "km").glob("*.png"))) == 2
 
 

@@ -84,6 +84,10 @@ def test_paper_bins_and_selection_are_labelled(store: Store) -> None:
     run_cv(data, config, folds, results=results)
     table = markdown_table(results.summary())
     assert "snn [select=eval] [bins=paper]" in table
+    run_cv(data, CVConfig(model="snn", cohort="synth", splits="k-fold", seed=3,
+                          options={"epochs": 1, "sampler": "balanced"}, folds=[0]),
+           folds, results=results)
+    assert "| snn [sampler=balanced] [seed=3] |" in markdown_table(results.summary())
     with pytest.raises(InputError, match="no epoch selection"):
         run_cv(data, CVConfig(model="coxnet", cohort="synth", select="inner"), folds)
 
