@@ -37,7 +37,10 @@ SCHEMA = [
     "CREATE CONSTRAINT slide_id IF NOT EXISTS FOR (s:Slide) REQUIRE s.id IS UNIQUE",
     "CREATE CONSTRAINT model_version_id IF NOT EXISTS FOR (v:ModelVersion) REQUIRE v.id IS UNIQUE",
     "CREATE CONSTRAINT query_case_id IF NOT EXISTS FOR (q:QueryCase) REQUIRE q.id IS UNIQUE",
-    "CREATE INDEX similar_version IF NOT EXISTS FOR ()-[r:SIMILAR_TO]-() ON (r.model_version)",
+    # No index on SIMILAR_TO.model_version, on purpose: planned while the graph is empty, the
+    # edge MERGE then seeks that index (all edges of the version) for every row instead of
+    # expanding from its two bound patients: quadratic (see docs/benchmarks.md).
+    "DROP INDEX similar_version IF EXISTS",
     "CREATE INDEX patient_cohort IF NOT EXISTS FOR (p:Patient) ON (p.cohort)",
 ]
 
@@ -220,20 +223,25 @@ class Neo4jGraphStore(GraphStore):
         return {r["id"]: int(r["n"]) for r in rows}
 
     def prune_version(self, version_id: str, batch_size: int = 10_000) -> int:
-        """Delete in batches (one transaction each), so a huge version never needs one big tx."""
-        delete_batch = (
+        """One scan of the edges, committed every ``batch_size`` deletions (``CALL { } IN
+        TRANSACTIONS`` runs in an auto-commit transaction; the delete is idempotent, so a
+        failed run is simply retried)."""
+        from neo4j.exceptions import ServiceUnavailable, TransientError
+
+        count_query = ("MATCH (:Patient)-[r:SIMILAR_TO {model_version: $version}]->(:Patient) "
+                       "RETURN count(r) AS n")
+        delete_query = (
             "MATCH (:Patient)-[r:SIMILAR_TO {model_version: $version}]->(:Patient) "
-            "WITH r LIMIT $limit "
-            "DELETE r RETURN count(*) AS n"
-        )
-
-        def one_batch(tx: ManagedTransaction) -> int:
-            record = tx.run(delete_batch, version=version_id, limit=batch_size).single()
-            return int(record["n"]) if record else 0
-
-        removed = 0
-        while n := self._write(one_batch):
-            removed += n
+            "CALL (r) { DELETE r } IN TRANSACTIONS OF $limit ROWS")
+        removed = self._count(count_query, version=version_id)
+        for attempt in range(3):
+            try:
+                with self._driver.session(database=self.database) as session:
+                    session.run(delete_query, version=version_id, limit=batch_size).consume()
+                break
+            except (ServiceUnavailable, TransientError):
+                if attempt == 2:
+                    raise
         self._write(lambda tx: _summary_created(
             tx, "MATCH (q:QueryCase {model_version: $version}) DETACH DELETE q",
             version=version_id))
@@ -274,8 +282,8 @@ class Neo4jGraphStore(GraphStore):
         return GraphStats(nodes=nodes, relationships=relationships,
                           versions={r["id"]: int(r["n"]) for r in rows})
 
-    def _count(self, query: str) -> int:
-        rows = self._read(query)
+    def _count(self, query: str, **params: Any) -> int:
+        rows = self._read(query, **params)
         return int(rows[0]["n"]) if rows else 0
 
     def dump(self) -> GraphDump:
@@ -310,14 +318,18 @@ class Neo4jGraphStore(GraphStore):
                                   for r in cases),
         )
 
-    def clear(self) -> None:
-        def one_batch(tx: ManagedTransaction) -> int:
-            record = tx.run("MATCH (n) WITH n LIMIT 10000 DETACH DELETE n "
-                            "RETURN count(*) AS n").single()
-            return int(record["n"]) if record else 0
+    def clear(self, batch_size: int = 20_000) -> None:
+        """Relationships first, then nodes, in bounded transactions (a hub node's DETACH
+        DELETE would otherwise pull all its relationships into one transaction)."""
+        for query in ("MATCH ()-[r]->() WITH r LIMIT $limit DELETE r RETURN count(*) AS n",
+                      "MATCH (n) WITH n LIMIT $limit DELETE n RETURN count(*) AS n"):
 
-        while self._write(one_batch):
-            pass
+            def one_batch(tx: ManagedTransaction, q: str = query) -> int:
+                record = tx.run(q, limit=batch_size).single()
+                return int(record["n"]) if record else 0
+
+            while self._write(one_batch):
+                pass
 
     def run_write(self, query: str, **params: Any) -> int:
         """A fixed, parameterised write (used by tests and the benchmark)."""
