@@ -2,8 +2,9 @@
 queries/s of the REST service under 8 concurrent clients.
 
 Part 1 (core): one query = read a CLAM .h5 of 10,000 x 1,024 patches -> MSRL WSI encoder
--> Inductor -> the query's vector in the GSL space -> FAISS top-M (M = 300) among N
-reference patients -> GSL graph + GCN over the candidates -> risk, survival, neighbours
+-> Inductor -> the query's vector in the GSL space -> FAISS top-M seeds (M = 100) among N
+reference patients, each joined by its K = 12 nearest references (one batched FAISS
+search) -> GSL graph + GCN over these candidates -> risk, survival, neighbours
 (casegraph.retrieval.query.answer_wsi_only, the function the service runs). N = 10,000 /
 100,000 / 1,000,000 synthetic reference patients (fused features drawn around 256
 cluster centres; MSRL with d = 128 so f = [g~, h] is 256-d; weights untrained: latency does
@@ -186,7 +187,7 @@ def core_benchmark(sizes: list[int], n_queries: int, exact_at: int, bags: list[P
                    ) -> dict[str, Any]:
     rows, out = [], {"sizes": [], "exact": None}
     model = untrained_model()
-    opts = QueryOptions(k=10, n_candidates=300)
+    opts = QueryOptions(k=10, n_candidates=100)
     for n in sizes:
         synthetic_references(model, n, seed=n)
         loaded, build_s = gsl_index(model, seed=0)
@@ -196,7 +197,7 @@ def core_benchmark(sizes: list[int], n_queries: int, exact_at: int, bags: list[P
                  "p50_ms": pct(times, 50), "p95_ms": pct(times, 95)}
         if n == exact_at:
             graph_s = use_all_references_as_buffer(model)
-            exact_opts = QueryOptions(k=10, n_candidates=300, exact=True)
+            exact_opts = QueryOptions(k=10, n_candidates=100, exact=True)
             run_queries(model, loaded, bags, 1, exact_opts)
             n_exact = min(len(pruned), max(5, n_queries // 3))
             e_times, exact = run_queries(model, loaded, bags, n_exact, exact_opts)
@@ -221,7 +222,7 @@ def core_benchmark(sizes: list[int], n_queries: int, exact_at: int, bags: list[P
         del loaded
     base, top = out["sizes"][0]["p50_ms"], out["sizes"][-1]["p50_ms"]
     out["growth_p50"] = top / base
-    print_table("WSI-only query, end to end from a 10,000 x 1,024 h5 (pruned: FAISS top-300)",
+    print_table("WSI-only query, end to end from a 10,000 x 1,024 h5 (FAISS top-100 + expansion)",
                 ["references", "index", "build s", "p50 ms", "p95 ms"], rows)
     print(f"growth p50 {sizes[0]:,} -> {sizes[-1]:,}: {out['growth_p50']:.2f}x")
     if out["exact"]:

@@ -34,8 +34,8 @@ from casegraph.models.cv import stored_folds
 from casegraph.models.data import CohortData
 from casegraph.retrieval.evaluation import evaluate_fold, summarise
 
-MSRL_OPTIONS = {"dim": 64, "proj_dim": 32, "batch_size": 32, "pretrain_steps": 40,
-                "epochs": 8, "seed": 0}
+MSRL_OPTIONS = {"dim": 32, "proj_dim": 16, "batch_size": 32, "pretrain_steps": 30,
+                "epochs": 5, "seed": 0}
 SHOWN = ["harrell", "uno", "model_harrell", "model_uno", "acc@10", "mv@10", "mmv@10",
          "recall@10", "risk_abs_diff", "risk_sd"]
 
@@ -63,22 +63,28 @@ def build_store(cohort: str, work: Path, patches: int, dim: int) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cohorts", default="blca,gbmlgg")
-    parser.add_argument("--folds", type=int, default=2)
-    parser.add_argument("--patches", type=int, default=512)
-    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--folds", type=int, default=1)
+    parser.add_argument("--patches", type=int, default=256)
+    parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--candidates", type=int, default=100)
+    parser.add_argument("--candidates", type=int, default=30)
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
+    import logging
+
     import torch
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(2)
     work = args.work or Path(tempfile.mkdtemp(prefix="casegraph-retrieval-eval-"))
     payload: dict[str, object] = {"settings": {**vars(args), "work": str(work),
                                                "msrl": MSRL_OPTIONS}, "cohorts": {}}
     for cohort in args.cohorts.split(","):
         start = time.perf_counter()
-        root = build_store(cohort, work, args.patches, args.dim)
+        root = work / f"store-{cohort}"
+        if not (root / "store.duckdb").exists():
+            root = build_store(cohort, work, args.patches, args.dim)
+        print(f"{cohort}: store ready ({time.perf_counter() - start:.0f} s)", flush=True)
         with Store.open(root, read_only=True) as store:
             data = CohortData.from_store(store, cohort, require_slides=True)
             folds = stored_folds(data, store, "mcat")

@@ -26,7 +26,10 @@ def query_command(
     patient: str | None = typer.Option(None, "--patient", help="Query with a stored patient "
                                        "(its own case is excluded from the neighbours)."),
     k: int = typer.Option(10, "--k", help="Number of similar patients to report."),
-    candidates: int = typer.Option(300, help="FAISS candidates (M) handed to MSRL's GSL."),
+    candidates: int = typer.Option(100, help="FAISS seeds (M): the query's nearest reference "
+                                   "patients in MSRL's graph space."),
+    expand: int = typer.Option(-1, help="Add each seed's nearest references (-1 = the "
+                               "model's graph K, 0 = none) before the GSL graph is built."),
     cohort: list[str] = typer.Option([], "--cohort", help="Only neighbours of this cohort; "
                                      "repeatable."),
     require: list[str] = typer.Option([], "--require", help="Only neighbours whose modality is "
@@ -46,7 +49,7 @@ def query_command(
     from casegraph.ingest.store import Store
     from casegraph.retrieval.query import QueryEngine, QueryOptions
 
-    opts = QueryOptions(k=k, n_candidates=max(candidates, k), cohorts=tuple(cohort),
+    opts = QueryOptions(k=k, n_candidates=max(candidates, k), expand=expand, cohorts=tuple(cohort),
                         require=tuple(require), method=method, model_version=version,
                         exact=exact, persist=persist)
     with Store.open(store or default_store_path(), create=False, read_only=not persist) as st:

@@ -129,6 +129,11 @@ def buffer_candidates(model: Any, exclude: Collection[str],
     return None if len(keep) == len(ids) else keep
 
 
+def graph_k(model: Any) -> int:
+    """K of the model's graph (each node's number of learned neighbours)."""
+    return int(getattr(getattr(model, "config", None), "k", 10))
+
+
 def buffer_size(model: Any) -> int:
     ids = getattr(model, "buffer_ids", None)
     if callable(ids):

@@ -58,14 +58,17 @@ MAX_K = 1000
 
 @dataclass(frozen=True)
 class QueryOptions:
-    """``k`` neighbours reported; ``n_candidates`` (M) FAISS candidates handed to MSRL;
+    """``k`` neighbours reported; ``n_candidates`` (M) FAISS seeds: the query's top-M
+    reference patients in the GSL space, each joined by its own ``expand`` nearest
+    references (0 = none; -1 = the model's graph K) before MSRL builds its graph;
     ``cohorts`` / ``require`` (authentic modalities) filter the neighbours;
     ``method``: "auto" (MSRL when a version exists), "msrl" or "knn"; ``model_version``
     (None = the latest MSRL version); ``exact``: GSL over the whole buffer (no pruning);
     ``temperature`` of the fallback's softmax weights; ``persist`` into the case graph."""
 
     k: int = 10
-    n_candidates: int = 300
+    n_candidates: int = 100
+    expand: int = -1
     cohorts: tuple[str, ...] = ()
     require: tuple[str, ...] = ()
     method: str = "auto"
@@ -378,15 +381,31 @@ def answer_wsi_only(
         n_candidates = (len(candidates) if candidates is not None
                         else msrl_adapter.buffer_size(model))
     else:
-        hits = loaded.index.search(vector, opts.n_candidates, allowed=allowed,
-                                   exclude=exclude)[0]
-        candidates = [hit.patient_id for hit in hits]
+        candidates = candidate_ids(model, loaded, vector, opts, allowed, exclude)
         n_candidates = len(candidates)
     if candidates is not None and not candidates:
         return CoreAnswer([], float("nan"), None, 0, vector)
     answer = msrl_adapter.query(model, features, candidates, opts.k)
     pairs = [(p, float(w)) for p, w in answer.neighbours if p not in exclude][: opts.k]
     return CoreAnswer(pairs, float(answer.risk), answer.survival, n_candidates, vector)
+
+
+def candidate_ids(model: Any, loaded: LoadedIndex, vector: FloatArray, opts: QueryOptions,
+                  allowed: set[str] | None, exclude: set[str] | frozenset[str]) -> list[str]:
+    """The query's top-M seeds plus each seed's nearest references (see QueryOptions).
+
+    Why the expansion: the GSL graph is built over the candidates only, so a seed's own
+    top-K lists (which decide whether it links to the query, and its degree) are exact only
+    when its true nearest references are candidates too. Without them the neighbours of
+    the pruned graph drift far from the exact path's (docs/retrieval.md)."""
+    seeds = [h.patient_id for h in loaded.index.search(
+        vector, opts.n_candidates, allowed=allowed, exclude=exclude)[0]]
+    width = msrl_adapter.graph_k(model) if opts.expand < 0 else opts.expand
+    if not seeds or width == 0:
+        return seeds
+    rows = loaded.index.search(loaded.index.vectors(seeds), width + 1, allowed=allowed,
+                               exclude=exclude)
+    return list(dict.fromkeys(seeds + [h.patient_id for row in rows for h in row]))
 
 
 def query(

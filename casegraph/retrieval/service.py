@@ -195,7 +195,7 @@ def create_app(
     ) -> QueryResult:
         with lock:
             _known(engine, patient_id)
-            opts = QueryOptions(k=k, n_candidates=max(300, k), cohorts=tuple(cohort or ()),
+            opts = QueryOptions(k=k, n_candidates=max(100, k), cohorts=tuple(cohort or ()),
                                 require=tuple(require or ()), method=method)
             return engine.similar(patient_id, opts)
 
@@ -206,7 +206,7 @@ def create_app(
             description="patch-feature files of one new patient (.h5 / .pt)")] = None,
         patient_id: Annotated[str | None, Form(description="a stored patient instead")] = None,
         k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
-        n_candidates: Annotated[int, Form(ge=1, le=100_000)] = 300,
+        n_candidates: Annotated[int, Form(ge=1, le=5_000)] = 100,
         cohort: Annotated[list[str] | None, Form()] = None,
         require: Annotated[list[str] | None, Form()] = None,
         method: Annotated[str, Form(pattern="^(auto|knn|msrl)$")] = "auto",

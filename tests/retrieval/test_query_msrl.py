@@ -40,7 +40,7 @@ def test_auto_uses_msrl_and_says_genomics_were_inferred(msrl_store: tuple) -> No
     assert msrl_adapter.msrl_versions(store) == [version]  # msrl_multi cannot answer WSI-only
     assert IndexKey(version, "gsl") in index_keys(store)
     result = QueryEngine(store).query([write_bag(root / "q.h5", 1, seed=9)],
-                                      options=QueryOptions(k=4, n_candidates=10))
+                                      options=QueryOptions(k=4, n_candidates=10, expand=0))
     assert result.method == "msrl-gsl" and result.model_version == version
     assert result.fallback_reason is None and result.n_candidates == 10
     assert len(result.neighbours) == 4 and all(n.cohort == "alpha" for n in result.neighbours)
@@ -60,9 +60,12 @@ def test_exact_path_uses_the_buffer_and_excludes_the_query_case(msrl_store: tupl
     assert member not in {n.patient_id for n in exact.neighbours}
     assert {n.patient_id for n in exact.neighbours} <= buffer
     assert exact.n_candidates == len(buffer) - 1
-    pruned = engine.query((), member, QueryOptions(k=5, n_candidates=8))
+    pruned = engine.query((), member, QueryOptions(k=5, n_candidates=8, expand=0))
     assert member not in {n.patient_id for n in pruned.neighbours}
     assert pruned.n_candidates == 8
+    expanded = engine.query((), member, QueryOptions(k=3, n_candidates=3))
+    assert 3 < expanded.n_candidates <= 19 and member not in {
+        n.patient_id for n in expanded.neighbours}
 
 
 def test_filters_and_forced_fallback(msrl_store: tuple) -> None:
