@@ -35,7 +35,7 @@ class MSRLConfig:
     gsl_layers: int = 2
     k: int = 12
     gcn_layers: int = 3
-    readout: str = "z"
+    readout: str = "z_skip"
     batch_edges: bool = False  # may current cases link to each other during fine-tuning?
     # --- stage 1 ----------------------------------------------------------------------
     pretrain_steps: int = 100
@@ -45,9 +45,9 @@ class MSRLConfig:
     tau: float = 0.2
     proj_dim: int = 128
     # --- stage 2 ----------------------------------------------------------------------
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 5e-4
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 1e-3
     weight_decay: float = 1e-5
     ema_momentum: float = 0.99
     buffer_fraction: float = 1.0
