@@ -213,7 +213,25 @@ class FaissIndex(VectorIndex):
         want = min(k, eligible)
         if want == 0:
             return [[] for _ in range(len(queries))]
-        return [self._search_one(q[None, :], want, allowed_pos, excluded) for q in queries]
+        # one batched first pass; only queries short of ``want`` widen, one by one
+        fetch = min(len(self), want + len(excluded) + max(8, want))
+        scores, ids = self._raw_search(queries, fetch, self._initial_width(), allowed_pos)
+        out = []
+        for row in range(len(queries)):
+            hits = self._hits(scores[row], ids[row], excluded)
+            if len(hits) < want and not self._exhaustive(fetch, self._initial_width()):
+                hits = self._search_one(queries[row: row + 1], want, allowed_pos, excluded,
+                                        fetch * 4, self._initial_width() * 4)
+            out.append(hits[:want])
+        return out
+
+    def _hits(self, scores: npt.NDArray[np.float32], ids: npt.NDArray[np.int64],
+              excluded: set[int]) -> list[Hit]:
+        return [Hit(self.id_map[int(i)], float(s))  # type: ignore[arg-type]
+                for s, i in zip(scores, ids, strict=True) if i >= 0 and int(i) not in excluded]
+
+    def _exhaustive(self, fetch: int, width: int) -> bool:
+        return fetch >= len(self) and width >= self._max_width()
 
     def _search_one(
         self,
@@ -221,19 +239,16 @@ class FaissIndex(VectorIndex):
         want: int,
         allowed_pos: npt.NDArray[np.int64] | None,
         excluded: set[int],
+        fetch: int,
+        width: int,
     ) -> list[Hit]:
-        fetch = min(len(self), want + len(excluded) + max(8, want))
-        width = self._initial_width()
+        fetch, width = min(len(self), fetch), min(self._max_width(), width)
         while True:
             scores, ids = self._raw_search(query, fetch, width, allowed_pos)
-            hits = [
-                Hit(self.id_map[int(i)], float(s))  # type: ignore[arg-type]
-                for s, i in zip(scores[0], ids[0], strict=True)
-                if i >= 0 and int(i) not in excluded
-            ]
+            hits = self._hits(scores[0], ids[0], excluded)
             if len(hits) >= want:
                 return hits[:want]
-            if fetch >= len(self) and width >= self._max_width():
+            if self._exhaustive(fetch, width):
                 return hits  # exhaustive search: fewer are eligible than asked for
             fetch = min(len(self), fetch * 4)
             width = min(self._max_width(), width * 4)
@@ -392,9 +407,9 @@ class IVFIndex(FaissIndex):
 
     @classmethod
     def for_size(cls, dim: int, n: int, *, seed: int = 0) -> IVFIndex:
-        """Parameters scaled to ``n`` vectors: nlist ~ 4 sqrt(n), nprobe = nlist / 16."""
-        nlist = int(min(4096, max(16, 4 * np.sqrt(max(n, 1)))))
-        return cls(dim, nlist=nlist, nprobe=max(8, nlist // 16), seed=seed)
+        """Parameters scaled to ``n`` vectors: nlist ~ 2 sqrt(n), nprobe = nlist / 32 (>= 8)."""
+        nlist = int(min(4096, max(16, 2 * np.sqrt(max(n, 1)))))
+        return cls(dim, nlist=nlist, nprobe=max(8, nlist // 32), seed=seed)
 
     def _before_add(self, x: FloatArray) -> None:
         if self._index.is_trained:
