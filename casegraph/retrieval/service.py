@@ -156,16 +156,16 @@ def create_app(
     async def _casegraph_error(request: Request, exc: CasegraphError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
-    @app.get("/health", response_model=Health, tags=["service"])
-    def health() -> Health:
-        with lock:
-            table = engine.catalog.table
-            from casegraph.retrieval.msrl_adapter import msrl_versions
+    from casegraph.retrieval.msrl_adapter import msrl_versions
 
-            method = "msrl-gsl" if msrl_versions(store) else "embedding-knn"
-            return Health(status="ok", version=__version__, store=str(store.root),
-                          patients=len(table), cohorts=int(table["cohort"].nunique()),
-                          method=method)
+    method = "msrl-gsl" if msrl_versions(store) else "embedding-knn"
+    n_patients = len(engine.catalog.table)
+    n_cohorts = int(engine.catalog.table["cohort"].nunique())
+
+    @app.get("/health", response_model=Health, tags=["service"])
+    def health() -> Health:  # no lock: answers even while a long query runs
+        return Health(status="ok", version=__version__, store=str(store.root),
+                      patients=n_patients, cohorts=n_cohorts, method=method)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=auth)
     def openapi() -> dict[str, Any]:
