@@ -130,7 +130,8 @@ class Neo4jGraphStore(GraphStore):
         from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable
 
         auth = (settings.user, settings.password) if settings.password else None
-        driver = GraphDatabase.driver(settings.uri, auth=auth)
+        # server notifications (e.g. "null value eliminated") would be logged as warnings
+        driver = GraphDatabase.driver(settings.uri, auth=auth, notifications_min_severity="OFF")
         try:
             driver.verify_connectivity()
         except AuthError:
