@@ -35,6 +35,7 @@ from casegraph.retrieval.index import (
     open_index,
     slide_mean_embeddings,
 )
+from casegraph.retrieval.msrl_query import CoreAnswer, answer_wsi_only, candidate_ids
 from casegraph.retrieval.neighbourhood import (
     bin_end_times,
     kaplan_meier,
@@ -42,6 +43,7 @@ from casegraph.retrieval.neighbourhood import (
     neighbour_prediction,
     softmax_weights,
 )
+from casegraph.retrieval.options import MAX_K, QueryOptions
 from casegraph.retrieval.results import (
     IndexInfo,
     InputProvenance,
@@ -52,46 +54,10 @@ from casegraph.retrieval.results import (
     SurvivalCurve,
 )
 
+__all__ = ["MAX_K", "CoreAnswer", "QueryEngine", "QueryOptions", "answer_wsi_only",
+           "candidate_ids", "query"]
+
 FloatArray = npt.NDArray[np.float32]
-MAX_K = 1000
-
-
-@dataclass(frozen=True)
-class QueryOptions:
-    """``k`` neighbours reported; ``n_candidates`` (M) FAISS seeds: the query's top-M
-    reference patients in the GSL space, each joined by its own ``expand`` nearest
-    references (0 = none; -1 = the model's graph K) among the query's top ``pool``, before
-    MSRL builds its graph;
-    ``cohorts`` / ``require`` (authentic modalities) filter the neighbours;
-    ``method``: "auto" (MSRL when a version exists), "msrl" or "knn"; ``model_version``
-    (None = the latest MSRL version); ``exact``: GSL over the whole buffer (no pruning);
-    ``temperature`` of the fallback's softmax weights; ``persist`` into the case graph."""
-
-    k: int = 10
-    n_candidates: int = 100
-    expand: int = -1
-    pool: int = 2000
-    cohorts: tuple[str, ...] = ()
-    require: tuple[str, ...] = ()
-    method: str = "auto"
-    model_version: str | None = None
-    exact: bool = False
-    temperature: float = 0.1
-    persist: bool = False
-    group_set: str | None = None
-
-    def validated(self) -> QueryOptions:
-        if not 1 <= self.k <= MAX_K:
-            raise InputError(f"k must be between 1 and {MAX_K}, got {self.k}", column="k")
-        if self.n_candidates < self.k:
-            raise InputError(f"n_candidates ({self.n_candidates}) must be >= k ({self.k})",
-                             column="n_candidates")
-        if self.method not in ("auto", "msrl", "knn"):
-            raise InputError(f"unknown method {self.method!r}", column="method",
-                             fix="choose among: auto, knn, msrl")
-        if self.temperature <= 0:
-            raise InputError("temperature must be > 0", column="temperature")
-        return self
 
 
 @dataclass
@@ -350,71 +316,6 @@ class QueryEngine:
         done, note = persist_query(self.store, result)
         return result.model_copy(update={"persisted_to_graph": done,
                                          "notes": [*result.notes, note]})
-
-
-@dataclass
-class CoreAnswer:
-    """MSRL's answer before the outcomes are attached: (id, weight) neighbours best first,
-    risk (NaN when no candidate passed the filters), survival per bin (None for models
-    without one), the number of candidates and the query's vector in the GSL space."""
-
-    neighbours: list[tuple[str, float]]
-    risk: float
-    survival: Any
-    n_candidates: int
-    vector: FloatArray
-
-
-def answer_wsi_only(
-    model: Any,
-    loaded: LoadedIndex,
-    features: FloatArray,
-    opts: QueryOptions,
-    allowed: set[str] | None = None,
-    exclude: set[str] | frozenset[str] = frozenset(),
-) -> CoreAnswer:
-    """Encode the bag (N, D), pick the candidates (FAISS top-M in the GSL space, or the
-    whole buffer when ``opts.exact``), and run MSRL's Inductor + GSL + GCN over them."""
-    vector = loaded.prepare_query(msrl_adapter.query_vector(model, msrl_adapter.embed(
-        model, features)))
-    candidates: list[str] | None
-    if opts.exact:
-        candidates = msrl_adapter.buffer_candidates(model, exclude, allowed)
-        n_candidates = (len(candidates) if candidates is not None
-                        else msrl_adapter.buffer_size(model))
-    else:
-        candidates = candidate_ids(model, loaded, vector, opts, allowed, exclude)
-        n_candidates = len(candidates)
-    if candidates is not None and not candidates:
-        return CoreAnswer([], float("nan"), None, 0, vector)
-    answer = msrl_adapter.query(model, features, candidates, opts.k)
-    pairs = [(p, float(w)) for p, w in answer.neighbours if p not in exclude][: opts.k]
-    return CoreAnswer(pairs, float(answer.risk), answer.survival, n_candidates, vector)
-
-
-def candidate_ids(model: Any, loaded: LoadedIndex, vector: FloatArray, opts: QueryOptions,
-                  allowed: set[str] | None, exclude: set[str] | frozenset[str]) -> list[str]:
-    """The query's top-M seeds plus each seed's nearest references (see QueryOptions).
-
-    Why the expansion: the GSL graph is built over the candidates only, so a seed's own
-    top-K list (which decides whether it links to the query, and its degree) is exact only
-    when its true nearest references are candidates too; without them the pruned graph's
-    neighbours drift far from the exact path's (docs/retrieval.md). The seeds' neighbours
-    are looked up inside a pool (the query's top ``pool`` references, one FAISS search),
-    by one dense product, instead of one FAISS search per seed.
-    """
-    width = msrl_adapter.graph_k(model) if opts.expand < 0 else opts.expand
-    pool_size = opts.n_candidates if width == 0 else max(opts.pool, opts.n_candidates)
-    pool = [h.patient_id for h in loaded.index.search(
-        vector, pool_size, allowed=allowed, exclude=exclude)[0]]
-    seeds = pool[: opts.n_candidates]
-    if width == 0 or len(pool) <= len(seeds):
-        return seeds
-    keys = loaded.index.vectors(pool)
-    sims = keys[: len(seeds)] @ keys.T
-    take = min(width + 1, len(pool))
-    nearest = np.argpartition(-sims, take - 1, axis=1)[:, :take]
-    return list(dict.fromkeys(seeds + [pool[j] for row in nearest for j in row]))
 
 
 def query(

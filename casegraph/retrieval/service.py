@@ -29,7 +29,8 @@ from casegraph.config import api_keys as configured_api_keys
 from casegraph.errors import CasegraphError, InputError, StoreError
 from casegraph.ingest.bags import BAG_SUFFIXES
 from casegraph.ingest.store import Store
-from casegraph.retrieval.query import MAX_K, QueryEngine, QueryOptions
+from casegraph.retrieval.options import MAX_K, QueryOptions
+from casegraph.retrieval.query import QueryEngine
 from casegraph.retrieval.results import CohortRecord, PatientRecord, QueryResult
 
 DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024  # a 10,000 x 1024 float32 bag is ~40 MiB
