@@ -93,7 +93,7 @@ class CCLNet(nn.Module):
                 training: bool) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         if self.use_cca:
             centres = self.anchor.align(centres, update=training)
-        x = torch.from_numpy(np.ascontiguousarray(centres)).to(self.cls_token)
+        x = torch.from_numpy(np.array(centres, dtype=np.float32)).to(self.cls_token)
         f_p, f_g = self.modality_features(x, genomics)
         comps = self.decompose(f_p, f_g)
         stacked = torch.stack([comps[n] for n in self.encoder_names])  # (c, d)
