@@ -44,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", action="append", required=True, help="SIGNAL=DIR")
     parser.add_argument("--cohort", default="blca")
+    parser.add_argument("--group-set", default="mcat")
     parser.add_argument("--models", default="msrl,msrl_h,msrl_multi,snn")
     parser.add_argument("--folds", default="0,1,2,3,4")
     parser.add_argument("--option", action="append", default=[],
@@ -57,7 +58,8 @@ def main() -> None:
     for spec in args.store:
         signal, _, path = spec.partition("=")
         with Store.open(path, read_only=True) as store:
-            data = CohortData.from_store(store, args.cohort, require_slides=True)
+            data = CohortData.from_store(store, args.cohort, group_set=args.group_set,
+                                         require_slides=True)
             datasets[signal] = (data, stored_folds(data, store, "mcat"))
     rows: list[dict[str, Any]] = json.loads(args.out.read_text()) if args.out.exists() else []
     done = {(r["signal"], r["model"], r["fold"], r["cohort"]) for r in rows}

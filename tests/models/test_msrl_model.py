@@ -113,6 +113,10 @@ def test_unknown_option_and_overlap_are_input_errors(cohort: CohortData) -> None
     data = cohort.subset(range(10))
     with pytest.raises(InputError, match="both training and evaluation"):
         build_model("msrl", **FAST).fit(data, data.subset([0]))
+    no_groups = cohort.subset(range(10))
+    no_groups.genomics, no_groups.groups = [], []
+    with pytest.raises(InputError, match="no gene groups"):
+        build_model("msrl", **FAST).fit(no_groups)
 
 
 def _sim_store(tmp_path: Path) -> Store:

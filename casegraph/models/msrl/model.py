@@ -80,6 +80,13 @@ class MSRLModel:
             raise InputError(f"patients in both training and evaluation data: {leak[:5]}")
         wsi = wsi_inputs(train, c.wsi_encoder)
         groups = None
+        if c.uses_genomics and not train.genomics:
+            raise InputError(
+                f"no gene groups of set {c.group_set!r} for these patients; "
+                f"{self.name} needs genomics for training",
+                column="group_set",
+                fix="pass the group set the store holds (casegraph info), or use msrl_h",
+            )
         if c.uses_genomics:
             self.preprocessor_ = GenomicsPreprocessor().fit(train.genomics)
             groups = genomics_tensors(self.preprocessor_.transform(train.genomics))
