@@ -69,7 +69,9 @@ def sync_benchmark(graph: Neo4jGraphStore, args: argparse.Namespace) -> dict[str
     graph.write_model_version(version("bench-v1"))
     graph.write_buffer("bench-v1", [BufferEntry(p.patient_id, i)
                                     for i, p in enumerate(patients[:args.buffer])])
+    print(f"patients: {t_patients:.1f} s", flush=True)
     t_edges = timed_batches(lambda c: graph.write_similar("bench-v1", c), edges, args.batch_size)
+    print(f"batched edges: {len(edges) / t_edges:.0f}/s", flush=True)
     t_rerun = timed_batches(lambda c: graph.write_similar("bench-v1", c),
                             edges[:args.rerun_sample], args.batch_size)
 
@@ -78,6 +80,7 @@ def sync_benchmark(graph: Neo4jGraphStore, args: argparse.Namespace) -> dict[str
     start = time.perf_counter()
     graph.write_similar_one_by_one("bench-per-edge", sample)
     t_one = time.perf_counter() - start
+    print(f"one tx per edge: {len(sample) / t_one:.1f}/s", flush=True)
     graph.prune_version("bench-per-edge")
 
     # a second version on a tenth of the patients, for the version-diff query
@@ -124,6 +127,7 @@ def latency_benchmark(graph: Neo4jGraphStore, args: argparse.Namespace) -> list[
             start = time.perf_counter()
             rows = run_cypher(graph.driver, query, params).rows
             times.append(time.perf_counter() - start)
+        print(f"{name}: p50 {np.percentile(times, 50) * 1000:.1f} ms", flush=True)
         out.append({"query": name, "runs": repeat, "rows": len(rows),
                     "p50_ms": round(float(np.percentile(times, 50)) * 1000, 1),
                     "p95_ms": round(float(np.percentile(times, 95)) * 1000, 1)})

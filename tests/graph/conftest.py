@@ -1,7 +1,9 @@
 """Graph fixtures: a tiny literal store, and both GraphStore backends.
 
-The Neo4j backend uses the server named by CASEGRAPH_NEO4J_URI (scripts/test.sh starts one
-from deploy/neo4j). Without it the ``neo4j`` tests skip locally but FAIL in CI (CI=true).
+The Neo4j backend uses the server named by CASEGRAPH_TEST_NEO4J_URI / _USER / _PASSWORD
+(scripts/test.sh starts one from deploy/neo4j and sets them), else CASEGRAPH_NEO4J_URI. The
+test variables are separate so that other layers' tests keep the embedded default. Without
+a server the ``neo4j`` tests skip locally but FAIL in CI (CI=true).
 The tests wipe that database, so they refuse one that holds anything but test data (unless
 CASEGRAPH_NEO4J_TEST_SERVER=1, set by scripts/test.sh for its throwaway server).
 """
@@ -12,7 +14,6 @@ import json
 import os
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,13 +85,30 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def test_server_settings() -> Neo4jSettings | None:
+    uri = os.environ.get("CASEGRAPH_TEST_NEO4J_URI")
+    if not uri:
+        return neo4j_settings()
+    return Neo4jSettings(uri, os.environ.get("CASEGRAPH_TEST_NEO4J_USER", "neo4j"),
+                         os.environ.get("CASEGRAPH_TEST_NEO4J_PASSWORD"))
+
+
+def client_env(settings: Neo4jSettings) -> dict[str, str]:
+    """The CASEGRAPH_NEO4J_* variables a CLI process needs to reach the test server."""
+    env = {"CASEGRAPH_NEO4J_URI": settings.uri, "CASEGRAPH_NEO4J_USER": settings.user}
+    if settings.password:
+        env["CASEGRAPH_NEO4J_PASSWORD"] = settings.password
+    return env
+
+
 @pytest.fixture(scope="session")
 def neo4j_config() -> Neo4jSettings:
     """The test server's settings; skip locally / fail in CI when it is not reachable."""
-    settings = neo4j_settings()
+    settings = test_server_settings()
     problem = None
     if settings is None:
-        problem = "CASEGRAPH_NEO4J_URI is not set (scripts/test.sh starts a server)"
+        problem = ("neither CASEGRAPH_TEST_NEO4J_URI nor CASEGRAPH_NEO4J_URI is set "
+                   "(scripts/test.sh starts a server)")
     else:
         from neo4j import GraphDatabase
 
@@ -145,5 +163,7 @@ def graph(request: pytest.FixtureRequest, store: Store) -> GraphStore:
 
 
 @pytest.fixture
-def store_dir(tmp_path: Path) -> Path:
-    return tmp_path / "store"
+def neo4j_cli_env(neo4j_config: Neo4jSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point in-process CLI calls (CliRunner) at the test server."""
+    for name, value in client_env(neo4j_config).items():
+        monkeypatch.setenv(name, value)

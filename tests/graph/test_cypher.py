@@ -71,6 +71,7 @@ def test_graph_sync_and_stats_embedded(store: Store, monkeypatch: pytest.MonkeyP
 
 
 @pytest.mark.neo4j
+@pytest.mark.usefixtures("neo4j_cli_env")
 def test_cypher_cli_reads_exports_and_refuses_writes(
     neo4j_graph: Neo4jGraphStore, neo4j_config: Neo4jSettings, store: Store, tmp_path: Path
 ) -> None:

@@ -16,13 +16,14 @@ from casegraph.graph.base import GraphStore
 from casegraph.graph.embedded import EmbeddedGraphStore
 from casegraph.graph.sync import PAUSE_ENV, sync_graph
 from casegraph.ingest.store import Store
-from tests.graph.conftest import add_version, fill_store
+from tests.graph.conftest import add_version, client_env, fill_store
 
 SYNC = "from casegraph.cli import main; main()"
 
 
-def _sync_cli(store_dir: Path, backend: str, pause: str | None = None) -> subprocess.Popen[str]:
-    env = dict(os.environ)
+def _sync_cli(store_dir: Path, backend: str, extra_env: dict[str, str],
+              pause: str | None = None) -> subprocess.Popen[str]:
+    env = {**os.environ, **extra_env}
     env.pop(PAUSE_ENV, None)
     if pause:
         env[PAUSE_ENV] = pause
@@ -40,7 +41,7 @@ def _wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
 
 @pytest.mark.slow
 def test_killed_sync_then_rerun_gives_the_same_graph(
-    graph: GraphStore, store: Store, tmp_path: Path
+    graph: GraphStore, store: Store, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     fill_store(store, n=12)
     ids = [f"P{i:03d}" for i in range(12)]
@@ -48,12 +49,13 @@ def test_killed_sync_then_rerun_gives_the_same_graph(
     store.con.execute("CHECKPOINT")
     store_dir = store.root
     backend = graph.backend
+    env = client_env(request.getfixturevalue("neo4j_config")) if backend == "neo4j" else {}
     store.close()  # the subprocess needs the DuckDB file
 
     paused = tmp_path / "paused"
     # batches: cohorts 1, patients 2, slides 2, then per version: node, buffer, edges (7 a
     # batch): msrl-test = batches 6-13, msrl-second = 14-22; batch 18 is mid-way its edges
-    proc = _sync_cli(store_dir, backend, pause=f"18:{paused}")
+    proc = _sync_cli(store_dir, backend, env, pause=f"18:{paused}")
     _wait_for(paused, proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -62,7 +64,7 @@ def test_killed_sync_then_rerun_gives_the_same_graph(
         partial = _backend_like(graph, reopened)
         assert list(partial.synced_versions()) == ["msrl-test"]  # it really stopped mid-way
         assert 0 < partial.stats().versions["msrl-second"] < 48
-    rerun = _sync_cli(store_dir, backend)
+    rerun = _sync_cli(store_dir, backend, env)
     out, _ = rerun.communicate()
     assert rerun.returncode == 0, out
 
