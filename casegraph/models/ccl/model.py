@@ -124,8 +124,14 @@ class CCLModel(PatientFusionModel):
                  use_cgm: bool = True, n_encoders: int | None = None,
                  encoders: tuple[str, ...] | None = None, fusion_layers: int = 2,
                  heads: int = 8, dropout: float = 0.25, epochs: int = 20, lr: float = 2e-4,
-                 weight_decay: float = 1e-5, **common: object) -> None:
-        super().__init__(epochs=epochs, lr=lr, weight_decay=weight_decay, **common)  # type: ignore[arg-type]
+                 weight_decay: float = 1e-5, n_bins: int = 4, grad_accum: int = 1,
+                 max_patches: int | None = None, seed: int = 0, nll_alpha: float = 0.0,
+                 bin_edges: npt.ArrayLike | None = None, device: str = "cpu",
+                 verbose: bool = False) -> None:
+        super().__init__(n_bins=n_bins, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                         grad_accum=grad_accum, max_patches=max_patches, seed=seed,
+                         nll_alpha=nll_alpha, bin_edges=bin_edges, device=device,
+                         verbose=verbose)
         if centres not in CENTRE_SOURCES:
             raise ValueError(f"unknown centres source {centres!r}; choose among: "
                              f"{', '.join(CENTRE_SOURCES)}")

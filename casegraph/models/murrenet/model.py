@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -135,8 +136,14 @@ class MurreNetModel(PatientFusionModel):
                  heads: int = 8, dropout: float = 0.25, sim_target: str = "as_written",
                  kl_normalisation: str = "softmax", diff_form: str = "exp_neg_kl",
                  epochs: int = 20, lr: float = 2e-4, weight_decay: float = 1e-5,
-                 **common: object) -> None:
-        super().__init__(epochs=epochs, lr=lr, weight_decay=weight_decay, **common)  # type: ignore[arg-type]
+                 n_bins: int = 4, grad_accum: int = 1,
+                 max_patches: int | None = None, seed: int = 0, nll_alpha: float = 0.0,
+                 bin_edges: npt.ArrayLike | None = None, device: str = "cpu",
+                 verbose: bool = False) -> None:
+        super().__init__(n_bins=n_bins, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                         grad_accum=grad_accum, max_patches=max_patches, seed=seed,
+                         nll_alpha=nll_alpha, bin_edges=bin_edges, device=device,
+                         verbose=verbose)
         if ablation not in ABLATIONS:
             raise ValueError(f"unknown ablation {ablation!r}; choose among: "
                              f"{', '.join(ABLATIONS)}")
