@@ -19,7 +19,7 @@ def demo_command(
     dim: int = typer.Option(256, help="Simulated feature dim."),
     signal: float = typer.Option(0.6, help="Simulator signal strength (0 = histology carries no genomic information)."),
     seed: int = typer.Option(0, help="Seed for the simulator and the models."),
-    epochs: int = typer.Option(20, help="Training epochs for the demo models."),
+    epochs: int = typer.Option(10, help="Training epochs for the demo models."),
 ) -> None:
     """Build a demo store from a real bundled cohort (scikit-survival breast cancer) with
     simulated WSI bags, then run the pipeline on it and print what each step produced."""

@@ -16,7 +16,90 @@ def run_demo(console: Console, root: Path, *, patches: int, dim: int, signal: fl
                   "expression probes, time to distant metastasis); WSI bags: [bold]simulated[/bold] "
                   f"({patches} patches x {dim}-d per slide, signal {signal})")
     step_ingest(console, store_dir, inputs, patches=patches, dim=dim, signal=signal, seed=seed)
-    console.print(f"\n[green]demo finished[/green]: store at {store_dir}")
+    step_train_baseline(console, store_dir, seed=seed, epochs=epochs)
+    version = step_train_msrl(console, store_dir, seed=seed, epochs=epochs)
+    step_graph(console, store_dir, version)
+    step_query(console, store_dir, inputs / "bags")
+    console.rule("done")
+    console.print(f"[green]demo finished[/green]: store at {store_dir}. Try:\n"
+                  f"  casegraph info --store {store_dir}\n"
+                  f"  casegraph query --store {store_dir} --patient {DEMO_QUERY_HINT}\n"
+                  f"  casegraph serve --store {store_dir}   (set CASEGRAPH_API_KEYS first)")
+
+
+DEMO_QUERY_HINT = "BC-000"
+# A smaller MSRL than the paper's defaults so the demo finishes in minutes on a laptop CPU.
+DEMO_MSRL_OPTIONS = {"dim": 128, "pretrain_steps": 30, "proj_dim": 64}
+
+
+def step_train_baseline(console: Console, store_dir: Path, *, seed: int, epochs: int) -> None:
+    """5-fold CV of the genomics-only SNN baseline on the stored folds."""
+    from casegraph.ingest.store import Store
+    from casegraph.models.cv import CVConfig, run_cv, stored_folds
+    from casegraph.models.data import CohortData
+    from casegraph.models.results import ResultStore
+
+    console.rule("2. train a baseline (SNN on genomics, 5-fold CV, last epoch reported)")
+    console.print("(the first torch import and model set-up take a few seconds)")
+    config = CVConfig(model="snn", cohort="demo", splits="mcat", seed=seed,
+                      options={"epochs": epochs})
+    with Store.open(store_dir) as store:
+        data = CohortData.from_store(store, "demo", group_set="demo")
+        results = ResultStore(store)
+        folds = run_cv(data, config, stored_folds(data, store, "mcat"), results=results)
+    c = [f.metrics.get("c_index", float("nan")) for f in folds]
+    console.print("per-fold Harrell's C: " + ", ".join(f"{x:.3f}" for x in c)
+                  + f"  (mean {sum(c) / len(c):.3f})")
+
+
+def step_train_msrl(console: Console, store_dir: Path, *, seed: int, epochs: int) -> str:
+    """MSRL on fold 0's training patients; fold 0's evaluation patients stay out of the buffer."""
+    from casegraph.ingest.store import Store
+    from casegraph.models.msrl.api import train_version
+
+    console.rule("3. train MSRL (graph structure learning + authentic-case buffer), fold 0")
+    with Store.open(store_dir) as store:
+        version = train_version(store, "demo", model="msrl", fold=0, group_set="demo",
+                                epochs=epochs, seed=seed, **DEMO_MSRL_OPTIONS)
+        buffer = store.model_buffer(version)
+        edges = len(store.model_neighbours(version))
+    console.print(f"model version {version}: buffer of {len(buffer)} authentic cases, "
+                  f"{edges} learned top-K neighbour edges stored")
+    return version
+
+
+def step_graph(console: Console, store_dir: Path, version: str) -> None:
+    """Sync the case graph (embedded unless CASEGRAPH_NEO4J_URI is set) and read it back."""
+    from casegraph.graph import open_graph_store
+    from casegraph.graph.sync import sync_graph
+    from casegraph.ingest.store import Store
+
+    with Store.open(store_dir) as store, open_graph_store(store) as graph:
+        console.rule(f"4. case graph ({graph.backend})")
+        report = sync_graph(store, graph)
+        console.print(f"synced {report.patients} patients, {report.slides} slides, "
+                      f"{report.edges} SIMILAR_TO edges")
+        patient = store.model_buffer(version)[0]
+        for n in graph.neighbours(patient, version, k=3):
+            outcome = "death" if n.event else "censored"
+            console.print(f"  ({patient})-[:SIMILAR_TO {{rank: {n.rank}, weight: {n.weight:.3f}}}]->"
+                          f"({n.patient_id}: {n.time:.1f} months, {outcome})")
+
+
+def step_query(console: Console, store_dir: Path, bags: Path) -> None:
+    """A WSI-only query with a held-out patient's slide files, as a new patient would come."""
+    from casegraph.ingest.store import Store
+    from casegraph.retrieval.query import QueryEngine, QueryOptions
+    from casegraph.retrieval.report import print_result
+
+    console.rule("5. WSI-only query: a held-out patient's slides, no genomics")
+    with Store.open(store_dir, read_only=True) as store:
+        held_out = store.splits("mcat")[0][1][0]
+        files = sorted(bags.glob(f"{held_out}-S*.h5"))
+        console.print(f"query: {[f.name for f in files]} (patient {held_out} is in fold 0's "
+                      "evaluation set, so it is not in MSRL's buffer)")
+        result = QueryEngine(store).query(files, None, QueryOptions(k=5))
+    print_result(result)
 
 
 def step_ingest(console: Console, store_dir: Path, inputs: Path, *, patches: int, dim: int,
