@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -29,7 +30,7 @@ def run_demo(console: Console, root: Path, *, patches: int, dim: int, signal: fl
 
 DEMO_QUERY_HINT = "BC-000"
 # A smaller MSRL than the paper's defaults so the demo finishes in minutes on a laptop CPU.
-DEMO_MSRL_OPTIONS = {"dim": 128, "pretrain_steps": 30, "proj_dim": 64}
+DEMO_MSRL_OPTIONS: dict[str, Any] = {"dim": 128, "pretrain_steps": 30, "proj_dim": 64}
 
 
 def step_train_baseline(console: Console, store_dir: Path, *, seed: int, epochs: int) -> None:
