@@ -12,6 +12,7 @@ import org.neo4j.configuration.connectors.HttpConnector;
 import org.neo4j.configuration.helpers.SocketAddress;
 import org.neo4j.dbms.api.DatabaseManagementService;
 import org.neo4j.dbms.api.DatabaseManagementServiceBuilder;
+import org.neo4j.graphdb.QueryExecutionException;
 import org.neo4j.io.ByteUnit;
 
 /**
@@ -59,19 +60,34 @@ public final class Server {
                 },
                 "casegraph-neo4j-shutdown"));
 
-    if (auth) {
-      // The parameterised command keeps the secret out of query logs and of this process's output.
-      dbms.database(GraphDatabaseSettings.SYSTEM_DATABASE_NAME)
-          .executeTransactionally(
-              "ALTER USER " + USER + " SET PASSWORD $password CHANGE NOT REQUIRED",
-              Map.of("password", password));
+    try {
+      if (auth) {
+        setPassword(dbms, password);
+      }
+      dbms.database(GraphDatabaseSettings.DEFAULT_DATABASE_NAME).executeTransactionally("RETURN 1");
+    } catch (RuntimeException e) {
+      System.err.println("casegraph-neo4j: start-up failed: " + e.getMessage());
+      System.exit(1); // the shutdown hook stops the database
     }
-    dbms.database(GraphDatabaseSettings.DEFAULT_DATABASE_NAME)
-        .executeTransactionally("RETURN 1");
     System.out.println(
         "casegraph-neo4j ready bolt://127.0.0.1:" + port + " auth=" + (auth ? "on" : "off"));
     System.out.flush();
     stopped.await();
+  }
+
+  private static void setPassword(DatabaseManagementService dbms, String password) {
+    // A parameter keeps the secret out of query logs and of this process's output.
+    try {
+      dbms.database(GraphDatabaseSettings.SYSTEM_DATABASE_NAME)
+          .executeTransactionally(
+              "ALTER USER " + USER + " SET PASSWORD $password CHANGE NOT REQUIRED",
+              Map.of("password", password));
+    } catch (QueryExecutionException e) {
+      if (e.getMessage() == null || !e.getMessage().contains("cannot be the same")) {
+        throw e;
+      }
+      // the stored password already is this one (a restart)
+    }
   }
 
   private static String readPassword(String fileOption) throws IOException {
