@@ -204,7 +204,7 @@ def _msrl_queries(train: CohortData, test: CohortData, k: int, n_candidates: int
     from casegraph.retrieval.index import IndexKey, LoadedIndex
     from casegraph.retrieval.query import QueryOptions, answer_wsi_only
 
-    model = _fit_msrl("msrl", train, test, options)
+    model = msrl_adapter.cache_reference_lookup(_fit_msrl("msrl", train, test, options))
     ref_ids, ref_vectors = msrl_adapter.reference_vectors(model)
     index = FlatIndex(ref_vectors.shape[1], use_gpu=False)
     index.add(ref_ids, ref_vectors)

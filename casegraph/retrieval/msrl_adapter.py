@@ -84,7 +84,30 @@ def load(store: Store, version: str) -> Any:
     cls = _model_class()
     if cls is None:
         raise InputError("MSRL is not available in this installation", column="method")
-    return cls.load_version(store, version)
+    return cache_reference_lookup(cls.load_version(store, version))
+
+
+def cache_reference_lookup(model: Any) -> Any:
+    """Give ``model`` an id -> row map of its reference patients, built once.
+
+    ``MSRLModel.reference_features`` rebuilds that map on every call, O(N) per query with
+    N references (~0.1 s CPU at 1,000,000); this instance-level replacement returns the
+    same rows. Call again after changing ``reference_ids_`` / ``reference_fused_``."""
+    ids = getattr(model, "reference_ids_", None)
+    feats = getattr(model, "reference_fused_", None)
+    if ids is None or feats is None or not hasattr(model, "reference_features"):
+        return model
+    pos = {p: i for i, p in enumerate(ids)}
+
+    def reference_features(patient_ids: list[str]) -> Any:
+        missing = [p for p in patient_ids if p not in pos]
+        if missing:
+            raise InputError(f"candidate patients unknown to this model version: "
+                             f"{missing[:5]}", fix="pass the version's reference patients")
+        return feats[[pos[p] for p in patient_ids]]
+
+    model.reference_features = reference_features
+    return model
 
 
 def embed(model: Any, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
