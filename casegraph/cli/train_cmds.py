@@ -62,6 +62,14 @@ def train(
     folds: str = typer.Option(None, "--folds", help="Only these folds, e.g. 0,1."),
     group_set: str = typer.Option("mcat", "--group-set", help="Gene-group set for genomics."),
     threads: int = typer.Option(None, "--threads", help="torch CPU threads."),
+    save_version: bool = typer.Option(False, "--save-version",
+                                      help="MSRL models: also fit on the training patients of "
+                                      "--version-fold and store the model version (weights, "
+                                      "buffer, top-K neighbours, embeddings)."),
+    version_fold: str = typer.Option("0", "--version-fold",
+                                     help="Fold whose training patients fit the saved version; "
+                                     "'all' uses every patient (none is then held out)."),
+    cv: bool = typer.Option(True, "--cv/--no-cv", help="Run the cross-validation."),
 ) -> None:
     """Cross-validate MODEL on COHORT; results go to the store (resumable: finished folds are
     skipped when the same configuration is run again)."""
@@ -108,6 +116,10 @@ def train(
                        "metrics below are OPTIMISTIC (not an honest estimate).")
         typer.echo(f"run {config.run_id()}: {model} on {cohort} ({len(data)} patients, "
                    f"{len(fold_map)} folds, splits={splits}, bins={bins}, select={select})")
+        if save_version:
+            _save_version(store, model, cohort, version_fold, options, group_set, seed)
+        if not cv:
+            return
         results = ResultStore(store)
         run_cv(data, config, fold_map, results=results,
                checkpoint_dir=out / "checkpoints" if out else None, log=typer.echo)
@@ -167,6 +179,21 @@ def evaluate(
                 p = km_plot(results.predictions(str(r.run_id)), km_dir / f"{r.run_id}_km.png",
                             f"{r.model} on {r.cohort}")
                 typer.echo(f"KM {r.run_id}: log-rank p = {p:.2e}")
+
+
+def _save_version(store: Any, model: str, cohort: str, version_fold: str,
+                  options: dict[str, Any], group_set: str, seed: int) -> None:
+    from casegraph.errors import InputError
+    from casegraph.models.msrl.api import train_version
+
+    if not model.startswith("msrl"):
+        raise InputError(f"--save-version stores MSRL model versions; {model!r} is not one",
+                         column="--save-version", fix="use --model msrl (or an msrl_* variant)")
+    fold = None if version_fold == "all" else int(version_fold)
+    version = train_version(store, cohort, model=model, fold=fold,
+                            **{"group_set": group_set, "seed": seed, **options})
+    typer.echo(f"stored model version {version} (buffer {len(store.model_buffer(version))} "
+               f"cases, {len(store.model_neighbours(version))} neighbour edges)")
 
 
 def register(app: typer.Typer) -> None:

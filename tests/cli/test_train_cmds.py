@@ -55,3 +55,21 @@ def test_train_input_errors(synth_store: Path) -> None:
     assert "has no option 'epochs'" in str(bad_option.exception)
     no_cohort = runner.invoke(app, [*base[:-1], "other", "--model", "snn"])
     assert "no patients" in str(no_cohort.exception)
+
+
+def test_train_save_version_stores_msrl(synth_store: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "--store", str(synth_store), "--model", "msrl",
+                                 "--cohort", "synth", "--save-version", "--no-cv", "--threads",
+                                 "1", "--option", "epochs=1", "--option", "pretrain_steps=2",
+                                 "--option", "dim=16", "--option", "proj_dim=8"])
+    assert result.exit_code == 0, result.output
+    assert "stored model version msrl-" in result.output
+    with Store.open(synth_store) as store:
+        version = store.latest_model_version("msrl")
+        assert version is not None
+        held_out = set(store.splits("mcat")[0][1])
+        assert store.model_buffer(version) and not held_out & set(store.model_buffer(version))
+    snn = runner.invoke(app, ["train", "--store", str(synth_store), "--model", "snn",
+                              "--cohort", "synth", "--save-version", "--no-cv"])
+    assert "is not one" in str(snn.exception)
