@@ -118,11 +118,8 @@ def step_ingest(console: Console, store_dir: Path, inputs: Path, *, patches: int
     console.rule("1. ingest")
     files = write_demo_cohort(inputs, seed=seed)
     table = read_mcat_table(files.table)
-    slides_of: dict[str, list[str]] = {p: [] for p in table.patient_ids}
-    for key, pid in table.slides:
-        slides_of[pid].append(key)
-    simulate_bags(table.genomics, table.patient_ids, [slides_of[p] for p in table.patient_ids],
-                  inputs / "bags", n_patches=patches, dim=dim, signal=signal, seed=seed)
+    simulate_bags(table.genomics, table.patient_ids, table.slide_lists(), inputs / "bags",
+                  n_patches=patches, dim=dim, signal=signal, seed=seed)
     request = IngestRequest(tables=[table], gene_groups=[read_gene_groups(files.signatures)],
                             split_sets=[read_split_dir(files.splits_dir)],
                             bag_dirs=[inputs / "bags"], encoder=f"simulator-{dim}d", seed=seed)

@@ -51,11 +51,8 @@ def _for_table(console, out: Path, table_path: Path, rna: Path | None, settings)
     from casegraph.ingest.tables import read_mcat_table, read_survpath
 
     table = read_survpath(table_path, rna) if rna is not None else read_mcat_table(table_path)
-    slides_of: dict[str, list[str]] = {p: [] for p in table.patient_ids}
-    for key, pid in table.slides:
-        slides_of[pid].append(key)
-    result = simulate_bags(table.genomics, table.patient_ids,
-                           [slides_of[p] for p in table.patient_ids], out, settings=settings)
+    result = simulate_bags(table.genomics, table.patient_ids, table.slide_lists(), out,
+                           settings=settings)
     console.print(f"wrote {len(result.paths)} simulated bags for {len(table.patient_ids)} "
                   f"patients of {table_path.name} to {out} ({settings.n_patches} x {settings.dim}, "
                   f"signal {settings.signal}, {table.genomics.shape[1]} genomic features, "

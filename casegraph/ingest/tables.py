@@ -47,6 +47,13 @@ class CohortTable:
     def n_patients(self) -> int:
         return len(self.patient_ids)
 
+    def slide_lists(self) -> list[list[str]]:
+        """Slide keys of each patient, in ``patient_ids`` order (what the simulator takes)."""
+        slides_of: dict[str, list[str]] = {p: [] for p in self.patient_ids}
+        for key, pid in self.slides:
+            slides_of[pid].append(key)
+        return [slides_of[p] for p in self.patient_ids]
+
 
 @dataclass(frozen=True)
 class ColumnMapping:

@@ -24,11 +24,8 @@ def test_real_cohort_ingest(shared_data: Path, tmp_path: Path, cohort: str) -> N
     path = shared_data / "tcga" / "porpoise" / f"tcga_{cohort}_all_clean.csv.zip"
     raw = pd.read_csv(path, low_memory=False)
     table = read_mcat_table(path)
-    slides_of: dict[str, list[str]] = {p: [] for p in table.patient_ids}
-    for key, pid in table.slides:
-        slides_of[pid].append(key)
-    simulate_bags(table.genomics, table.patient_ids, [slides_of[p] for p in table.patient_ids],
-                  tmp_path / "bags", n_patches=16, dim=8, seed=0)
+    simulate_bags(table.genomics, table.patient_ids, table.slide_lists(), tmp_path / "bags",
+                  n_patches=16, dim=8, seed=0)
     request = IngestRequest(
         tables=[table],
         gene_groups=[read_gene_groups(shared_data / "tcga" / "signatures" / "mcat_signatures.csv")],
