@@ -79,3 +79,23 @@ def write_to_store(store: Store, data: CohortData, cohort: str = "synth",
     ingest(store, IngestRequest(tables=[table], gene_groups=[groups],
                                 split_sets=[SplitSet("mcat", Path("splits"), folds)],
                                 bag_dirs=bag_dirs))
+
+
+def ingested_sim_store(tmp_path: Path, n_patients: int, n_patches: int, dim: int, seed: int,
+                       multi_slide: float) -> Store:
+    """A store holding a simulated cohort ("sim": table, "mcat" groups and splits, bags)."""
+    from casegraph.ingest.pipeline import IngestRequest, ingest
+    from casegraph.ingest.signatures import read_gene_groups
+    from casegraph.ingest.simulate import BagSettings, simulate_cohort
+    from casegraph.ingest.splits import read_split_dir
+    from casegraph.ingest.tables import read_mcat_table
+
+    sim = simulate_cohort(n_patients, tmp_path / "sim", n_genes=18, multi_slide=multi_slide,
+                          seed=seed, settings=BagSettings(n_patches=n_patches, dim=dim, seed=seed))
+    store = Store.open(tmp_path / "store")
+    ingest(store, IngestRequest(
+        tables=[read_mcat_table(sim.table_path, "sim")],
+        gene_groups=[read_gene_groups(sim.signatures_path, "mcat")],
+        split_sets=[read_split_dir(sim.splits_dir, "mcat")],
+        bag_dirs=[sim.bags_dir], encoder="simulator"))
+    return store

@@ -9,28 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from casegraph.ingest.pipeline import IngestRequest, ingest
-from casegraph.ingest.signatures import read_gene_groups
-from casegraph.ingest.simulate import BagSettings, simulate_cohort
-from casegraph.ingest.splits import read_split_dir
 from casegraph.ingest.store import Store
-from casegraph.ingest.tables import read_mcat_table
 from casegraph.models.ccl import CCLModel
 from casegraph.models.cv import CVConfig, run_cv, stored_folds
 from casegraph.models.data import CohortData
+from tests.models.synthetic import ingested_sim_store
 
 
 @pytest.fixture
 def sim_store(tmp_path: Path) -> Store:
-    sim = simulate_cohort(30, tmp_path / "sim", n_genes=18, multi_slide=0.3, seed=1,
-                          settings=BagSettings(n_patches=24, dim=8, seed=1))
-    store = Store.open(tmp_path / "store")
-    ingest(store, IngestRequest(
-        tables=[read_mcat_table(sim.table_path, "sim")],
-        gene_groups=[read_gene_groups(sim.signatures_path, "mcat")],
-        split_sets=[read_split_dir(sim.splits_dir, "mcat")],
-        bag_dirs=[sim.bags_dir], encoder="simulator"))
-    return store
+    return ingested_sim_store(tmp_path, 30, n_patches=24, dim=8, seed=1, multi_slide=0.3)
 
 
 def test_ccl_uses_the_stored_centres_of_an_ingested_store(sim_store: Store) -> None:

@@ -12,17 +12,13 @@ import torch
 from sksurv.metrics import concordance_index_censored
 
 from casegraph.errors import InputError
-from casegraph.ingest.pipeline import IngestRequest, ingest
-from casegraph.ingest.signatures import read_gene_groups
-from casegraph.ingest.simulate import BagSettings, simulate_cohort
-from casegraph.ingest.splits import read_split_dir
 from casegraph.ingest.store import Store
-from casegraph.ingest.tables import read_mcat_table
 from casegraph.models.data import CohortData
 from casegraph.models.msrl import MSRLModel
 from casegraph.models.msrl.artifacts import read_patient_embeddings
 from casegraph.models.registry import build_model
 from tests.models.fusion_data import planted_cohort
+from tests.models.synthetic import ingested_sim_store
 
 torch.set_num_threads(1)
 FAST = {"dim": 32, "proj_dim": 16, "batch_size": 16, "pretrain_steps": 10, "epochs": 3}
@@ -120,15 +116,7 @@ def test_unknown_option_and_overlap_are_input_errors(cohort: CohortData) -> None
 
 
 def _sim_store(tmp_path: Path) -> Store:
-    sim = simulate_cohort(36, tmp_path / "sim", n_genes=18, multi_slide=0.2, seed=3,
-                          settings=BagSettings(n_patches=40, dim=12, seed=3))
-    store = Store.open(tmp_path / "store")
-    ingest(store, IngestRequest(
-        tables=[read_mcat_table(sim.table_path, "sim")],
-        gene_groups=[read_gene_groups(sim.signatures_path, "mcat")],
-        split_sets=[read_split_dir(sim.splits_dir, "mcat")],
-        bag_dirs=[sim.bags_dir], encoder="simulator"))
-    return store
+    return ingested_sim_store(tmp_path, 36, n_patches=40, dim=12, seed=3, multi_slide=0.2)
 
 
 def test_save_and_load_version_round_trip(tmp_path: Path) -> None:
