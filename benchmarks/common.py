@@ -43,3 +43,19 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2, default=str))
     return path
+
+
+def cv_summary(fold_results: Any) -> dict[str, Any]:
+    """C-index mean/std/per fold, mean IBS and fold count of one run's fold-results frame."""
+    import numpy as np
+
+    c = fold_results["c_index"].to_numpy(dtype=float)
+    return {"c_index_mean": float(np.mean(c)), "c_index_std": float(np.std(c)),
+            "c_index_folds": c.tolist(), "ibs_mean": float(fold_results["ibs"].mean()),
+            "n_folds": len(c)}
+
+
+def print_cv_rows(title: str, rows: list[dict[str, Any]]) -> None:
+    print_table(title, ["config", "C-index", "IBS", "folds"],
+                [[r["name"], f"{r['c_index_mean']:.3f} ± {r['c_index_std']:.3f}",
+                  f"{r['ibs_mean']:.3f}", r["n_folds"]] for r in rows])

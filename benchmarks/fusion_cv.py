@@ -14,9 +14,7 @@ import argparse
 import time
 from typing import Any
 
-import numpy as np
-
-from benchmarks.common import print_table, write_json
+from benchmarks.common import cv_summary, print_cv_rows, write_json
 
 # CPU settings (documented in docs/results.md): the papers' 20 epochs and MurreNet's
 # d = 768 do not fit a shared 2-core CPU; MurreNet's step costs ~20x CCL's.
@@ -76,20 +74,14 @@ def main() -> None:
             started = time.perf_counter()
             fold_results = run_cv(data, config, folds, results=results,
                                   log=lambda m, n=name: print(f"[{n}] {m}", flush=True))
-            frame = results.fold_results(config.run_id())
-            c = frame["c_index"].to_numpy(dtype=float)
             rows.append({"name": name, "model": model, "options": options,
-                         "run_id": config.run_id(), "c_index_mean": float(np.mean(c)),
-                         "c_index_std": float(np.std(c)), "c_index_folds": c.tolist(),
-                         "ibs_mean": float(frame["ibs"].mean()), "n_folds": len(c),
+                         "run_id": config.run_id(),
+                         **cv_summary(results.fold_results(config.run_id())),
                          "seconds": time.perf_counter() - started,
                          "new_folds": len(fold_results)})
             print(f"[{name}] c-index {rows[-1]['c_index_mean']:.4f} ± "
                   f"{rows[-1]['c_index_std']:.4f}", flush=True)
-    print_table(f"5-fold CV on {args.cohort} (simulated bags)",
-                ["config", "C-index", "IBS", "folds"],
-                [[r["name"], f"{r['c_index_mean']:.3f} ± {r['c_index_std']:.3f}",
-                  f"{r['ibs_mean']:.3f}", r["n_folds"]] for r in rows])
+    print_cv_rows(f"5-fold CV on {args.cohort} (simulated bags)", rows)
     suffix = f"_{args.tag}" if args.tag else ("" if args.only is None else "_" + "_".join(names)[:60])
     write_json(f"fusion_cv_{args.cohort}{suffix}", {
         "store": args.store, "rows": rows, "murrenet_settings": MURRENET_CPU,

@@ -15,9 +15,7 @@ import argparse
 import time
 from typing import Any
 
-import numpy as np
-
-from benchmarks.common import print_table, write_json
+from benchmarks.common import cv_summary, print_cv_rows, write_json
 
 CCL_CPU = {"epochs": 10}
 MURRENET_CPU = {"dim": 64, "max_patches": 128, "epochs": 5}
@@ -67,20 +65,15 @@ def main() -> None:
                 print(f"[{n}] {message}", flush=True)
 
             run_cv(data, config, folds, results=results, log=log)
-            frame = results.fold_results(config.run_id())
-            c = frame["c_index"].to_numpy(dtype=float)
             rows.append({"name": name, "model": model, "options": options,
-                         "run_id": config.run_id(), "c_index_mean": float(np.mean(c)),
-                         "c_index_std": float(np.std(c)), "c_index_folds": c.tolist(),
-                         "ibs_mean": float(frame["ibs"].mean()), "n_folds": len(c),
+                         "run_id": config.run_id(),
+                         **cv_summary(results.fold_results(config.run_id())),
                          "seconds": time.perf_counter() - started})
             print(f"[{name}] c-index {rows[-1]['c_index_mean']:.4f} ± "
                   f"{rows[-1]['c_index_std']:.4f}", flush=True)
             write_json(f"fusion_synthetic_{args.tag}", {
                 "store": args.store, "note": args.note, "rows": rows})
-    print_table(f"5-fold CV on {args.cohort} ({args.tag})", ["config", "C-index", "IBS", "folds"],
-                [[r["name"], f"{r['c_index_mean']:.3f} ± {r['c_index_std']:.3f}",
-                  f"{r['ibs_mean']:.3f}", r["n_folds"]] for r in rows])
+    print_cv_rows(f"5-fold CV on {args.cohort} ({args.tag})", rows)
 
 
 if __name__ == "__main__":
