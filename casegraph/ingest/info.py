@@ -78,8 +78,8 @@ def _modalities(store: Store, cohort: str) -> dict[str, int]:
     _, names, present = store.genomic_matrix(ids)
     if not names:
         return {}
-    modality_of = dict(zip(store.feature_table()["name"], store.feature_table()["modality"],
-                           strict=True))
+    features = store.feature_table()
+    modality_of = dict(zip(features["name"], features["modality"], strict=True))
     out: dict[str, int] = {}
     for modality in ("rna", "cnv", "mut"):
         cols = [j for j, n in enumerate(names) if modality_of[n] == modality]
