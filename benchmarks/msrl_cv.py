@@ -1,12 +1,15 @@
-"""MSRL variants vs baselines with the MCAT 5-fold splits on stores of real TCGA genomics +
-simulated bags, at two simulator signal strengths; one process, stores opened read-only.
+"""MSRL variants, ablations and baselines under 5-fold CV on stores of real TCGA genomics +
+simulated bags (or synthetic cohorts), at several simulator signal strengths; stores are
+opened read-only, so several runs may share them.
 
-    .venv/bin/python benchmarks/msrl_cv.py --store 0.5=/path/store_s0.5 --store 0.0=/path/s0 \\
-        --cohort blca --models msrl,msrl_h,msrl_multi,snn --folds 0,1,2,3,4 \\
-        --option pretrain_steps=50 --option epochs=15
+    .venv/bin/python benchmarks/msrl_cv.py --store 0.5=/path/store_s05 --store 0.0=/path/s00 \\
+        --cohort blca --configs msrl,msrl_h,msrl_multi,snn,abmil-mean,late_fusion-mean \\
+        --folds 0,1,2,3,4 --option pretrain_steps=50 --option epochs=10 --out results.json
 
-Folds run fold-major (every model and signal on fold 0, then fold 1, ...) so a cut-short run
-still compares like with like; each finished fold is appended to the JSON at once.
+``--configs`` takes names of :data:`CONFIGS` (a model + its options); ``--option`` applies
+to every MSRL configuration. Folds run fold-major (every configuration and signal on fold
+0, then fold 1, ...) so a cut-short run still compares like with like; each finished fold
+is appended to the JSON at once and a re-run skips what is there (the job resumes).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +28,26 @@ from casegraph.ingest.store import Store
 from casegraph.models.cv import stored_folds
 from casegraph.models.data import CohortData
 from casegraph.models.evaluate import evaluate_prediction
-from casegraph.models.registry import MODELS, build_model, load_model_modules
+from casegraph.models.registry import build_model, load_model_modules
 
 OUT = Path(__file__).parent / "results" / "msrl_cv.json"
+
+# label -> (registered model, its options); MSRL rows also get the --option values
+CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "snn": ("snn", {}),
+    "abmil": ("abmil", {}),
+    "abmil-mean": ("abmil", {"pooling": "mean"}),
+    "late_fusion-mean": ("late_fusion", {"pooling": "mean"}),
+    "msrl": ("msrl", {}),
+    "msrl_h": ("msrl_h", {}),
+    "msrl_multi": ("msrl_multi", {}),
+    "msrl_knn_cosine": ("msrl_knn_cosine", {}),
+    "msrl_knn_euclidean": ("msrl_knn_euclidean", {}),
+    "msrl_random_gsl": ("msrl_random_gsl", {}),
+    "msrl_online_buffer": ("msrl_online_buffer", {}),
+    **{f"msrl_buffer{round(100 * f)}": ("msrl", {"buffer_fraction": f})
+       for f in (0.0, 0.25, 0.5, 0.75)},
+}
 
 
 def _options(pairs: list[str]) -> dict[str, Any]:
@@ -40,12 +61,21 @@ def _options(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def _config(label: str, msrl_options: dict[str, Any], fold: int) -> tuple[str, dict[str, Any]]:
+    if label not in CONFIGS:
+        raise SystemExit(f"unknown configuration {label!r}; choose among: {', '.join(CONFIGS)}")
+    model, options = CONFIGS[label]
+    options = {**(msrl_options if model.startswith("msrl") else {}), **options}
+    options.setdefault("seed", fold)
+    return model, options
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", action="append", required=True, help="SIGNAL=DIR")
     parser.add_argument("--cohort", default="blca")
     parser.add_argument("--group-set", default="mcat")
-    parser.add_argument("--models", default="msrl,msrl_h,msrl_multi,snn")
+    parser.add_argument("--configs", default="msrl,msrl_h,msrl_multi,snn")
     parser.add_argument("--folds", default="0,1,2,3,4")
     parser.add_argument("--option", action="append", default=[],
                         help="KEY=VALUE for the MSRL models (JSON value)")
@@ -54,50 +84,46 @@ def main() -> None:
     torch.set_num_threads(1)
     load_model_modules()
     msrl_options = _options(args.option)
-    datasets = {}
-    for spec in args.store:
-        signal, _, path = spec.partition("=")
-        with Store.open(path, read_only=True) as store:
+    with ExitStack() as stack:  # stores stay open: bag models read summaries lazily
+        datasets = {}
+        for spec in args.store:
+            signal, _, path = spec.partition("=")
+            store = stack.enter_context(Store.open(path, read_only=True))
             data = CohortData.from_store(store, args.cohort, group_set=args.group_set,
                                          require_slides=True)
             datasets[signal] = (data, stored_folds(data, store, "mcat"))
+        rows = run_folds(args, datasets, msrl_options)
+    summarise(rows)
+
+
+def run_folds(args: argparse.Namespace, datasets: dict[str, Any],
+              msrl_options: dict[str, Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = json.loads(args.out.read_text()) if args.out.exists() else []
     done = {(r["signal"], r["model"], r["fold"], r["cohort"]) for r in rows}
     for fold in [int(f) for f in args.folds.split(",")]:
         for signal, (data, folds) in datasets.items():
             train_idx, eval_idx = folds[fold]
             train, evaluation = data.subset(train_idx), data.subset(eval_idx)
-            for name in args.models.split(","):
-                if (signal, name, fold, args.cohort) in done:
+            for label in args.configs.split(","):
+                if (signal, label, fold, args.cohort) in done:
                     continue
-                options = dict(msrl_options) if name.startswith("msrl") else {}
-                if "seed" in _params(name):
-                    options.setdefault("seed", fold)
+                model_name, options = _config(label, msrl_options, fold)
                 start = time.perf_counter()
-                model = build_model(name, **options).fit(train)
+                model = build_model(model_name, **options).fit(train)
                 metrics = evaluate_prediction(model.predict(evaluation), train.target,
                                               evaluation.target)
-                row = {"cohort": args.cohort, "signal": signal, "model": name, "fold": fold,
+                row = {"cohort": args.cohort, "signal": signal, "model": label, "fold": fold,
                        "seconds": time.perf_counter() - start, "options": options,
                        **{k: float(v) for k, v in metrics.items()}}
                 rows.append(row)
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.write_text(json.dumps(rows, indent=1))
-                print(f"fold {fold} signal {signal} {name:<12} c_index {row['c_index']:.4f} "
-                      f"({row['seconds']:.0f} s)", flush=True)
-    _summary(rows)
+                print(f"{args.cohort} fold {fold} signal {signal} {label:<20} "
+                      f"c_index {row['c_index']:.4f} ({row['seconds']:.0f} s)", flush=True)
+    return rows
 
 
-def _params(name: str) -> set[str]:
-    import inspect
-
-    params = inspect.signature(MODELS.get(name)).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return {"seed"}
-    return set(params)
-
-
-def _summary(rows: list[dict[str, Any]]) -> None:
+def summarise(rows: list[dict[str, Any]]) -> None:
     keys = sorted({(r["cohort"], r["signal"], r["model"]) for r in rows})
     print("| cohort | signal | model | C-index (mean ± sd) | folds |")
     print("|---|---|---|---|---|")
