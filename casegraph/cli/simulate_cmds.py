@@ -23,6 +23,8 @@ def simulate_command(
     signal: float = typer.Option(0.5, min=0.0, max=1.0, help="Signal strength: 0 = histology carries no genomic information, 1 = the phenotype mix is a function of genomics."),
     phenotypes: int = typer.Option(8, "--phenotypes", min=1, help="Number of tissue-phenotype prototypes."),
     patch_spread: float = typer.Option(0.0, min=0.0, max=0.95, help="Vary patches per slide uniformly within +-this fraction."),
+    genomic_map: str = typer.Option("random", "--genomic-map", help="Genomics -> phenotype map: 'random' (fixed random directions) or 'pca' (the cohort's leading genomic principal axes)."),
+    histology_risk: float = typer.Option(0.0, "--histology-risk", min=0.0, max=1.0, help="--synthetic: share of the survival-risk variance carried by a histology-only latent (phenotype 1), not by genomics."),
     seed: int = typer.Option(0, help="Seed (same seed, same files)."),
 ) -> None:
     """Write simulated CLAM .h5 bags (features N x D float32, coords N x 2), named
@@ -36,11 +38,15 @@ def simulate_command(
         raise InputError("give exactly one of --table and --synthetic",
                          fix="`casegraph simulate --table T.csv.zip --out DIR` or "
                          "`casegraph simulate --synthetic 200 --out DIR`")
+    if table is not None and histology_risk > 0:
+        raise InputError("--histology-risk plants survival information in a synthetic cohort; "
+                         "a real table's survival is what it is",
+                         fix="use --histology-risk with --synthetic N")
     settings = BagSettings(n_patches=patches, dim=dim, signal=signal, n_phenotypes=phenotypes,
-                           seed=seed, patch_spread=patch_spread)
+                           seed=seed, patch_spread=patch_spread, genomic_map=genomic_map)
     console = Console()
     if synthetic is not None:
-        _synthetic(console, out, synthetic, genes, censoring, settings)
+        _synthetic(console, out, synthetic, genes, censoring, settings, histology_risk)
     else:
         assert table is not None
         _for_table(console, out, table, rna, settings)
@@ -55,15 +61,16 @@ def _for_table(console, out: Path, table_path: Path, rna: Path | None, settings)
                            settings=settings)
     console.print(f"wrote {len(result.paths)} simulated bags for {len(table.patient_ids)} "
                   f"patients of {table_path.name} to {out} ({settings.n_patches} x {settings.dim}, "
-                  f"signal {settings.signal}, {table.genomics.shape[1]} genomic features, "
-                  f"seed {settings.seed})")
+                  f"signal {settings.signal}, {settings.genomic_map} genomic map, "
+                  f"{table.genomics.shape[1]} genomic features, seed {settings.seed})")
 
 
-def _synthetic(console, out: Path, n: int, genes: int, censoring: float, settings) -> None:  # type: ignore[no-untyped-def]
+def _synthetic(console, out: Path, n: int, genes: int, censoring: float, settings,  # type: ignore[no-untyped-def]
+               histology_risk: float) -> None:
     from casegraph.ingest.simulate import simulate_cohort
 
     cohort = simulate_cohort(n, out, n_genes=genes, settings=settings, censoring=censoring,
-                             seed=settings.seed)
+                             seed=settings.seed, histology_risk=histology_risk)
     console.print(f"wrote a synthetic cohort of {n} patients ({cohort.n_slides} slides) to {out}:")
     for label, path in (("table", cohort.table_path), ("signatures", cohort.signatures_path),
                         ("splits", cohort.splits_dir), ("bags", cohort.bags_dir)):

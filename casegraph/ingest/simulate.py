@@ -7,7 +7,9 @@ These are *not* real histology features. The generative model (docs/simulator.md
 - A patient's phenotype logits mix a genomic part and an independent part::
 
       x_i = clip(standardise(g_i), -8, 8)       (genomic columns standardised over the cohort)
-      a_i = standardise(x_i @ W)                (W: fixed random F x P map, seeded)
+      a_i = standardise(x_i @ W)                (W: F x P map, ``genomic_map``: "random"
+                                                 = fixed random, seeded; "pca" = the leading
+                                                 principal axes of x)
       b_i ~ N(0, I_P)                           (independent of genomics)
       logits_i = mix_scale * (sqrt(signal) a_i + sqrt(1 - signal) b_i)
       pi_i = softmax(logits_i)
@@ -17,6 +19,10 @@ These are *not* real histology features. The generative model (docs/simulator.md
 - A slide: a shift ``s ~ N(0, slide_shift^2 I_D)``; each patch picks a phenotype
   ``z ~ Categorical(pi_i)`` and is ``mu_z + s + noise_scale * N(0, I_D)`` (float32), on a
   random grid of 256-px patch coordinates.
+
+Synthetic cohorts (:func:`simulate_cohort`) add survival from a known genomic risk and,
+with ``histology_risk`` W > 0, a histology-only share W of the risk: h = the standardised
+phenotype-1 draw b_i[1], risk ~ standardise(sqrt(1-W) genomic + sqrt(W) h).
 
 Randomness is keyed by (seed, what, id): the map and prototypes by the seed, a patient's
 independent logits by its id, a slide's patches by the slide id, so a slide's bag does
@@ -28,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from casegraph.ingest.bags import slide_key
+from casegraph.registry import Registry
 from casegraph.runtime import progress
 
 PATCH_PX = 256
@@ -58,6 +65,7 @@ class BagSettings:
     noise_scale: float = 1.0
     slide_shift: float = 0.1
     patch_spread: float = 0.0  # slide sizes uniform in n_patches * [1 - spread, 1 + spread]
+    genomic_map: str = "random"  # the genomics -> phenotype map: a name in GENOMIC_MAPS
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.signal <= 1.0:
@@ -66,6 +74,7 @@ class BagSettings:
             raise ValueError("n_patches, dim and n_phenotypes must be >= 1")
         if not 0.0 <= self.patch_spread < 1.0:
             raise ValueError(f"patch_spread must be in [0, 1), got {self.patch_spread}")
+        GENOMIC_MAPS.get(self.genomic_map)  # unknown name: "choose among" error
 
 
 @dataclass
@@ -90,6 +99,53 @@ def phenotype_map(n_features: int, n_phenotypes: int, seed: int) -> npt.NDArray[
     return _rng(seed, _TAG_MAP).standard_normal((n_features, n_phenotypes)) / np.sqrt(
         max(n_features, 1)
     )
+
+
+def pca_phenotype_map(x: npt.NDArray[np.float64], n_phenotypes: int,
+                      seed: int) -> npt.NDArray[np.float64]:
+    """W (F, P) whose columns are the leading principal axes of ``x`` (n, F), each with its
+    largest-|entry| component positive; columns beyond the rank of ``x`` come from the
+    random map of the seed."""
+    w = phenotype_map(x.shape[1], n_phenotypes, seed)
+    if x.shape[0] < 2 or x.shape[1] == 0:
+        return w
+    _, singular, vt = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
+    tol = singular[0] * max(x.shape) * np.finfo(np.float64).eps
+    k = min(int((singular > tol).sum()), n_phenotypes)
+    axes = vt[:k].T
+    signs = np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(k)])
+    w[:, :k] = axes * signs
+    return w
+
+
+GENOMIC_MAPS: Registry[Callable[[npt.NDArray[np.float64], int, int], npt.NDArray[np.float64]]]
+GENOMIC_MAPS = Registry("genomic map")
+GENOMIC_MAPS.add("random", lambda x, n_phenotypes, seed: phenotype_map(x.shape[1], n_phenotypes,
+                                                                        seed))
+GENOMIC_MAPS.add("pca", pca_phenotype_map)
+
+
+def genomic_features(genomics: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """x: genomic columns standardised over the cohort (NaN -> 0) and clipped to +-CLIP_Z,
+    so raw outliers do not dominate the map."""
+    return np.clip(standardise_columns(genomics), -CLIP_Z, CLIP_Z)
+
+
+def cohort_phenotype_map(genomics: npt.ArrayLike, settings: BagSettings
+                         ) -> npt.NDArray[np.float64]:
+    """The settings' genomics -> phenotype-logit map W (F, P) for this cohort's genomics."""
+    x = genomic_features(np.asarray(genomics, dtype=np.float64))
+    return GENOMIC_MAPS.get(settings.genomic_map)(x, settings.n_phenotypes, settings.seed)
+
+
+def independent_logits(patient_ids: Sequence[str], settings: BagSettings
+                       ) -> npt.NDArray[np.float64]:
+    """b (n, P): each patient's genomics-independent logit draw, keyed by its id."""
+    p = settings.n_phenotypes
+    if not len(patient_ids):
+        return np.zeros((0, p))
+    return np.stack([_rng(settings.seed, _TAG_PATIENT, pid).standard_normal(p)
+                     for pid in patient_ids])
 
 
 def prototypes(settings: BagSettings) -> npt.NDArray[np.float32]:
@@ -122,14 +178,12 @@ def phenotype_mix(
     n, p = len(patient_ids), settings.n_phenotypes
     if g.ndim != 2 or g.shape[0] != n:
         raise ValueError(f"genomics must be (n_patients={n}, F), got {g.shape}")
-    w = phenotype_map(g.shape[1], p, settings.seed) if phenotype_map_ is None else phenotype_map_
+    w = cohort_phenotype_map(g, settings) if phenotype_map_ is None else phenotype_map_
     if w.shape != (g.shape[1], p):
         raise ValueError(f"phenotype map must be ({g.shape[1]}, {p}), got {w.shape}")
-    # columns standardised (NaN -> 0) and clipped so raw outliers do not dominate the map
-    g = np.clip(standardise_columns(g), -CLIP_Z, CLIP_Z)
+    g = genomic_features(g)
     genomic = standardise_columns(g @ w) if g.shape[1] else np.zeros((n, p))
-    independent = np.stack([_rng(settings.seed, _TAG_PATIENT, pid).standard_normal(p)
-                            for pid in patient_ids]) if n else np.zeros((0, p))
+    independent = independent_logits(patient_ids, settings)
     logits = settings.mix_scale * (np.sqrt(settings.signal) * genomic
                                    + np.sqrt(1.0 - settings.signal) * independent)
     logits -= logits.max(axis=1, keepdims=True) if n else 0.0
@@ -178,9 +232,14 @@ def write_clam_h5(path: Path, features: npt.NDArray[np.float32],
 
 
 def provenance_attrs(settings: BagSettings) -> dict[str, object]:
-    """HDF5 attributes that mark a file as simulated (retrieval reports it as such)."""
-    return {"generator": GENERATOR, "simulated": True, "signal": settings.signal,
-            "seed": settings.seed, "n_phenotypes": settings.n_phenotypes}
+    """HDF5 attributes that mark a file as simulated (retrieval reports it as such);
+    ``genomic_map`` only when it is not the default "random" (older files stay identical)."""
+    attrs: dict[str, object] = {"generator": GENERATOR, "simulated": True,
+                                "signal": settings.signal, "seed": settings.seed,
+                                "n_phenotypes": settings.n_phenotypes}
+    if settings.genomic_map != "random":
+        attrs["genomic_map"] = settings.genomic_map
+    return attrs
 
 
 def simulate_bags(
@@ -249,6 +308,7 @@ class SyntheticCohort:
     bags_dir: Path  # <slide_id>.h5
     risk: dict[str, float]  # case_id -> true log-hazard
     n_slides: int
+    histology_latent: dict[str, float]  # case_id -> h (standardised phenotype-1 draw b_i[1])
 
 
 def synthetic_genomics(
@@ -271,17 +331,38 @@ def synthetic_genomics(
     return {"rnaseq": np.round(rna, 4), "cnv": cnv, "mut": mut}
 
 
-def true_risk(modalities: dict[str, npt.NDArray[np.float64]], risk_scale: float = 1.0
+def true_risk(modalities: dict[str, npt.NDArray[np.float64]], risk_scale: float = 1.0, *,
+              histology: npt.NDArray[np.float64] | None = None, histology_risk: float = 0.0,
               ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """(risk (n,), beta over the concatenated standardised features) of RISK_DRIVERS."""
+    """(risk (n,), beta over the concatenated standardised features) of RISK_DRIVERS.
+
+    With ``histology_risk`` W > 0, ``histology`` h (n,) (standardised) takes the share W of
+    the risk variance: risk = risk_scale * standardise(sqrt(1-W) genomic + sqrt(W) h)."""
     blocks = [standardise_columns(modalities[m]) for m in ("rnaseq", "cnv", "mut")]
     offsets = dict(zip(("rnaseq", "cnv", "mut"),
                        np.cumsum([0] + [b.shape[1] for b in blocks[:-1]]), strict=True))
     beta = np.zeros(sum(b.shape[1] for b in blocks))
     for modality, gene, weight in RISK_DRIVERS:
         beta[offsets[modality] + gene] = weight
-    risk = risk_scale * standardise_columns((np.hstack(blocks) @ beta)[:, None])[:, 0]
-    return risk, beta
+    score = standardise_columns((np.hstack(blocks) @ beta)[:, None])[:, 0]
+    if histology_risk > 0:
+        if histology is None:
+            raise ValueError("histology_risk > 0 needs the histology latent h")
+        score = standardise_columns((np.sqrt(1.0 - histology_risk) * score
+                                     + np.sqrt(histology_risk) * histology)[:, None])[:, 0]
+    return risk_scale * score, beta
+
+
+def check_histology_risk(histology_risk: float, settings: BagSettings) -> None:
+    """Refuse a ``histology_risk`` that is out of [0, 1] or that the bags cannot show."""
+    if not 0.0 <= histology_risk <= 1.0:
+        raise ValueError(f"histology_risk must be in [0, 1], got {histology_risk}")
+    if histology_risk > 0 and settings.n_phenotypes < 2:
+        raise ValueError("histology_risk > 0 plants survival in phenotype 1: it needs "
+                         f"n_phenotypes >= 2, got {settings.n_phenotypes}")
+    if histology_risk > 0 and settings.signal >= 1.0:
+        raise ValueError("histology_risk > 0 is invisible in the bags at signal = 1 "
+                         "(phenotype 1's logit is then purely genomic); use signal < 1")
 
 
 def survival_times(
@@ -314,24 +395,34 @@ def simulate_cohort(
     n_folds: int = 5,
     risk_scale: float = 1.0,
     seed: int = 0,
+    histology_risk: float = 0.0,
 ) -> SyntheticCohort:
     """A fully synthetic cohort under ``out_dir``: table, signatures, splits and bags.
 
     Survival follows :func:`true_risk` (a sparse linear function of the genomics). The
     phenotype map's first column is the risk direction, so phenotype 0 is the
     "aggressive" phenotype and the bags carry survival information as ``signal`` grows.
+
+    ``histology_risk`` W in [0, 1] gives the share W of the risk variance to h, the
+    patient's standardised independent phenotype-1 logit draw (histology-only information;
+    visible in the bags in proportion to 1 - signal). The bags, splits and genomics do not
+    depend on W, so cohorts that differ only in W are paired; W = 0 is the plain model.
     """
     import pandas as pd
 
     settings = settings or BagSettings(seed=seed)
+    check_histology_risk(histology_risk, settings)
     rng = _rng(seed, 10)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     genes = [f"SIM{g:04d}" for g in range(n_genes)]
     modalities = synthetic_genomics(n_patients, n_genes, rng)
-    risk, beta = true_risk(modalities, risk_scale)
-    months, censorship = survival_times(risk, rng, censoring=censoring)
     case_ids = [f"SIM-{i:05d}" for i in range(n_patients)]
+    histology = (standardise_columns(independent_logits(case_ids, settings)[:, 1:2])[:, 0]
+                 if settings.n_phenotypes >= 2 else np.zeros(n_patients))
+    risk, beta = true_risk(modalities, risk_scale, histology=histology,
+                           histology_risk=histology_risk)
+    months, censorship = survival_times(risk, rng, censoring=censoring)
     n_slides = 1 + (rng.random(n_patients) < multi_slide) * rng.integers(1, 3, n_patients)
     slides = [[f"{c}-01Z-00-DX{j + 1}.svs" for j in range(k)] for c, k in zip(case_ids, n_slides, strict=True)]
 
@@ -354,13 +445,14 @@ def simulate_cohort(
     splits_dir = write_splits(case_ids, out / "splits", n_folds, rng)
 
     genomics = np.hstack([standardise_columns(modalities[m]) for m in ("rnaseq", "cnv", "mut")])
-    w = phenotype_map(genomics.shape[1], settings.n_phenotypes, settings.seed)
+    w = cohort_phenotype_map(genomics, settings)
     w[:, 0] = beta / np.linalg.norm(beta)
     simulate_bags(genomics, case_ids, slides, out / "bags", settings=settings, phenotype_map_=w)
     return SyntheticCohort(table_path=table_path, signatures_path=signatures_path,
                            splits_dir=splits_dir, bags_dir=out / "bags",
                            risk=dict(zip(case_ids, risk.tolist(), strict=True)),
-                           n_slides=int(n_slides.sum()))
+                           n_slides=int(n_slides.sum()),
+                           histology_latent=dict(zip(case_ids, histology.tolist(), strict=True)))
 
 
 def write_splits(case_ids: Sequence[str], out_dir: Path, n_folds: int,
