@@ -125,7 +125,7 @@ def test_buffer_is_fifo_and_refuses_evaluation_patients() -> None:
     assert len(empty) == 0
 
 
-@pytest.mark.parametrize(("n_buffer", "graph"), [(40, "learned"), (8, "learned"),
+@pytest.mark.parametrize(("n_buffer", "graph"), [(40, "learned"), (8, "learned"), (400, "learned"),
                                                  (40, "euclidean_knn"), (0, "learned")])
 def test_sparse_query_path_equals_dense_graph(n_buffer: int, graph: str) -> None:
     torch.manual_seed(0)

@@ -7,17 +7,19 @@ so a prediction never depends on which other patients are being scored.
 
 Large buffers: the buffer's own top-K lists are computed once (:class:`BufferGraph`); a
 query changes only the rows where it beats the K-th neighbour, so the graph is rebuilt in
-O(M K) sparse form and the GCN runs only on q's ``gcn_layers``-hop neighbourhood (with
-degrees from the whole graph), which gives q's output exactly.
+O(M K) sparse form and GCN layer i runs only on the nodes within ``gcn_layers - i`` hops of
+q (with degrees from the whole graph), which gives q's output exactly.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
-from torch_geometric.utils import coalesce, k_hop_subgraph
+from torch_geometric.utils import coalesce
 
 from casegraph.models.msrl.gsl import post_process
 from casegraph.models.msrl.nets import MSRLNetwork
@@ -97,18 +99,63 @@ def query_graph(net: MSRLNetwork, buf: BufferGraph, f_q: Tensor) -> QueryGraph:
 
 @torch.no_grad()
 def query_forward(net: MSRLNetwork, buf: BufferGraph, f_q: Tensor) -> tuple[Tensor, QueryGraph]:
-    """Z of the query (dim,) and the graph it was computed on."""
+    """Z of the query (dim,) and the graph it was computed on.
+
+    Layer i of the GCN is evaluated only on the nodes within ``L - i`` hops of the query
+    (the last layer on the query alone), which is all the query's output depends on.
+    """
     graph = query_graph(net, buf, f_q)
-    q = graph.n_nodes - 1
-    subset, sub_edges, mapping, mask = k_hop_subgraph(
-        q, net.config.gcn_layers, graph.edge_index, relabel_nodes=True, num_nodes=graph.n_nodes
-    )
-    x = torch.cat([buf.features, f_q[None, :]])[subset]
-    first = torch.cat([buf.first_layer, net.gcn_f.layers[0](f_q[None, :])])[subset]
-    adj = torch.sparse_coo_tensor(sub_edges, graph.weight[mask], (len(subset), len(subset)),
-                                  check_invariants=False)
-    z = net.gcn_f(x, adj.coalesce(), first=first)
-    return z[int(mapping[0])], graph
+    gcn = net.gcn_f
+    hops = hop_masks(graph.edge_index, graph.n_nodes - 1, len(gcn.layers), graph.n_nodes)
+    first_q = gcn.layers[0](f_q[None, :])
+
+    def first_rows(ids: Tensor) -> Tensor:  # x W_1 at the given node ids (the query is M)
+        is_query = ids == len(buf)
+        out = torch.empty(len(ids), first_q.shape[1])
+        out[~is_query] = buf.first_layer[ids[~is_query]]
+        out[is_query] = first_q[0]
+        return out
+
+    return _forward_towards_query(net, graph, hops, first_rows), graph
+
+
+def hop_masks(edge_index: Tensor, source: int, n_hops: int, n_nodes: int) -> list[Tensor]:
+    """masks[d] (n_nodes,) bool: the nodes within d hops of ``source`` (edges symmetric)."""
+    reach = torch.zeros(n_nodes, dtype=torch.bool)
+    reach[source] = True
+    masks = [reach]
+    for _ in range(n_hops):
+        reach = reach.clone()
+        reach[edge_index[1][masks[-1][edge_index[0]]]] = True
+        masks.append(reach)
+    return masks
+
+
+def _forward_towards_query(
+    net: MSRLNetwork, graph: QueryGraph, hops: list[Tensor], first_rows: Callable[[Tensor], Tensor]
+) -> Tensor:
+    """The fused GCN's output at the query, layer by layer on shrinking node sets."""
+    gcn = net.gcn_f
+    n_layers, n = len(gcn.layers), graph.n_nodes
+    src, dst = graph.edge_index
+    ids = hops[n_layers].nonzero().flatten()
+    pos = torch.full((n,), -1, dtype=torch.long)
+    pos[ids] = torch.arange(len(ids))
+    h = first_rows(ids)
+    for i, bias in enumerate(gcn.biases):
+        out_ids = hops[n_layers - 1 - i].nonzero().flatten()
+        out_pos = torch.full((n,), -1, dtype=torch.long)
+        out_pos[out_ids] = torch.arange(len(out_ids))
+        edges = hops[n_layers - 1 - i][src]
+        messages = graph.weight[edges, None] * h[pos[dst[edges]]]
+        x = torch.zeros(len(out_ids), h.shape[1]).index_add_(0, out_pos[src[edges]], messages)
+        x = x + bias
+        if i < n_layers - 1:
+            x = F.dropout(F.relu(x), gcn.dropout, gcn.training)
+            h, pos = gcn.layers[i + 1](x), out_pos
+        else:
+            h = x
+    return h[0]
 
 
 def query_neighbours(graph: QueryGraph, k: int) -> list[tuple[int, float]]:
