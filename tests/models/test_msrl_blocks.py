@@ -23,7 +23,12 @@ from casegraph.models.msrl.gsl import (
     raw_adjacency,
     topk_rows,
 )
-from casegraph.models.msrl.inference import BufferGraph, dense_query_forward, query_forward
+from casegraph.models.msrl.inference import (
+    BufferGraph,
+    dense_query_forward,
+    query_forward,
+    query_neighbours,
+)
 from casegraph.models.msrl.nets import MSRLNetwork
 
 torch.set_num_threads(1)
@@ -125,7 +130,7 @@ def test_buffer_is_fifo_and_refuses_evaluation_patients() -> None:
     assert len(empty) == 0
 
 
-@pytest.mark.parametrize(("n_buffer", "graph"), [(40, "learned"), (8, "learned"), (400, "learned"),
+@pytest.mark.parametrize(("n_buffer", "graph"), [(40, "learned"), (8, "learned"), (4, "learned"), (400, "learned"),
                                                  (40, "euclidean_knn"), (0, "learned")])
 def test_sparse_query_path_equals_dense_graph(n_buffer: int, graph: str) -> None:
     torch.manual_seed(0)
@@ -140,3 +145,17 @@ def test_sparse_query_path_equals_dense_graph(n_buffer: int, graph: str) -> None
         z_sparse, _ = query_forward(net, buf, f_q)
         z_dense = dense_query_forward(net, buffer, f_q)
         assert torch.allclose(z_sparse, z_dense, atol=1e-5)
+
+
+def test_query_answer_does_not_depend_on_buffer_order() -> None:
+    torch.manual_seed(1)
+    config = MSRLConfig(dim=8, k=4, pretrain_steps=0, proj_dim=4)
+    net = MSRLNetwork(config, bag_dim=6, group_sizes=[3, 2], n_out=4).eval()
+    buffer, f_q = torch.rand(60, net.f_dim), torch.rand(net.f_dim)
+    perm = torch.randperm(60)
+    z, graph = query_forward(net, BufferGraph.build(net, buffer), f_q)
+    z_perm, graph_perm = query_forward(net, BufferGraph.build(net, buffer[perm]), f_q)
+    assert torch.allclose(z, z_perm, atol=1e-5)
+    mine = {(int(j), round(w, 5)) for j, w in query_neighbours(graph, 4)}
+    theirs = {(int(perm[j]), round(w, 5)) for j, w in query_neighbours(graph_perm, 4)}
+    assert mine == theirs

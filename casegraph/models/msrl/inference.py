@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,7 @@ from torch_geometric.utils import coalesce
 
 from casegraph.models.msrl.gsl import post_process
 from casegraph.models.msrl.nets import MSRLNetwork
+from casegraph.models.msrl.patched import PatchedGraph, SymmetricGraph
 
 
 @dataclass
@@ -54,6 +56,16 @@ class BufferGraph:
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
+
+    @cached_property
+    def symmetric(self) -> SymmetricGraph:
+        """The buffer-only symmetric graph, built on first use (the fast query path)."""
+        return SymmetricGraph.from_topk(self.index, self.values)
+
+    @property
+    def rows_full(self) -> bool:
+        """Every row holds K neighbours (M > K): queries can patch the cached graph."""
+        return len(self) > 0 and self.index.shape[1] == self.k
 
 
 @dataclass
@@ -99,14 +111,14 @@ def query_graph(net: MSRLNetwork, buf: BufferGraph, f_q: Tensor) -> QueryGraph:
 
 @torch.no_grad()
 def query_forward(net: MSRLNetwork, buf: BufferGraph, f_q: Tensor) -> tuple[Tensor, QueryGraph]:
-    """Z of the query (dim,) and the graph it was computed on.
+    """Z of the query (dim,) and the query's own edges (:class:`QueryGraph`).
 
     Layer i of the GCN is evaluated only on the nodes within ``L - i`` hops of the query
-    (the last layer on the query alone), which is all the query's output depends on.
+    (the last layer on the query alone), which is all the query's output depends on. With
+    full buffer rows (M > K) the graph is a patch of the cached buffer graph; otherwise
+    (tiny buffers) it is rebuilt.
     """
-    graph = query_graph(net, buf, f_q)
     gcn = net.gcn_f
-    hops = hop_masks(graph.edge_index, graph.n_nodes - 1, len(gcn.layers), graph.n_nodes)
     first_q = gcn.layers[0](f_q[None, :])
 
     def first_rows(ids: Tensor) -> Tensor:  # x W_1 at the given node ids (the query is M)
@@ -116,40 +128,61 @@ def query_forward(net: MSRLNetwork, buf: BufferGraph, f_q: Tensor) -> tuple[Tens
         out[is_query] = first_q[0]
         return out
 
-    return _forward_towards_query(net, graph, hops, first_rows), graph
+    if buf.rows_full:
+        s_q = net.gsl_f.key_similarity(net.gsl_f.keys(f_q[None, :]), buf.keys)[0]
+        patched = PatchedGraph.build(buf.symmetric, buf.index, buf.values, s_q, buf.k)
+        edges_of = patched.edges_of
+    else:
+        full = query_graph(net, buf, f_q)
+
+        def edges_of(ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            rows = torch.zeros(full.n_nodes, dtype=torch.bool)
+            rows[ids] = True
+            mine = rows[full.edge_index[0]]
+            return full.edge_index[0][mine], full.edge_index[1][mine], full.weight[mine]
+
+    nodes, edges = _hop_edges(edges_of, len(buf), len(gcn.layers))
+    z = _forward_towards_query(net, nodes, edges, first_rows)
+    src, dst, weight = edges[0]
+    return z, QueryGraph(torch.stack([src, dst]), weight, len(buf) + 1)
 
 
-def hop_masks(edge_index: Tensor, source: int, n_hops: int, n_nodes: int) -> list[Tensor]:
-    """masks[d] (n_nodes,) bool: the nodes within d hops of ``source`` (edges symmetric)."""
-    reach = torch.zeros(n_nodes, dtype=torch.bool)
-    reach[source] = True
-    masks = [reach]
-    for _ in range(n_hops):
+EdgeList = tuple[Tensor, Tensor, Tensor]  # (src, dst, normalised weight)
+
+
+def _hop_edges(
+    edges_of: Callable[[Tensor], EdgeList], query: int, n_layers: int
+) -> tuple[list[Tensor], list[EdgeList]]:
+    """(nodes[d] = the nodes within d hops of the query for d = 0..L, edges[d] = the edges
+    of the rows nodes[d] for d = 0..L-1)."""
+    reach = torch.zeros(query + 1, dtype=torch.bool)
+    reach[query] = True
+    nodes, edges = [reach.nonzero().flatten()], []
+    for _ in range(n_layers):
+        edges.append(edges_of(nodes[-1]))
         reach = reach.clone()
-        reach[edge_index[1][masks[-1][edge_index[0]]]] = True
-        masks.append(reach)
-    return masks
+        reach[edges[-1][1]] = True
+        nodes.append(reach.nonzero().flatten())
+    return nodes, edges
 
 
 def _forward_towards_query(
-    net: MSRLNetwork, graph: QueryGraph, hops: list[Tensor], first_rows: Callable[[Tensor], Tensor]
+    net: MSRLNetwork, nodes: list[Tensor], edges: list[EdgeList],
+    first_rows: Callable[[Tensor], Tensor],
 ) -> Tensor:
-    """The fused GCN's output at the query, layer by layer on shrinking node sets."""
+    """The fused GCN's output at the query (node ``nodes[0]``): layer i runs on the rows
+    ``nodes[L - i]`` with their edges, reading the previous layer at ``nodes[L - i + 1]``."""
     gcn = net.gcn_f
-    n_layers, n = len(gcn.layers), graph.n_nodes
-    src, dst = graph.edge_index
-    ids = hops[n_layers].nonzero().flatten()
+    n_layers, n = len(gcn.layers), int(nodes[0][0]) + 1
     pos = torch.full((n,), -1, dtype=torch.long)
-    pos[ids] = torch.arange(len(ids))
-    h = first_rows(ids)
+    pos[nodes[n_layers]] = torch.arange(len(nodes[n_layers]))
+    h = first_rows(nodes[n_layers])
     for i, bias in enumerate(gcn.biases):
-        out_ids = hops[n_layers - 1 - i].nonzero().flatten()
+        out_ids, (src, dst, weight) = nodes[n_layers - 1 - i], edges[n_layers - 1 - i]
         out_pos = torch.full((n,), -1, dtype=torch.long)
         out_pos[out_ids] = torch.arange(len(out_ids))
-        edges = hops[n_layers - 1 - i][src]
-        messages = graph.weight[edges, None] * h[pos[dst[edges]]]
-        x = torch.zeros(len(out_ids), h.shape[1]).index_add_(0, out_pos[src[edges]], messages)
-        x = x + bias
+        messages = weight[:, None] * h[pos[dst]]
+        x = torch.zeros(len(out_ids), h.shape[1]).index_add_(0, out_pos[src], messages) + bias
         if i < n_layers - 1:
             x = F.dropout(F.relu(x), gcn.dropout, gcn.training)
             h, pos = gcn.layers[i + 1](x), out_pos
