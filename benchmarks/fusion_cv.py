@@ -72,8 +72,11 @@ def main() -> None:
             config = CVConfig(model=model, cohort=args.cohort, options=dict(options),
                               folds=args.folds)
             started = time.perf_counter()
-            fold_results = run_cv(data, config, folds, results=results,
-                                  log=lambda m, n=name: print(f"[{n}] {m}", flush=True))
+
+            def log(message: str, n: str = name) -> None:
+                print(f"[{n}] {message}", flush=True)
+
+            fold_results = run_cv(data, config, folds, results=results, log=log)
             rows.append({"name": name, "model": model, "options": options,
                          "run_id": config.run_id(),
                          **cv_summary(results.fold_results(config.run_id())),

@@ -16,16 +16,13 @@ import time
 from typing import Any
 
 from benchmarks.common import cv_summary, print_cv_rows, write_json
-
-CCL_CPU = {"epochs": 10}
-MURRENET_CPU = {"dim": 64, "max_patches": 128, "epochs": 5}
+from benchmarks.fusion_cv import CCL_CPU, MURRENET_CPU
+from benchmarks.fusion_cv import CONFIGS as FUSION_CV_CONFIGS
 
 CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
-    "snn": ("snn", {}),
+    **FUSION_CV_CONFIGS,  # baselines, MurreNet rows A-F, CCL and its ablations
     "abmil-mean": ("abmil", {"pooling": "mean"}),
-    "abmil": ("abmil", {}),
     "late_fusion-mean": ("late_fusion", {"pooling": "mean"}),
-    "late_fusion": ("late_fusion", {}),
     "ccl": ("ccl", CCL_CPU),
     "murrenet": ("murrenet", MURRENET_CPU),
 }
