@@ -261,8 +261,9 @@ def build_service_store(work: Path) -> tuple[Path, list[str]]:
 
     from casegraph.ingest.pipeline import IngestRequest, ingest
     from casegraph.ingest.signatures import read_gene_groups
-    from casegraph.ingest.simulate import BagSettings, simulate_cohort
+    from casegraph.ingest.simulate import BagSettings
     from casegraph.ingest.store import Store
+    from casegraph.ingest.synthetic import simulate_cohort
     from casegraph.ingest.tables import read_mcat_table
     from casegraph.models.data import CohortData
     from casegraph.models.msrl import MSRLModel

@@ -67,7 +67,7 @@ def _for_table(console, out: Path, table_path: Path, rna: Path | None, settings)
 
 def _synthetic(console, out: Path, n: int, genes: int, censoring: float, settings,  # type: ignore[no-untyped-def]
                histology_risk: float) -> None:
-    from casegraph.ingest.simulate import simulate_cohort
+    from casegraph.ingest.synthetic import simulate_cohort
 
     cohort = simulate_cohort(n, out, n_genes=genes, settings=settings, censoring=censoring,
                              seed=settings.seed, histology_risk=histology_risk)

@@ -17,9 +17,9 @@ from casegraph.ingest.simulate import (
     phenotype_mix,
     prototypes,
     simulate_bags,
-    simulate_cohort,
     standardise_columns,
 )
+from casegraph.ingest.synthetic import simulate_cohort
 
 SMALL = {"n_patches": 64, "dim": 16, "n_phenotypes": 4}
 

@@ -15,7 +15,6 @@ from casegraph.errors import UnknownNameError
 from casegraph.ingest.bags import read_bag
 from casegraph.ingest.simulate import (
     BagSettings,
-    SyntheticCohort,
     cohort_phenotype_map,
     genomic_features,
     pca_phenotype_map,
@@ -24,9 +23,9 @@ from casegraph.ingest.simulate import (
     prototypes,
     provenance_attrs,
     simulate_bags,
-    simulate_cohort,
     standardise_columns,
 )
+from casegraph.ingest.synthetic import SyntheticCohort, simulate_cohort
 from casegraph.models.metrics import harrell_c
 from casegraph.schema import SurvivalTarget
 

@@ -86,8 +86,9 @@ def ingested_sim_store(tmp_path: Path, n_patients: int, n_patches: int, dim: int
     """A store holding a simulated cohort ("sim": table, "mcat" groups and splits, bags)."""
     from casegraph.ingest.pipeline import IngestRequest, ingest
     from casegraph.ingest.signatures import read_gene_groups
-    from casegraph.ingest.simulate import BagSettings, simulate_cohort
+    from casegraph.ingest.simulate import BagSettings
     from casegraph.ingest.splits import read_split_dir
+    from casegraph.ingest.synthetic import simulate_cohort
     from casegraph.ingest.tables import read_mcat_table
 
     sim = simulate_cohort(n_patients, tmp_path / "sim", n_genes=18, multi_slide=multi_slide,
