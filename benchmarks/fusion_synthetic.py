@@ -25,6 +25,8 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "late_fusion-mean": ("late_fusion", {"pooling": "mean"}),
     "ccl": ("ccl", CCL_CPU),
     "murrenet": ("murrenet", MURRENET_CPU),
+    # the paper's 20 epochs, every patch of these 256-patch bags (still d = 64)
+    "murrenet-20ep": ("murrenet", {**MURRENET_CPU, "epochs": 20, "max_patches": 256}),
 }
 
 
