@@ -70,6 +70,10 @@ def train(
                                      help="Fold whose training patients fit the saved version; "
                                      "'all' uses every patient (none is then held out)."),
     cv: bool = typer.Option(True, "--cv/--no-cv", help="Run the cross-validation."),
+    stage: str = typer.Option("all", "--stage",
+                              help="MSRL models: all | pretrain (Stage 1 only, per fold, "
+                              "into the store's Stage-1 cache) | finetune (Stage 2 from "
+                              "that cache; fails if a fold's Stage 1 is missing)."),
 ) -> None:
     """Cross-validate MODEL on COHORT; results go to the store (resumable: finished folds are
     skipped when the same configuration is run again)."""
@@ -97,7 +101,15 @@ def train(
                       bins=bins, select=select, options=options,
                       folds=[int(f) for f in folds.split(",")] if folds else None)
     config.validate()
+    is_msrl = bool(getattr(factory, "uses_stage1_cache", False))
+    if stage != "all" and not is_msrl:
+        from casegraph.errors import InputError
+
+        raise InputError(f"--stage applies to MSRL models; {model!r} trains in one stage",
+                         column="--stage", fix="drop --stage, or use --model msrl")
     with Store.open(store_dir or default_store_path(), create=False) as store:
+        if is_msrl:  # runtime options: not part of the run id
+            options.update(stage1_cache=str(store.artifacts_dir / "msrl_stage1"), stage=stage)
         data = CohortData.from_store(store, cohort, group_set=group_set,
                                      require_slides=bool(getattr(factory, "uses_slides", False)))
         if len(data) == 0:
@@ -116,6 +128,11 @@ def train(
                        "metrics below are OPTIMISTIC (not an honest estimate).")
         typer.echo(f"run {config.run_id()}: {model} on {cohort} ({len(data)} patients, "
                    f"{len(fold_map)} folds, splits={splits}, bins={bins}, select={select})")
+        if stage == "pretrain":
+            from casegraph.models.msrl.api import pretrain_folds
+
+            pretrain_folds(data, config, fold_map, log=typer.echo)
+            return
         if save_version:
             _save_version(store, model, cohort, version_fold, options, group_set, seed)
         if not cv:

@@ -37,6 +37,10 @@ SPLIT_KINDS = ("mcat", "k-fold")
 Folds = dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]
 
 
+# model options that say how to run, not what to fit: they do not change a run's identity
+RUNTIME_OPTIONS = frozenset({"stage1_cache", "stage"})
+
+
 @dataclass
 class CVConfig:
     """Everything that defines a run (its hash is the run id)."""
@@ -62,6 +66,7 @@ class CVConfig:
 
     def run_id(self) -> str:
         payload = {k: v for k, v in asdict(self).items() if k != "folds"}
+        payload["options"] = {k: v for k, v in self.options.items() if k not in RUNTIME_OPTIONS}
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
         return f"{self.model}-{self.cohort}-{digest.hexdigest()[:10]}"
 
@@ -110,7 +115,7 @@ def check_no_leak(folds: Folds, patient_ids: list[str]) -> None:
                              f"and evaluation, e.g. {sorted(shared)[0]}")
 
 
-def _model_options(factory: Callable[..., SurvivalModel], config: CVConfig,
+def model_options(factory: Callable[..., SurvivalModel], config: CVConfig,
                    edges: npt.NDArray[np.float64] | None, fold: int) -> dict[str, Any]:
     """User options plus what the runner controls (seed, selection, bins), where accepted."""
     options = dict(config.options)
@@ -164,7 +169,7 @@ def run_cv(
             continue
         started = time.perf_counter()
         train, evaluation = data.subset(train_idx), data.subset(eval_idx)
-        model = factory(**_model_options(factory, config, edges, fold))
+        model = factory(**model_options(factory, config, edges, fold))
         model.fit(train, evaluation if config.select == "eval" else None)
         pred: Prediction = model.predict(evaluation)
         metrics = evaluate_prediction(pred, train.target, evaluation.target)

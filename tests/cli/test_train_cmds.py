@@ -73,3 +73,24 @@ def test_train_save_version_stores_msrl(synth_store: Path) -> None:
     snn = runner.invoke(app, ["train", "--store", str(synth_store), "--model", "snn",
                               "--cohort", "synth", "--save-version", "--no-cv"])
     assert "is not one" in str(snn.exception)
+
+
+def test_msrl_stages_pretrain_then_finetune(synth_store: Path) -> None:
+    runner = CliRunner()
+    base = ["train", "--store", str(synth_store), "--model", "msrl", "--cohort", "synth",
+            "--threads", "1", "--folds", "0,1", "--option", "epochs=1", "--option",
+            "pretrain_steps=2", "--option", "dim=16", "--option", "proj_dim=8"]
+    missing = runner.invoke(app, [*base, "--stage", "finetune"])
+    assert "--stage pretrain first" in str(missing.exception)
+    pretrained = runner.invoke(app, [*base, "--stage", "pretrain"])
+    assert pretrained.exit_code == 0, pretrained.output
+    assert pretrained.output.count("Stage 1 ready") == 2
+    assert len(list((synth_store / "artifacts" / "msrl_stage1").glob("stage1-*.pt"))) == 2
+    tuned = runner.invoke(app, [*base, "--stage", "finetune"])
+    assert tuned.exit_code == 0, tuned.output
+    assert "over 2 folds" in tuned.output
+    rerun = runner.invoke(app, base)  # --stage all: same run id, both folds already done
+    assert rerun.exit_code == 0 and rerun.output.count("skipped") == 2
+    snn = runner.invoke(app, ["train", "--store", str(synth_store), "--model", "snn",
+                              "--cohort", "synth", "--stage", "pretrain"])
+    assert "applies to MSRL models" in str(snn.exception)

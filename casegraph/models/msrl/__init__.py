@@ -30,6 +30,7 @@ def _factory(name: str, variant: str, preset: dict[str, Any]) -> Any:
         return model
 
     build.uses_slides = True  # type: ignore[attr-defined]  # the CLI loads slide-bearing patients
+    build.uses_stage1_cache = True  # type: ignore[attr-defined]  # the CLI offers --stage
     return build
 
 

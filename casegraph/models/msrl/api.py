@@ -8,13 +8,16 @@ slides when ``fold`` is None.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from casegraph.errors import InputError
 from casegraph.ingest.store import Store
+from casegraph.models.cv import CVConfig, Folds, model_options
 from casegraph.models.data import CohortData
 from casegraph.models.msrl.model import MSRLModel
-from casegraph.models.registry import build_model
+from casegraph.models.registry import MODELS, build_model
 
 
 def train_version(
@@ -46,3 +49,18 @@ def train_version(
         evaluation = data.select([p for p in eval_ids if p in known])
     msrl.fit(train, evaluation)
     return msrl.save_version(store, cohort)
+
+
+def pretrain_folds(data: CohortData, config: CVConfig, folds: Folds,
+                   log: Callable[[str], None] = lambda _msg: None) -> None:
+    """Stage 1 only, for every selected fold, into the Stage-1 cache (``stage1_cache`` in
+    ``config.options``); ``casegraph train --stage finetune`` then reuses them."""
+    factory = MODELS.get(config.model)
+    for fold, (train_idx, _) in sorted(folds.items()):
+        if config.folds is not None and fold not in config.folds:
+            continue
+        started = time.perf_counter()
+        model = factory(**{**model_options(factory, config, None, fold), "stage": "pretrain"})
+        model.fit(data.subset(train_idx))
+        steps = len(getattr(model, "pretrain_history_", []))
+        log(f"fold {fold}: Stage 1 ready ({steps} steps, {time.perf_counter() - started:.1f} s)")

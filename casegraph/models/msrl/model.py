@@ -9,6 +9,7 @@ options (see :class:`MSRLConfig`): ``graph``, ``pretrain_steps=0`` with a random
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from casegraph.models.msrl.inputs import (
 )
 from casegraph.models.msrl.nets import MSRLNetwork, WSIInput
 from casegraph.models.msrl.pretrain import pretrain
+from casegraph.models.msrl.stage1 import STAGES, Stage1Cache, stage1_key
 from casegraph.models.preprocess import GenomicsPreprocessor
 from casegraph.models.targets import bin_edges, discretize
 from casegraph.runtime import seed_everything
@@ -67,6 +69,14 @@ class MSRLModel:
         if select != "last":
             raise InputError(f"MSRL reports the last epoch; selection {select!r} is not offered",
                              column="--select", fix="use --select last")
+        # runtime options (not part of the model): where Stage-1 checkpoints live, and which
+        # stages fit() runs ("pretrain": Stage 1 only; "finetune": needs a checkpoint)
+        cache = options.pop("stage1_cache", None)
+        self.stage1_cache = None if cache is None else Stage1Cache(Path(cache))
+        self.stage = str(options.pop("stage", "all"))
+        if self.stage not in STAGES:
+            raise InputError(f"unknown MSRL stage {self.stage!r}; choose among: "
+                             + ", ".join(STAGES), column="--stage")
         self.name = variant
         self.config = MSRLConfig.from_options(**options)
 
@@ -95,7 +105,11 @@ class MSRLModel:
         self.bag_dim_, self.group_sizes_ = bag_dim, train.group_sizes
         n_out = c.n_bins if c.task == "survival" else len(self.classes_)
         net = MSRLNetwork(c, bag_dim, self.group_sizes_, n_out)
-        self.pretrain_history_ = pretrain(net, wsi, groups, c.seed) if c.pretrain_steps else []
+        self.pretrain_history_ = self._stage1(net, list(train.patient_ids), wsi, groups)
+        if self.stage == "pretrain":
+            self.net_ = net
+            return self
+        seed_everything(c.seed + 1)  # Stage 2 starts from the same RNG state, cached or not
         cases = TrainingCases(list(train.patient_ids), wsi, groups, labels, events)
         target, buffer, self.finetune_history_ = finetune(net, cases, forbidden, c.seed + 1)
         self.net_, self.target_ = net, target
@@ -103,6 +117,28 @@ class MSRLModel:
         self.reference_ids_ = list(train.patient_ids)
         self.reference_fused_ = target_fused(target, wsi, groups)
         return self
+
+    def _stage1(self, net: MSRLNetwork, patient_ids: list[str], wsi: WSIInput,
+                groups: list[Tensor] | None) -> list[float]:
+        """Stage 1 (self-supervised pre-training), loaded from the cache when there."""
+        c = self.config
+        if not c.pretrain_steps:
+            return []
+        cache = self.stage1_cache
+        key = stage1_key(c, patient_ids, wsi, groups) if cache is not None else ""
+        if cache is not None and (history := cache.load(key, net)) is not None:
+            return history
+        if self.stage == "finetune":
+            raise InputError(
+                "no Stage-1 checkpoint for these training patients and options"
+                + ("" if cache is None else f" in {cache.folder}"),
+                column="--stage",
+                fix="run the same command with --stage pretrain first (or --stage all)",
+            )
+        history = pretrain(net, wsi, groups, c.seed)
+        if cache is not None:
+            cache.save(key, net, history)
+        return history
 
     def _labels(self, train: CohortData) -> tuple[Tensor, Tensor]:
         c = self.config
