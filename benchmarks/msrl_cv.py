@@ -7,7 +7,8 @@ opened read-only, so several runs may share them.
         --folds 0,1,2,3,4 --option pretrain_steps=50 --option epochs=10 --out results.json
 
 ``--configs`` takes names of :data:`CONFIGS` (a model + its options); ``--option`` applies
-to every MSRL configuration. Folds run fold-major (every configuration and signal on fold
+to every MSRL configuration except where an ablation preset fixes that option
+(``msrl_random_gsl`` keeps ``pretrain_steps=0``). Folds run fold-major (every configuration and signal on fold
 0, then fold 1, ...) so a cut-short run still compares like with like; each finished fold
 is appended to the JSON at once and a re-run skips what is there (the job resumes).
 """
@@ -28,6 +29,7 @@ from casegraph.ingest.store import Store
 from casegraph.models.cv import stored_folds
 from casegraph.models.data import CohortData
 from casegraph.models.evaluate import evaluate_prediction
+from casegraph.models.msrl import ABLATIONS
 from casegraph.models.registry import build_model, load_model_modules
 
 OUT = Path(__file__).parent / "results" / "msrl_cv.json"
@@ -65,7 +67,8 @@ def _config(label: str, msrl_options: dict[str, Any], fold: int) -> tuple[str, d
     if label not in CONFIGS:
         raise SystemExit(f"unknown configuration {label!r}; choose among: {', '.join(CONFIGS)}")
     model, options = CONFIGS[label]
-    options = {**(msrl_options if model.startswith("msrl") else {}), **options}
+    shared = {k: v for k, v in msrl_options.items() if k not in ABLATIONS.get(model, {})}
+    options = {**(shared if model.startswith("msrl") else {}), **options}
     options.setdefault("seed", fold)
     return model, options
 

@@ -14,7 +14,7 @@ from sksurv.metrics import concordance_index_censored
 from casegraph.errors import InputError
 from casegraph.ingest.store import Store
 from casegraph.models.data import CohortData
-from casegraph.models.msrl import MSRLModel
+from casegraph.models.msrl import ABLATIONS, MSRLModel
 from casegraph.models.msrl.artifacts import read_patient_embeddings
 from casegraph.models.registry import build_model
 from tests.models.fusion_data import planted_cohort
@@ -163,3 +163,20 @@ def test_train_version_keeps_the_fold_out_of_the_buffer(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no fold 9"):
         train_version(store, "sim", fold=9, **FAST)
     store.close()
+
+
+@pytest.mark.parametrize("name", sorted(ABLATIONS))
+def test_ablation_presets_fit_with_their_setting(cohort: CohortData, name: str) -> None:
+    train, test = cohort.subset(range(30)), cohort.subset(range(30, 36))
+    options = {k: v for k, v in FAST.items() if k not in ABLATIONS[name]}
+    model = build_model(name, **options).fit(train, test)
+    assert isinstance(model, MSRLModel)
+    for key, value in ABLATIONS[name].items():
+        assert getattr(model.config, key) == value
+    assert np.isfinite(model.predict(test).risk).all()
+
+
+def test_ablation_preset_refuses_a_conflicting_option() -> None:
+    with pytest.raises(InputError, match="fixes pretrain_steps=0"):
+        build_model("msrl_random_gsl", pretrain_steps=5)
+    assert build_model("msrl_random_gsl", pretrain_steps=0).config.pretrain_steps == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from casegraph.errors import InputError
 from casegraph.models.msrl.config import MSRLConfig
 from casegraph.models.msrl.model import MSRLModel, WSIOnlyAnswer
 from casegraph.models.registry import MODELS
@@ -25,6 +26,12 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 
 def _factory(name: str, variant: str, preset: dict[str, Any]) -> Any:
     def build(**options: Any) -> MSRLModel:
+        clash = sorted(k for k in preset if k in options and options[k] != preset[k])
+        if clash:
+            fixed = ", ".join(f"{k}={preset[k]!r}" for k in clash)
+            raise InputError(f"{name} fixes {fixed}; it cannot be overridden",
+                             column="--option", fix=f"drop --option {clash[0]}=..., or use "
+                             f"msrl with the options you want")
         model = MSRLModel(variant, **{**preset, **options})
         model.name = name
         return model
