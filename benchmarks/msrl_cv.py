@@ -47,6 +47,7 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "msrl_knn_euclidean": ("msrl_knn_euclidean", {}),
     "msrl_random_gsl": ("msrl_random_gsl", {}),
     "msrl_online_buffer": ("msrl_online_buffer", {}),
+    "msrl_readout_z": ("msrl", {"readout": "z"}),  # prediction from the graph output alone
     **{f"msrl_buffer{round(100 * f)}": ("msrl", {"buffer_fraction": f})
        for f in (0.0, 0.25, 0.5, 0.75)},
 }
