@@ -56,6 +56,31 @@ def main() -> None:
         cells = [cell(results.get((cohort, signal, c), {}),
                       reference if c != args.versus else None) for c in configs]
         print(f"| {cohort} | {signal} | " + " | ".join(cells) + " |")
+    if args.versus:
+        print_pooled(results, configs, args.versus)
+
+
+def print_pooled(results: dict[tuple[str, str, str], dict[int, float]], configs: list[str],
+                 versus: str) -> None:
+    """Paired differences to ``versus`` pooled over every (cohort, fold), per signal:
+    mean ± standard error, and the folds won."""
+    print("\n| signal | " + " | ".join(f"{c} − {versus}" for c in configs if c != versus) + " |")
+    print("|---|" + "---|" * (len(configs) - 1))
+    for signal in sorted({s for _, s, _ in results}, key=lambda s: -float(s)):
+        cells = []
+        for config in (c for c in configs if c != versus):
+            diffs = [values[f] - ref[f]
+                     for (cohort, sig, name), values in results.items()
+                     if sig == signal and name == config
+                     and (ref := results.get((cohort, sig, versus)))
+                     for f in values if f in ref]
+            if not diffs:
+                cells.append("—")
+                continue
+            d = np.array(diffs)
+            se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+            cells.append(f"{d.mean():+.3f} ± {se:.3f} ({int((d > 0).sum())}/{len(d)})")
+        print(f"| {signal} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
