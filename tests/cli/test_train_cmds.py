@@ -91,6 +91,9 @@ def test_msrl_stages_pretrain_then_finetune(synth_store: Path) -> None:
     assert "over 2 folds" in tuned.output
     rerun = runner.invoke(app, base)  # --stage all: same run id, both folds already done
     assert rerun.exit_code == 0 and rerun.output.count("skipped") == 2
+    version = runner.invoke(app, [*base, "--stage", "finetune", "--save-version", "--no-cv"])
+    assert version.exit_code == 0, version.output  # reuses fold 0's Stage 1
+    assert "stored model version msrl-" in version.output
     snn = runner.invoke(app, ["train", "--store", str(synth_store), "--model", "snn",
                               "--cohort", "synth", "--stage", "pretrain"])
     assert "applies to MSRL models" in str(snn.exception)

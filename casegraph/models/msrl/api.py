@@ -43,10 +43,10 @@ def train_version(
         if fold not in folds:
             raise InputError(f"split set {split_set!r} has no fold {fold}", column="fold",
                              fix=f"folds: {sorted(folds) or 'none (ingest --splits)'}")
-        known = set(data.patient_ids)
-        train_ids, eval_ids = folds[fold]
-        train = data.select([p for p in train_ids if p in known])
-        evaluation = data.select([p for p in eval_ids if p in known])
+        train_ids, eval_ids = (set(ids) for ids in folds[fold])
+        # the store's patient order, as the CV runner uses: fold k's Stage-1 checkpoint fits
+        train = data.select([p for p in data.patient_ids if p in train_ids])
+        evaluation = data.select([p for p in data.patient_ids if p in eval_ids])
     msrl.fit(train, evaluation)
     return msrl.save_version(store, cohort)
 
