@@ -84,10 +84,14 @@ def main() -> None:
     parser.add_argument("--option", action="append", default=[],
                         help="KEY=VALUE for the MSRL models (JSON value)")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--stage1-cache", type=Path, default=None,
+                        help="share MSRL Stage-1 checkpoints here (Stage-2-only variants reuse)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     load_model_modules()
     msrl_options = _options(args.option)
+    if args.stage1_cache is not None:
+        msrl_options["stage1_cache"] = str(args.stage1_cache)
     with ExitStack() as stack:  # stores stay open: bag models read summaries lazily
         datasets = {}
         for spec in args.store:
@@ -116,8 +120,9 @@ def run_folds(args: argparse.Namespace, datasets: dict[str, Any],
                 model = build_model(model_name, **options).fit(train)
                 metrics = evaluate_prediction(model.predict(evaluation), train.target,
                                               evaluation.target)
+                kept = {k: v for k, v in options.items() if k != "stage1_cache"}
                 row = {"cohort": args.cohort, "signal": signal, "model": label, "fold": fold,
-                       "seconds": time.perf_counter() - start, "options": options,
+                       "seconds": time.perf_counter() - start, "options": kept,
                        **{k: float(v) for k, v in metrics.items()}}
                 rows.append(row)
                 args.out.parent.mkdir(parents=True, exist_ok=True)
