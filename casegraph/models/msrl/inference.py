@@ -5,10 +5,12 @@ dense post-processing would build it (top-K per row, self-loop, symmetrise, ReLU
 D^-1/2 A D^-1/2). Queries are answered independently (one buffer + one query per graph),
 so a prediction never depends on which other patients are being scored.
 
-Large buffers: the buffer's own top-K lists are computed once (:class:`BufferGraph`); a
-query changes only the rows where it beats the K-th neighbour, so the graph is rebuilt in
-O(M K) sparse form and GCN layer i runs only on the nodes within ``gcn_layers - i`` hops of
-q (with degrees from the whole graph), which gives q's output exactly.
+Large buffers: the buffer's own top-K lists and symmetric graph are computed once
+(:class:`BufferGraph`); a query changes only its own row and the rows where it beats the
+K-th neighbour, so it is answered on a patch of the cached graph
+(:mod:`casegraph.models.msrl.patched`), and GCN layer i runs only on the nodes within
+``gcn_layers - i`` hops of q (with degrees from the whole graph), which gives q's output
+exactly. :func:`query_graph` (the whole graph rebuilt, O(M K)) serves tiny buffers.
 """
 
 from __future__ import annotations
