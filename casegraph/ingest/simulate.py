@@ -134,7 +134,11 @@ def genomic_features(genomics: npt.ArrayLike) -> npt.NDArray[np.float64]:
 def cohort_phenotype_map(genomics: npt.ArrayLike, settings: BagSettings
                          ) -> npt.NDArray[np.float64]:
     """The settings' genomics -> phenotype-logit map W (F, P) for this cohort's genomics."""
-    x = genomic_features(np.asarray(genomics, dtype=np.float64))
+    return _map_of_features(genomic_features(np.asarray(genomics, dtype=np.float64)), settings)
+
+
+def _map_of_features(x: npt.NDArray[np.float64], settings: BagSettings
+                     ) -> npt.NDArray[np.float64]:
     return GENOMIC_MAPS.get(settings.genomic_map)(x, settings.n_phenotypes, settings.seed)
 
 
@@ -178,11 +182,11 @@ def phenotype_mix(
     n, p = len(patient_ids), settings.n_phenotypes
     if g.ndim != 2 or g.shape[0] != n:
         raise ValueError(f"genomics must be (n_patients={n}, F), got {g.shape}")
-    w = cohort_phenotype_map(g, settings) if phenotype_map_ is None else phenotype_map_
+    x = genomic_features(g)
+    w = _map_of_features(x, settings) if phenotype_map_ is None else phenotype_map_
     if w.shape != (g.shape[1], p):
         raise ValueError(f"phenotype map must be ({g.shape[1]}, {p}), got {w.shape}")
-    g = genomic_features(g)
-    genomic = standardise_columns(g @ w) if g.shape[1] else np.zeros((n, p))
+    genomic = standardise_columns(x @ w) if g.shape[1] else np.zeros((n, p))
     independent = independent_logits(patient_ids, settings)
     logits = settings.mix_scale * (np.sqrt(settings.signal) * genomic
                                    + np.sqrt(1.0 - settings.signal) * independent)
