@@ -59,3 +59,18 @@ def print_cv_rows(title: str, rows: list[dict[str, Any]]) -> None:
     print_table(title, ["config", "C-index", "IBS", "folds"],
                 [[r["name"], f"{r['c_index_mean']:.3f} ± {r['c_index_std']:.3f}",
                   f"{r['ibs_mean']:.3f}", r["n_folds"]] for r in rows])
+
+
+def mean_sd(values: Any) -> str:
+    """``mean ± sd`` of fold values, three decimals."""
+    import numpy as np
+
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def paired_delta(diff: Any) -> str:
+    """``Δ mean (wins/folds)`` of paired fold differences (wins = folds with diff > 0)."""
+    import numpy as np
+
+    d = np.asarray(diff, dtype=float)
+    return f"Δ {d.mean():+.3f} ({int((d > 0).sum())}/{len(d)})"

@@ -1,7 +1,7 @@
 """A markdown table from ``fusion_synthetic.py`` JSON files: C-index mean ± sd per
 configuration and cohort, with the paired fold difference to the better unimodal model.
 
-    .venv/bin/python benchmarks/fusion_tables.py W=0:benchmarks/results/fusion_synthetic_s05.json \\
+    .venv/bin/python -m benchmarks.fusion_tables W=0:benchmarks/results/fusion_synthetic_s05.json \\
         W=0.5:benchmarks/results/fusion_synthetic_w05.json --configs snn,abmil-mean,ccl
 """
 
@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.common import mean_sd, paired_delta
 
 UNIMODAL = ("snn", "abmil-mean", "abmil")
 
@@ -30,10 +32,9 @@ def column(results: dict[str, list[float]], configs: list[str]) -> list[str]:
         if not values:
             cells.append("—")
             continue
-        text = f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+        text = mean_sd(values)
         if best is not None and name not in UNIMODAL and len(values) == len(results[best]):
-            diff = np.array(values) - np.array(results[best])
-            text += f"; Δ {diff.mean():+.3f} ({int((diff > 0).sum())}/{len(diff)})"
+            text += "; " + paired_delta(np.array(values) - np.array(results[best]))
         elif name == best:
             text = f"**{text}** (best unimodal)"
         cells.append(text)

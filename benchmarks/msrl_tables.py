@@ -1,7 +1,7 @@
 """Markdown tables from ``msrl_cv.py`` JSON files: C-index mean ± sd per cohort, signal and
 configuration, and paired fold differences against a reference configuration.
 
-    .venv/bin/python benchmarks/msrl_tables.py benchmarks/results/msrl_grid_*.json \\
+    .venv/bin/python -m benchmarks.msrl_tables benchmarks/results/msrl_grid_*.json \\
         --configs msrl,msrl_h,msrl_multi,abmil-mean,snn,late_fusion-mean --versus abmil-mean
 """
 
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.common import mean_sd, paired_delta
 
 
 def load(paths: list[Path]) -> dict[tuple[str, str, str], dict[int, float]]:
@@ -29,14 +31,13 @@ def load(paths: list[Path]) -> dict[tuple[str, str, str], dict[int, float]]:
 def cell(values: dict[int, float], reference: dict[int, float] | None) -> str:
     if not values:
         return "—"
-    text = f"{np.mean(list(values.values())):.3f} ± {np.std(list(values.values())):.3f}"
+    text = mean_sd(list(values.values()))
     if len(values) < 5:
         text += f" ({len(values)} folds)"
     if reference:
         shared = sorted(set(values) & set(reference))
         if shared:
-            diff = np.array([values[f] - reference[f] for f in shared])
-            text += f"; Δ {diff.mean():+.3f} ({int((diff > 0).sum())}/{len(shared)})"
+            text += "; " + paired_delta([values[f] - reference[f] for f in shared])
     return text
 
 
