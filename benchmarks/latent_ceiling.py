@@ -23,25 +23,25 @@ from sksurv.linear_model import CoxPHSurvivalAnalysis
 
 from casegraph.config import shared_data_path
 from casegraph.ingest.simulate import BagSettings, phenotype_mix
+from casegraph.ingest.tables import read_mcat_table
 from casegraph.models.metrics import harrell_c
 from casegraph.schema import SurvivalTarget
 
 
 def fold_rows(cohort: str, signal: float, genomic_map: str, seed: int) -> list[dict[str, object]]:
     data = shared_data_path() / "tcga"
-    table = pd.read_csv(data / "porpoise" / f"tcga_{cohort}_all_clean.csv.zip",
-                        low_memory=False).drop_duplicates("case_id").reset_index(drop=True)
-    genomic = [c for c in table.columns if c.endswith(("_rnaseq", "_cnv", "_mut"))]
+    # the simulator's own reader, so the mixes are exactly those behind the bags
+    table = read_mcat_table(data / "porpoise" / f"tcga_{cohort}_all_clean.csv.zip")
     settings = BagSettings(signal=signal, genomic_map=genomic_map, seed=seed)
-    x = np.log(phenotype_mix(table[genomic].to_numpy(float), table.case_id.tolist(), settings))
-    event = (table.censorship == 0).to_numpy()
-    time = table.survival_months.to_numpy(float)
+    x = np.log(phenotype_mix(table.genomics, table.patient_ids, settings))
+    event, time = table.event, table.time
     y = np.array(list(zip(event, time, strict=True)), dtype=[("event", bool), ("time", float)])
+    ids = pd.Series(table.patient_ids)
     rows: list[dict[str, object]] = []
     for fold in range(5):
         split = pd.read_csv(data / "splits" / f"tcga_{cohort}" / f"splits_{fold}.csv")
-        train = table.case_id.isin(split.train.dropna()).to_numpy()
-        test = table.case_id.isin(split.val.dropna()).to_numpy()
+        train = ids.isin(split.train.dropna()).to_numpy()
+        test = ids.isin(split.val.dropna()).to_numpy()
         model = CoxPHSurvivalAnalysis(alpha=1.0).fit(x[train], y[train])
         target = SurvivalTarget.from_arrays(time=time[test], event=event[test])
         rows.append({"cohort": cohort, "signal": str(signal), "model": "latent-cox",
