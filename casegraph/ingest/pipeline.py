@@ -9,8 +9,6 @@ nothing at all.
 from __future__ import annotations
 
 import json
-import os
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ import pandas as pd
 
 from casegraph import __version__
 from casegraph.errors import InputError
+from casegraph.faults import crash_point
 from casegraph.ingest.bag_plan import BagPlan, plan_bags
 from casegraph.ingest.parquet_files import write_genomic_file
 from casegraph.ingest.signatures import GeneGroups
@@ -34,7 +33,6 @@ from casegraph.runtime import sha256_file
 PATIENT_COLUMNS = ["patient_id", "cohort", "time", "event", "source_id", "attributes", "batch_id"]
 SLIDE_COLUMNS = ["slide_id", "patient_id", "cohort", "feature_path", "sha256", "n_patches",
                  "feature_dim", "encoder", "file_size", "file_mtime", "batch_id"]
-PAUSE_ENV = "CASEGRAPH_TEST_PAUSE_IN_TRANSACTION"  # tests: file to touch, then hang
 
 
 @dataclass
@@ -112,7 +110,7 @@ def ingest(store: Store, request: IngestRequest) -> IngestReport:
              json.dumps(_inputs(request)), json.dumps(_counts(report)),
              json.dumps({"updated_patients": report.updated_patients})],
         )
-        _pause_for_tests()
+        crash_point("ingest.in_transaction")
     report.batch_id = batch_id
     return report
 
@@ -357,9 +355,3 @@ def _counts(report: IngestReport) -> dict[str, object]:
             "new_slides": report.new_slides, "bags_registered": report.bags_registered,
             "gene_group_sets": report.new_gene_group_sets, "split_sets": report.new_split_sets}
 
-
-def _pause_for_tests() -> None:
-    marker = os.environ.get(PAUSE_ENV)
-    if marker:
-        Path(marker).write_text("in transaction", encoding="utf-8")
-        time.sleep(300)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from casegraph.errors import InputError
-from casegraph.ingest.pipeline import PAUSE_ENV, IngestRequest, ingest
+from casegraph.faults import CRASH_ENV
+from casegraph.ingest.pipeline import IngestRequest, ingest
 from casegraph.ingest.signatures import read_gene_groups
 from casegraph.ingest.store import Store
 from casegraph.ingest.tables import read_mcat_table
@@ -147,19 +148,10 @@ def test_kill_during_ingest_leaves_store_as_before(tmp_path: Path) -> None:
         before = _snapshot(store)
     table = write_table(tmp_path / "in2")
     write_bags(tmp_path / "bags", ["P1-A", "P1-B", "P2-A"])
-    marker = tmp_path / "in-transaction"
-    env = {**os.environ, PAUSE_ENV: str(marker)}
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(root), str(table),
-                             str(tmp_path / "bags")], env=env)
-    try:
-        for _ in range(600):
-            if marker.exists() or proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert marker.exists(), "the ingest never reached its transaction"
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
+    env = {**os.environ, CRASH_ENV: "ingest.in_transaction"}
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(root), str(table),
+                           str(tmp_path / "bags")], env=env, check=False)
+    assert proc.returncode == -signal.SIGKILL, "the ingest did not die at its crash point"
     with Store.open(root) as store:
         assert _snapshot(store) == before
         report = ingest(store, _request(tmp_path))  # a re-run completes the batch
