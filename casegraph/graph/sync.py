@@ -13,13 +13,12 @@ batch is one transaction of MERGEs, so:
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TypeVar
 
+from casegraph.faults import crash_point
 from casegraph.graph import source
 from casegraph.graph.base import GraphStore
 from casegraph.graph.static_knn import MODEL_NAME, ensure_static_knn, has_trained_version
@@ -27,7 +26,6 @@ from casegraph.ingest.store import Store
 
 T = TypeVar("T")
 DEFAULT_BATCH = 5_000
-PAUSE_ENV = "CASEGRAPH_TEST_PAUSE_AFTER_BATCHES"  # tests: "N:FILE" -> after N batches touch, hang
 
 
 @dataclass
@@ -49,23 +47,15 @@ def batched(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 
 
 class _BatchCounter:
-    """Counts committed batches; the kill test's pause hook lives here."""
+    """Runs one batch (one transaction) and counts it once committed."""
 
     def __init__(self, report: SyncReport) -> None:
         self.report = report
-        spec = os.environ.get(PAUSE_ENV, "")
-        count, _, path = spec.partition(":")
-        self.pause_after = int(count) if count else None
-        self.pause_file = Path(path) if path else None
 
     def run(self, write: Callable[[], int]) -> None:
         self.report.created += write()
         self.report.batches += 1
-        if self.pause_after is not None and self.report.batches >= self.pause_after:
-            if self.pause_file is not None:
-                self.pause_file.write_text(str(self.report.batches))
-            while True:  # wait to be killed
-                time.sleep(1)
+        crash_point("sync.after_batch")
 
 
 def sync_graph(

@@ -7,14 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from casegraph.faults import CRASH_ENV
 from casegraph.graph.base import GraphStore
 from casegraph.graph.embedded import EmbeddedGraphStore
-from casegraph.graph.sync import PAUSE_ENV, sync_graph
+from casegraph.graph.sync import sync_graph
 from casegraph.ingest.store import Store
 from tests.graph.conftest import add_version, client_env, fill_store
 
@@ -22,26 +22,24 @@ SYNC = "from casegraph.cli import main; main()"
 
 
 def _sync_cli(store_dir: Path, backend: str, extra_env: dict[str, str],
-              pause: str | None = None) -> subprocess.Popen[str]:
+              crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **extra_env}
-    env.pop(PAUSE_ENV, None)
-    if pause:
-        env[PAUSE_ENV] = pause
-    return subprocess.Popen(
+    env.pop(CRASH_ENV, None)
+    if crash_at:
+        env[CRASH_ENV] = crash_at
+    return subprocess.run(
         [sys.executable, "-c", SYNC, "graph", "sync", "--store", str(store_dir),
          "--backend", backend, "--batch-size", "7"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
 
 
-def _wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
-    while not path.exists():
-        assert proc.poll() is None, f"sync ended before the pause: {proc.communicate()[0]}"
-        time.sleep(0.05)
-
-
+# batches: cohorts 1, patients 2, slides 2, then per version: node, buffer, edges (7 a
+# batch): msrl-test = batches 6-13, msrl-second = 14-22. 3: among the patients; 13: the
+# first version's last edge batch, before its mark; 18: mid-way the second version's edges.
 @pytest.mark.slow
+@pytest.mark.parametrize("crash_after", [3, 13, 18])
 def test_killed_sync_then_rerun_gives_the_same_graph(
-    graph: GraphStore, store: Store, tmp_path: Path, request: pytest.FixtureRequest
+    graph: GraphStore, store: Store, request: pytest.FixtureRequest, crash_after: int
 ) -> None:
     fill_store(store, n=12)
     ids = [f"P{i:03d}" for i in range(12)]
@@ -52,21 +50,18 @@ def test_killed_sync_then_rerun_gives_the_same_graph(
     env = client_env(request.getfixturevalue("neo4j_config")) if backend == "neo4j" else {}
     store.close()  # the subprocess needs the DuckDB file
 
-    paused = tmp_path / "paused"
-    # batches: cohorts 1, patients 2, slides 2, then per version: node, buffer, edges (7 a
-    # batch): msrl-test = batches 6-13, msrl-second = 14-22; batch 18 is mid-way its edges
-    proc = _sync_cli(store_dir, backend, env, pause=f"18:{paused}")
-    _wait_for(paused, proc)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    killed = _sync_cli(store_dir, backend, env, crash_at=f"sync.after_batch@{crash_after}")
+    assert killed.returncode == -signal.SIGKILL, killed.stdout
+    assert "synced into" not in killed.stdout  # it died before its report
 
     with Store.open(store_dir) as reopened:
         partial = _backend_like(graph, reopened)
-        assert list(partial.synced_versions()) == ["msrl-test"]  # it really stopped mid-way
-        assert 0 < partial.stats().versions["msrl-second"] < 48
+        expected_marked = ["msrl-test"] if crash_after > 13 else []
+        assert list(partial.synced_versions()) == expected_marked  # it really stopped mid-way
+        if crash_after == 18:
+            assert 0 < partial.stats().versions["msrl-second"] < 48
     rerun = _sync_cli(store_dir, backend, env)
-    out, _ = rerun.communicate()
-    assert rerun.returncode == 0, out
+    assert rerun.returncode == 0, rerun.stdout
 
     with Store.open(store_dir) as reopened:
         recovered = _backend_like(graph, reopened).dump()
