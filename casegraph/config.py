@@ -7,6 +7,12 @@ Variables:
 - ``CASEGRAPH_NEO4J_USER`` (default ``neo4j``), ``CASEGRAPH_NEO4J_PASSWORD`` or
   ``CASEGRAPH_NEO4J_PASSWORD_FILE``.
 - ``CASEGRAPH_API_KEYS`` (comma separated) or ``CASEGRAPH_API_KEYS_FILE`` (one per line).
+- ``CASEGRAPH_MAX_BAG_PATCHES`` (default 250,000) and ``CASEGRAPH_MAX_BAG_BYTES`` (default
+  250,000 x 1,024 x 4 bytes, ~977 MiB): the most patches and decompressed feature bytes one
+  bag, and all files of one query together, may hold (:func:`bag_limits`). TRIDENT's
+  largest slides have ~200k patches; UNI/CONCH features are 1,024-d float32.
+- ``CASEGRAPH_MAX_BODY_BYTES`` (default 256 MiB): the service's request body limit.
+- ``CASEGRAPH_THREADS`` (default 1): torch/FAISS threads of each service worker.
 """
 
 from __future__ import annotations
@@ -16,6 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from casegraph.errors import CasegraphError
+
+DEFAULT_MAX_BAG_PATCHES = 250_000
+DEFAULT_MAX_BAG_BYTES = DEFAULT_MAX_BAG_PATCHES * 1024 * 4
+DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024  # a 10,000 x 1024 float32 bag is ~40 MiB
 
 
 def default_store_path() -> Path:
@@ -70,3 +80,29 @@ def api_keys() -> frozenset[str]:
         lines = Path(file_name).read_text(encoding="utf-8").splitlines()
         return frozenset(k.strip() for k in lines if k.strip() and not k.startswith("#"))
     return frozenset()
+
+
+@dataclass(frozen=True)
+class BagLimits:
+    """The most patches and decompressed feature bytes a bag (or one query's bags) holds."""
+
+    max_patches: int = DEFAULT_MAX_BAG_PATCHES
+    max_bytes: int = DEFAULT_MAX_BAG_BYTES
+
+
+def bag_limits() -> BagLimits:
+    return BagLimits(max_patches=positive_int_env("CASEGRAPH_MAX_BAG_PATCHES",
+                                                  DEFAULT_MAX_BAG_PATCHES),
+                     max_bytes=positive_int_env("CASEGRAPH_MAX_BAG_BYTES", DEFAULT_MAX_BAG_BYTES))
+
+
+def positive_int_env(name: str, default: int) -> int:
+    """A whole number >= 1 from env ``name`` (underscores allowed), or ``default`` when unset."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    value = raw.replace("_", "")
+    if not value.isdigit() or int(value) < 1:
+        raise CasegraphError(f"{name}={raw!r} is not a whole number >= 1; unset it for the "
+                             f"default ({default})")
+    return int(value)

@@ -72,22 +72,44 @@ def serve_command(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8000, help="TCP port."),
     max_body_mb: int = typer.Option(256, help="Largest request body accepted (MiB)."),
-    workers: int = typer.Option(1, help="uvicorn worker processes."),
-    threads: int = typer.Option(1, help="torch/FAISS threads per process (1 is fastest for "
-                                "one query's many small ops, and requests run in parallel)."),
+    workers: int = typer.Option(1, min=1, help="uvicorn worker processes (each opens the "
+                                "store read-only and loads its own model)."),
+    threads: int = typer.Option(1, min=1, help="torch/FAISS threads per process (1 is "
+                                "fastest for one query's many small ops, and requests run "
+                                "in parallel)."),
     store: Path | None = STORE_OPTION,
 ) -> None:
     """Serve the REST API (API keys from CASEGRAPH_API_KEYS or CASEGRAPH_API_KEYS_FILE)."""
+    import os
+
     import uvicorn
 
-    _set_threads(threads)
+    from casegraph.retrieval.service import APP_FACTORY, log_config
 
-    from casegraph.retrieval.service import create_app
+    root = (store or default_store_path()).resolve()
+    _check_serve_config(root)
+    # uvicorn's workers are fresh processes that build the app from the import string;
+    # the environment is how this command's options reach them
+    os.environ.update({"CASEGRAPH_STORE": str(root), "CASEGRAPH_THREADS": str(threads),
+                       "CASEGRAPH_MAX_BODY_BYTES": str(max_body_mb * 1024 * 1024)})
+    typer.echo(f"casegraph service on http://{host}:{port} (store {root}, {workers} "
+               f"worker{'s' if workers > 1 else ''}); send the key in the X-API-Key header",
+               err=True)
+    uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=workers,
+                log_level="info", log_config=log_config())
 
-    app = create_app(store or default_store_path(), max_body_bytes=max_body_mb * 1024 * 1024)
-    typer.echo(f"casegraph service on http://{host}:{port} (store {app.state.store.root}); "
-               "send the key in the X-API-Key header", err=True)
-    uvicorn.run(app, host=host, port=port, workers=workers, log_level="info")
+
+def _check_serve_config(root: Path) -> None:
+    """Fail here, with one line, on what would make every worker fail at start-up."""
+    from casegraph.config import api_keys, bag_limits
+    from casegraph.errors import CasegraphError
+    from casegraph.ingest.store import Store
+
+    if not api_keys():
+        raise CasegraphError("no API keys configured: set CASEGRAPH_API_KEYS (comma "
+                             "separated) or CASEGRAPH_API_KEYS_FILE")
+    bag_limits()
+    Store.open(root, create=False, read_only=True).close()
 
 
 def _set_threads(n: int) -> None:

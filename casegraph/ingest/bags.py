@@ -2,11 +2,17 @@
 
 A ``.pt`` file holds either a tensor (N, D) or a dict with ``features`` (and optional
 ``coords``). Every failure becomes an :class:`~casegraph.errors.InputError` naming the file.
+
+Memory is bounded (:class:`~casegraph.config.BagLimits`, env ``CASEGRAPH_MAX_BAG_PATCHES``
+and ``CASEGRAPH_MAX_BAG_BYTES``): an HDF5 dataset's shape and dtype are checked before a
+byte of it is read or decompressed, a ``.pt`` zip's declared uncompressed size before it is
+loaded; a bag over a limit is a :class:`BagTooLarge` (the service answers 413).
 """
 
 from __future__ import annotations
 
 import io
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -14,9 +20,29 @@ from typing import Any, BinaryIO
 import numpy as np
 import numpy.typing as npt
 
+from casegraph.config import BagLimits, bag_limits
 from casegraph.errors import InputError
 
 BAG_SUFFIXES = (".h5", ".pt")
+COORD_BYTES_PER_PATCH = 2 * 8  # (x, y) int64, allowed beside the features in a .pt file
+LIMIT_FIX = "subsample the slide's patches, or raise the limit ({env}) where memory allows"
+
+
+class BagTooLarge(InputError):
+    """A bag (or one query's bags together) over a :class:`BagLimits` limit."""
+
+
+def check_bag_size(n_patches: int, nbytes: int, limits: BagLimits, where: str | Path,
+                   what: str = "bag") -> None:
+    """Refuse ``n_patches`` / ``nbytes`` of decompressed features above ``limits``."""
+    if n_patches > limits.max_patches:
+        raise BagTooLarge(f"{what} has {n_patches:,} patches, more than the limit of "
+                          f"{limits.max_patches:,}", file=where, column="features",
+                          fix=LIMIT_FIX.format(env="CASEGRAPH_MAX_BAG_PATCHES"))
+    if nbytes > limits.max_bytes:
+        raise BagTooLarge(f"{what} holds {nbytes:,} bytes of features once decompressed, more "
+                          f"than the limit of {limits.max_bytes:,}", file=where,
+                          column="features", fix=LIMIT_FIX.format(env="CASEGRAPH_MAX_BAG_BYTES"))
 
 
 @dataclass
@@ -45,37 +71,40 @@ def slide_key(name: str) -> str:
     return base
 
 
-def read_bag(path: str | Path) -> Bag:
-    """Read and validate one bag file (``.h5`` or ``.pt``)."""
+def read_bag(path: str | Path, limits: BagLimits | None = None) -> Bag:
+    """Read and validate one bag file (``.h5`` or ``.pt``), within ``limits`` (default: env)."""
     path = Path(path)
+    limits = limits or bag_limits()
     if not path.is_file():
         raise InputError("patch-feature file not found", file=path,
                          fix="check the path, or re-run ingest with the moved files")
     if path.stat().st_size == 0:
         raise InputError("patch-feature file is empty", file=path, fix="re-extract the features")
     if path.suffix == ".h5":
-        return parse_bag(np.fromfile(path, dtype=np.uint8), path)
+        return parse_bag(np.fromfile(path, dtype=np.uint8), path, limits)
     if path.suffix == ".pt":
-        features, coords = _read_pt(path, path)
+        features, coords = _read_pt(path, path, limits)
         return Bag(path=path, features=_validate_features(features, path), coords=coords)
     raise _unsupported(path)
 
 
-def parse_bag(data: npt.NDArray[np.uint8] | bytes, path: str | Path) -> Bag:
+def parse_bag(data: npt.NDArray[np.uint8] | bytes, path: str | Path,
+              limits: BagLimits | None = None) -> Bag:
     """Parse a bag from the bytes of the file at ``path`` (already read, e.g. for hashing).
 
     For an uncompressed contiguous float32 ``features`` dataset (what CLAM and the
     simulator write) the features are a zero-copy view into ``data``.
     """
     path = Path(path)
+    limits = limits or bag_limits()
     # bytes are immutable: copy them so that the features are a writable array, as always
     buffer = np.frombuffer(bytearray(data), dtype=np.uint8) if isinstance(data, bytes) else data
     if buffer.size == 0:
         raise InputError("patch-feature file is empty", file=path, fix="re-extract the features")
     if path.suffix == ".h5":
-        features, coords = _read_h5(_BufferFile(buffer), path, buffer)
+        features, coords = _read_h5(_BufferFile(buffer), path, limits, buffer)
     elif path.suffix == ".pt":
-        features, coords = _read_pt(io.BytesIO(buffer.tobytes()), path)
+        features, coords = _read_pt(io.BytesIO(buffer.tobytes()), path, limits)
     else:
         raise _unsupported(path)
     return Bag(path=path, features=_validate_features(features, path), coords=coords)
@@ -117,7 +146,8 @@ class _BufferFile(io.RawIOBase):
 
 
 def _read_h5(
-    source: Path | io.RawIOBase, path: Path, buffer: npt.NDArray[np.uint8] | None = None
+    source: Path | io.RawIOBase, path: Path, limits: BagLimits,
+    buffer: npt.NDArray[np.uint8] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     import h5py
 
@@ -131,6 +161,7 @@ def _read_h5(
             if not isinstance(dataset, h5py.Dataset):
                 raise InputError("'features' is a group, not a dataset", file=path,
                                  column="features")
+            _check_h5_layout(handle, path, limits)
             features = _read_dataset(handle, "features", buffer)
             coords = _read_dataset(handle, "coords", buffer) if "coords" in handle else None
     except InputError:
@@ -147,6 +178,35 @@ def _read_h5(
                          file=path, column="coords",
                          fix="write one (x, y) row per patch in 'coords'")
     return features, None if coords is None else coords.astype(np.int64)
+
+
+def _check_h5_layout(handle: Any, path: Path, limits: BagLimits) -> None:
+    """Shape, dtype and size of ``features`` (and ``coords``) from the HDF5 metadata alone:
+    nothing is read or decompressed before these pass."""
+    import h5py
+
+    dataset = handle["features"]
+    shape, dtype = tuple(dataset.shape), dataset.dtype
+    if not (len(shape) == 2 or (len(shape) == 3 and shape[0] == 1)):
+        raise InputError(f"features must be 2-d (N patches x D), got shape {shape}",
+                         file=path, column="features")
+    if dtype.kind not in "fiu":
+        raise InputError(f"features must be numeric, got dtype {dtype}", file=path,
+                         column="features")
+    n, d = shape[-2:]
+    check_bag_size(n, n * d * max(dtype.itemsize, 4), limits, path)
+    if "coords" not in handle:
+        return
+    coords = handle["coords"]
+    rows = tuple(coords.shape)[-2:-1] if isinstance(coords, h5py.Dataset) else ()
+    width = tuple(coords.shape)[-1] if isinstance(coords, h5py.Dataset) and coords.ndim else 0
+    if (not isinstance(coords, h5py.Dataset) or coords.ndim not in (2, 3)
+            or (coords.ndim == 3 and coords.shape[0] != 1) or rows != (n,) or width > 3
+            or coords.dtype.kind not in "fiu"):
+        got = tuple(coords.shape) if isinstance(coords, h5py.Dataset) else "a group"
+        raise InputError(f"coords shape {got} does not match features {shape}",
+                         file=path, column="coords",
+                         fix="write one (x, y) row per patch in 'coords'")
 
 
 def _dataset_view(dataset: Any, buffer: npt.NDArray[np.uint8] | None) -> np.ndarray | None:
@@ -203,9 +263,11 @@ def _read_dataset(handle: Any, name: str, buffer: npt.NDArray[np.uint8] | None) 
     return np.asarray(dataset[()]) if view is None else view
 
 
-def _read_pt(source: Path | BinaryIO, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_pt(source: Path | BinaryIO, path: Path, limits: BagLimits
+             ) -> tuple[np.ndarray, np.ndarray | None]:
     import torch
 
+    _check_pt_size(source, path, limits)
     try:
         obj = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
@@ -220,6 +282,9 @@ def _read_pt(source: Path | BinaryIO, path: Path) -> tuple[np.ndarray, np.ndarra
         obj = obj["features"]
     if not isinstance(obj, torch.Tensor):
         raise InputError(f"expected a tensor, found {type(obj).__name__}", file=path)
+    if obj.ndim in (2, 3):
+        check_bag_size(int(obj.shape[-2]), obj.numel() * max(obj.element_size(), 4), limits,
+                       path)
     feats = obj.detach().float().numpy()
     if feats.ndim == 3 and feats.shape[0] == 1:
         feats = feats[0]
@@ -229,6 +294,34 @@ def _read_pt(source: Path | BinaryIO, path: Path) -> tuple[np.ndarray, np.ndarra
                          file=path, column="coords",
                          fix="save one (x, y) row per patch in 'coords'")
     return feats, c
+
+
+def _check_pt_size(source: Path | BinaryIO, path: Path, limits: BagLimits) -> None:
+    """A ``.pt`` zip's declared uncompressed size (a legacy one's file size) within the
+    limits, before torch inflates it; the patch count is checked once the tensor is loaded."""
+    allowed = limits.max_bytes + limits.max_patches * COORD_BYTES_PER_PATCH
+    try:
+        size = _pt_declared_size(source)
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return  # unreadable: torch.load reports it as an unreadable .pt file
+    finally:
+        if not isinstance(source, Path):
+            source.seek(0)
+    if size > allowed:
+        raise BagTooLarge(f"file holds {size:,} bytes once decompressed, more than the limit "
+                          f"of {allowed:,} (features plus coords)", file=path,
+                          column="features", fix=LIMIT_FIX.format(env="CASEGRAPH_MAX_BAG_BYTES"))
+
+
+def _pt_declared_size(source: Path | BinaryIO) -> int:
+    if zipfile.is_zipfile(source):
+        if not isinstance(source, Path):
+            source.seek(0)
+        with zipfile.ZipFile(source) as archive:
+            return sum(info.file_size for info in archive.infolist())
+    if isinstance(source, Path):
+        return source.stat().st_size
+    return source.seek(0, io.SEEK_END)
 
 
 def _validate_features(features: np.ndarray, path: Path) -> npt.NDArray[np.float32]:

@@ -1,8 +1,10 @@
 """What retrieval needs to know about the stored patients, read once per store.
 
 Provenance rules (from the store's own records):
-- histology is *simulated* when a slide's ``encoder`` names the simulator (contains
-  "simul" or "synthetic"), *authentic* otherwise, *absent* without slides;
+- histology is *absent* when none of the patient's slides has a feature file (slides
+  listed in the table without an ingested bag carry no histology), else *simulated* when
+  such a slide's ``encoder`` names the simulator (contains "simul" or "synthetic"), else
+  *authentic*;
 - genomics is *absent* without genomic values, *simulated* when the patient's cohort
   ``source`` names a simulator or a synthetic cohort, *authentic* otherwise.
 The case of a patient is its ``source_id`` (the table's case id) or else its patient id:
@@ -37,7 +39,8 @@ def is_simulated_marker(text: object) -> bool:
 @dataclass
 class PatientCatalog:
     """One row per stored patient (index = patient_id): cohort, case_id, time, event,
-    oncotree_code, n_slides, genomics, histology (provenance strings), attributes."""
+    oncotree_code, n_slides, n_featured (slides with a feature file), genomics, histology
+    (provenance strings), attributes."""
 
     table: pd.DataFrame
     cohort_sources: dict[str, str | None]
@@ -52,7 +55,9 @@ class PatientCatalog:
         with_genomics = {str(p) for (p,) in store.con.execute(
             "SELECT DISTINCT patient_id FROM genomic_rows").fetchall()}
         n_slides = slides.groupby("patient_id").size()
-        simulated = slides.assign(sim=slides["encoder"].map(is_simulated_marker)) \
+        featured = slides[slides["feature_path"].notna()]
+        n_featured = featured.groupby("patient_id").size()
+        simulated = featured.assign(sim=featured["encoder"].map(is_simulated_marker)) \
             .groupby("patient_id")["sim"].any()
         table = pd.DataFrame({
             "patient_id": patients["patient_id"].astype(str),
@@ -66,8 +71,9 @@ class PatientCatalog:
         }).set_index("patient_id", drop=False)
         table["oncotree_code"] = [_oncotree(a) for a in table["attributes"]]
         table["n_slides"] = [int(n_slides.get(p, 0)) for p in table.index]
+        table["n_featured"] = [int(n_featured.get(p, 0)) for p in table.index]
         table["histology"] = [
-            "absent" if not table.at[p, "n_slides"] else
+            "absent" if not table.at[p, "n_featured"] else
             ("simulated" if bool(simulated.get(p, False)) else "authentic")
             for p in table.index]
         table["genomics"] = [

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from casegraph.config import BagLimits, bag_limits
 from casegraph.errors import InputError
-from casegraph.ingest.bags import read_bag, slide_key
+from casegraph.ingest.bags import LIMIT_FIX, Bag, BagTooLarge, read_bag, slide_key
 from casegraph.ingest.store import Store
 from casegraph.retrieval import msrl_adapter
 from casegraph.retrieval.catalog import PatientCatalog, genomic_group_summaries
@@ -75,8 +76,9 @@ class QueryInput:
 class QueryEngine:
     """Answers queries against one open store; caches the catalog, indexes and models."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, limits: BagLimits | None = None) -> None:
         self.store = store
+        self.limits = limits or bag_limits()
         self.catalog = PatientCatalog.from_store(store)
         self._indexes: dict[IndexKey, LoadedIndex] = {}
         self._bins: npt.NDArray[np.float64] | None = None
@@ -127,7 +129,10 @@ class QueryEngine:
         return self._input_from_patient(patient_id)
 
     def _input_from_files(self, paths: list[Path], patient_id: str | None) -> QueryInput:
-        bags = [read_bag(p) for p in paths]
+        if not paths:
+            raise InputError("no patch-feature files to query with", column="files",
+                             fix="give at least one .h5/.pt file")
+        bags = read_bags(paths, self.limits)
         dims = {b.dim for b in bags}
         if len(dims) > 1:
             raise InputError(f"the query files have different feature dims {sorted(dims)}",
@@ -154,11 +159,12 @@ class QueryEngine:
 
     def _input_from_patient(self, patient_id: str) -> QueryInput:
         row = self.catalog.require(patient_id)
-        if not row["n_slides"]:
-            raise InputError(f"patient {patient_id!r} has no slides to query with",
-                             column="patient_id", fix="ingest its patch-feature files first")
         slides = self.store.slides()
-        mine = slides[slides["patient_id"] == patient_id]
+        mine = slides[(slides["patient_id"] == patient_id) & slides["feature_path"].notna()]
+        if mine.empty:
+            raise InputError(_no_features_problem(patient_id, int(row["n_slides"])),
+                             column="patient_id",
+                             fix="ingest its bags (casegraph ingest --bags DIR)")
         status = row["histology"]
         prov = [InputProvenance(name=str(s), modality="histology", status=status,
                                 detail=f"stored slide of patient {patient_id}")
@@ -326,6 +332,37 @@ def query(
 ) -> QueryResult:
     """One WSI-only query (see :class:`QueryOptions` for ``options``)."""
     return QueryEngine(store).query(files, patient_id, QueryOptions(**options))
+
+
+def read_bags(paths: Sequence[Path], limits: BagLimits) -> list[Bag]:
+    """The bags of one query, ``limits`` bounding them together: each file is read with what
+    the files before it left of the budget, so no file is decompressed past it."""
+    bags: list[Bag] = []
+    patches = nbytes = 0
+    for path in paths:
+        left = BagLimits(max_patches=max(limits.max_patches - patches, 0),
+                         max_bytes=max(limits.max_bytes - nbytes, 0))
+        try:
+            bag = read_bag(path, left)
+        except BagTooLarge:
+            if not bags:
+                raise
+            raise BagTooLarge(
+                f"the query's {len(paths)} files together hold more than the limit of "
+                f"{limits.max_patches:,} patches or {limits.max_bytes:,} bytes of features",
+                file=path, column="files",
+                fix=LIMIT_FIX.format(env="CASEGRAPH_MAX_BAG_PATCHES / _BYTES")) from None
+        bags.append(bag)
+        patches += bag.n_patches
+        nbytes += bag.n_patches * bag.dim * 4
+    return bags
+
+
+def _no_features_problem(patient_id: str, n_slides: int) -> str:
+    if not n_slides:
+        return f"patient {patient_id!r} has no slides, so no patch features"
+    return (f"patient {patient_id!r} has no patch features (its {n_slides} slide"
+            f"{'s have' if n_slides > 1 else ' has'} no feature file)")
 
 
 def _finite(x: float) -> float:

@@ -2,16 +2,24 @@
 
 - Every route but ``GET /health`` needs an API key in the ``X-API-Key`` header; keys come
   from ``CASEGRAPH_API_KEYS`` / ``CASEGRAPH_API_KEYS_FILE`` (:func:`casegraph.config.api_keys`).
+  A key is never accepted in the URL, and the access log (:func:`log_config`) drops every
+  URL's query string, so a key sent there by mistake is not written down either.
 - The store is opened read-only (DuckDB allows one writer process; ingest may run beside).
 - Request bodies above ``max_body_bytes`` get 413 (checked on Content-Length and while
-  streaming); user errors get 400 with one readable line, unknown patients 404, malformed
-  parameters 422 (FastAPI's validation).
+  streaming), bags over the patch or decompressed-size limit
+  (:class:`~casegraph.config.BagLimits`) 413 naming the limit; user errors get 400 with one
+  readable line, unknown patients 404, malformed parameters 422 (FastAPI's validation).
+  Errors and results name an upload by its own file name, never the server's temp path.
+- :func:`app_from_environment` is the factory ``casegraph serve`` hands uvicorn (an import
+  string, so several worker processes can each build their own app).
 - One lock serialises access to the store's DuckDB connection and the caches.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
+import logging
 import re
 import tempfile
 import threading
@@ -25,15 +33,20 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel
 
 from casegraph import __version__
+from casegraph.config import (
+    DEFAULT_MAX_BODY_BYTES,
+    BagLimits,
+    default_store_path,
+    positive_int_env,
+)
 from casegraph.config import api_keys as configured_api_keys
 from casegraph.errors import CasegraphError, InputError, StoreError
-from casegraph.ingest.bags import BAG_SUFFIXES
+from casegraph.ingest.bags import BAG_SUFFIXES, BagTooLarge
 from casegraph.ingest.store import Store
 from casegraph.retrieval.options import MAX_K, QueryOptions
 from casegraph.retrieval.query import QueryEngine
 from casegraph.retrieval.results import CohortRecord, PatientRecord, QueryResult
 
-DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024  # a 10,000 x 1024 float32 bag is ~40 MiB
 MAX_FILES = 16
 API_KEY_HEADER = "X-API-Key"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -47,7 +60,6 @@ Send = Callable[[Message], Awaitable[None]]
 class Health(BaseModel):
     status: str
     version: str
-    store: str
     patients: int
     cohorts: int
     method: str
@@ -60,7 +72,8 @@ class ErrorDetail(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorDetail, "description": "bad input (names the field and the fix)"},
     401: {"model": ErrorDetail, "description": "missing or invalid API key"},
-    413: {"model": ErrorDetail, "description": "request body too large"},
+    413: {"model": ErrorDetail, "description": "request body, or a bag's patches or "
+                                               "decompressed size, above the limit"},
 }
 
 
@@ -120,14 +133,16 @@ def create_app(
     *,
     keys: frozenset[str] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    bag_limits: BagLimits | None = None,
 ) -> FastAPI:
-    """The service for the store at ``store_path`` (opened read-only)."""
+    """The service for the store at ``store_path`` (opened read-only); ``bag_limits``
+    bound each request's bags (default: the environment's, :func:`casegraph.config.bag_limits`)."""
     allowed_keys = configured_api_keys() if keys is None else keys
     if not allowed_keys:
         raise CasegraphError("no API keys configured: set CASEGRAPH_API_KEYS (comma separated) "
                              "or CASEGRAPH_API_KEYS_FILE")
     store = Store.open(store_path, read_only=True)
-    engine = QueryEngine(store)
+    engine = QueryEngine(store, bag_limits)
     lock = threading.Lock()
     app = FastAPI(title="casegraph", version=__version__, openapi_url=None, docs_url=None,
                   redoc_url=None,
@@ -144,6 +159,10 @@ def create_app(
                                                                      API_KEY_HEADER})
 
     auth = [Depends(require_key)]
+
+    @app.exception_handler(BagTooLarge)
+    async def _too_large(request: Request, exc: BagTooLarge) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=413)
 
     @app.exception_handler(InputError)
     async def _input_error(request: Request, exc: InputError) -> JSONResponse:
@@ -165,8 +184,7 @@ def create_app(
 
     @app.get("/health", response_model=Health, tags=["service"])
     def health() -> Health:  # no lock: answers even while a long query runs
-        return Health(status="ok", version=__version__, store=str(store.root),
-                      patients=n_patients, cohorts=n_cohorts, method=method)
+        return Health(status="ok", version=__version__, patients=n_patients, cohorts=n_cohorts, method=method)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=auth)
     def openapi() -> dict[str, Any]:
@@ -221,10 +239,16 @@ def create_app(
                             method=method)
         with tempfile.TemporaryDirectory(prefix="casegraph-query-") as tmp:
             paths = [_save_upload(u, Path(tmp), i) for i, u in enumerate(uploads)]
-            with lock:
-                if patient_id is not None:
-                    _known(engine, patient_id)
-                return engine.query(paths, patient_id, opts)
+            names = {str(p): p.name for p in paths}
+            try:
+                with lock:
+                    if patient_id is not None:
+                        _known(engine, patient_id)
+                    result = engine.query(paths, patient_id, opts)
+            except InputError as exc:
+                raise _without_temp_paths(exc, Path(tmp), names) from None
+        return result.model_copy(update={"query_files": [names.get(f, f)
+                                                         for f in result.query_files]})
 
     app.openapi_schema = None
     app.state.max_body_bytes = max_body_bytes
@@ -238,16 +262,68 @@ def _known(engine: QueryEngine, patient_id: str) -> None:
 
 
 def _save_upload(upload: UploadFile, folder: Path, position: int) -> Path:
+    """Write upload ``position`` into its own sub-folder, under its own (sanitised) name:
+    two uploads with one name are two files, and the name still identifies a stored slide."""
     name = Path(upload.filename or "").name
     suffix = Path(name).suffix.lower()
     if suffix not in BAG_SUFFIXES:
         raise InputError(f"file {position + 1} ({name or 'unnamed'!r}) is not a patch-feature "
                          "file", column="files", fix="upload CLAM/TRIDENT .h5 or .pt files")
     stem = _SAFE_NAME.sub("_", Path(name).stem)[:200] or f"upload{position}"
-    path = folder / f"{stem}{suffix}"
-    if path.exists():
-        path = folder / f"{stem}-{position}{suffix}"
-    with open(path, "wb") as out:
+    own = folder / str(position)
+    own.mkdir()
+    path = own / f"{stem}{suffix}"
+    with open(path, "xb") as out:
         while chunk := upload.file.read(1 << 20):
             out.write(chunk)
     return path
+
+
+def _without_temp_paths(exc: InputError, tmp: Path, names: dict[str, str]) -> InputError:
+    """``exc`` naming each upload by its file name instead of its path under ``tmp``."""
+    file = names.get(str(exc.file), exc.file) if exc.file is not None else None
+    problem = exc.problem
+    for path, name in names.items():
+        problem = problem.replace(path, name)
+    problem = problem.replace(str(tmp), "<upload>")
+    return dataclasses.replace(exc, file=file, problem=problem)
+
+
+class DropQueryString(logging.Filter):
+    """Access-log filter: the request path without its ``?query`` (which may hold secrets)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (args[0], args[1], args[2].split("?", 1)[0], args[3], args[4])
+        return True
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging configuration with :class:`DropQueryString` on the access log."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["no_query"] = {"()": f"{__name__}.DropQueryString"}
+    config["handlers"]["access"]["filters"] = ["no_query"]
+    return config
+
+
+def app_from_environment() -> FastAPI:
+    """The app for uvicorn's factory mode (each worker process calls it): the store from
+    ``CASEGRAPH_STORE``, the body limit from ``CASEGRAPH_MAX_BODY_BYTES``, bag limits from
+    ``CASEGRAPH_MAX_BAG_PATCHES`` / ``_BYTES``, threads from ``CASEGRAPH_THREADS``."""
+    import faiss
+    import torch
+
+    threads = positive_int_env("CASEGRAPH_THREADS", 1)
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
+    return create_app(default_store_path().resolve(),
+                      max_body_bytes=positive_int_env("CASEGRAPH_MAX_BODY_BYTES",
+                                                      DEFAULT_MAX_BODY_BYTES))
+
+
+APP_FACTORY = f"{__name__}:app_from_environment"

@@ -192,3 +192,129 @@ def test_clam_style_one_row_chunks_written_in_batches(tmp_path: Path) -> None:
     for bag in _both_readers(path):
         np.testing.assert_array_equal(bag.features, feats)
         np.testing.assert_array_equal(bag.coords[:, 0], np.arange(300))
+
+
+# --------------------------------------------------------------- bounded memory (limits)
+def _zeros_h5_gzip(path: Path, n: int, d: int, rows_per_chunk: int = 10_000) -> Path:
+    """A gzip-compressed N x D float32 zeros dataset written chunk by chunk as pre-compressed
+    bytes: the file is small (1.5 M x 256 is ~1.5 MB) and the test never holds N x D."""
+    import zlib
+
+    chunk = zlib.compress(np.zeros((rows_per_chunk, d), np.float32).tobytes(), 6)
+    with h5py.File(path, "w") as handle:
+        dataset = handle.create_dataset("features", shape=(n, d), dtype="f4",
+                                        chunks=(rows_per_chunk, d), compression="gzip")
+        for start in range(0, n, rows_per_chunk):
+            dataset.id.write_direct_chunk((start, 0), chunk)
+    return path
+
+
+def test_a_compressed_bomb_is_refused_without_allocating_it(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from casegraph.ingest.bags import BagTooLarge
+
+    bomb = _zeros_h5_gzip(tmp_path / "bomb.h5", 1_500_000, 256)
+    assert bomb.stat().st_size < 3_000_000
+    tracemalloc.start()
+    try:
+        for read in (lambda: read_bag(bomb), lambda: parse_bag(bomb.read_bytes(), bomb)):
+            with pytest.raises(BagTooLarge, match="1,500,000 patches, more than the limit of "
+                                                  "250,000") as caught:
+                read()
+            assert "bomb.h5" in str(caught.value) and "CASEGRAPH_MAX_BAG_PATCHES" in str(
+                caught.value)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 1024 * 1024, f"peak {peak / 2**20:.0f} MiB while refusing"
+
+
+def _h5_of(path: Path, shape: tuple[int, ...], dtype: str = "f4", **extra: np.ndarray) -> Path:
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("features", shape=shape, dtype=dtype, compression="gzip")
+        for name, data in extra.items():
+            handle.create_dataset(name, data=data, compression="gzip")
+    return path
+
+
+@pytest.mark.parametrize(("shape", "dtype", "message"), [
+    ((101, 4), "f4", "101 patches"),                 # over the patch limit
+    ((1, 101, 4), "f4", "101 patches"),              # the same behind a batch axis
+    ((50, 60), "f4", "12,000 bytes"),                # over the byte limit (50 x 60 x 4)
+    ((50, 30), "f8", "12,000 bytes"),                # float64 counts 8 bytes a value
+    ((50, 30), "i2", "6,000 bytes"),                 # small ints count as the float32 copy
+])
+def test_h5_limits_are_checked_from_the_metadata(tmp_path: Path, shape: tuple[int, ...],
+                                                 dtype: str, message: str) -> None:
+    from casegraph.config import BagLimits
+    from casegraph.ingest.bags import BagTooLarge
+
+    limits = BagLimits(max_patches=100, max_bytes=5_000)
+    path = _h5_of(tmp_path / "big.h5", shape, dtype)
+    for read in (lambda: read_bag(path, limits), lambda: parse_bag(path.read_bytes(), path,
+                                                                    limits)):
+        with pytest.raises(BagTooLarge, match=message):
+            read()
+    assert read_bag(_h5_of(tmp_path / "ok.h5", (100, 12)), limits).n_patches == 100
+
+
+def test_bad_layouts_are_refused_before_reading(tmp_path: Path) -> None:
+    strings = tmp_path / "strings.h5"
+    with h5py.File(strings, "w") as handle:
+        handle["features"] = np.array([[b"a", b"b"]])
+    with pytest.raises(InputError, match="numeric"):
+        read_bag(strings)
+    with pytest.raises(InputError, match="2-d"):
+        read_bag(_h5_of(tmp_path / "4d.h5", (2, 3, 4, 5)))
+    # a huge (compressed) coords dataset beside small features is never read
+    coords = _h5_of(tmp_path / "coords.h5", (10, 4), coords=np.zeros((10, 100_000), np.int64))
+    with pytest.raises(InputError, match="coords shape"):
+        read_bag(coords)
+
+
+def test_pt_limits_count_patches_and_the_declared_zip_size(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    from casegraph.config import BagLimits
+    from casegraph.ingest.bags import BagTooLarge
+
+    limits = BagLimits(max_patches=100, max_bytes=5_000)
+    many = tmp_path / "many.pt"
+    torch.save(torch.zeros(101, 2), many)
+    with pytest.raises(BagTooLarge, match="101 patches"):
+        read_bag(many, limits)
+    # torch also loads a deflated .pt: its small file inflates to the declared size
+    plain = io.BytesIO()
+    torch.save({"features": torch.zeros(100, 40)}, plain)
+    deflated = tmp_path / "deflated.pt"
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(deflated, "w",
+                                                           zipfile.ZIP_DEFLATED) as out:
+        for info in source.infolist():
+            out.writestr(info.filename, source.read(info.filename))
+    assert deflated.stat().st_size < 5_000
+    for read in (lambda: read_bag(deflated, limits),
+                 lambda: parse_bag(deflated.read_bytes(), deflated, limits)):
+        with pytest.raises(BagTooLarge, match="once decompressed"):
+            read()
+    assert read_bag(deflated).n_patches == 100  # the default limits admit it
+
+
+def test_limits_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
+    from casegraph.config import bag_limits
+    from casegraph.errors import CasegraphError
+    from casegraph.ingest.bags import BagTooLarge
+
+    path = _h5_of(tmp_path / "b.h5", (30, 4))
+    monkeypatch.setenv("CASEGRAPH_MAX_BAG_PATCHES", "2_9")
+    with pytest.raises(BagTooLarge, match="limit of 29"):
+        read_bag(path)
+    monkeypatch.setenv("CASEGRAPH_MAX_BAG_PATCHES", "lots")
+    with pytest.raises(CasegraphError, match="CASEGRAPH_MAX_BAG_PATCHES='lots'"):
+        bag_limits()
+    monkeypatch.delenv("CASEGRAPH_MAX_BAG_PATCHES")
+    monkeypatch.setenv("CASEGRAPH_MAX_BAG_BYTES", "400")
+    with pytest.raises(BagTooLarge, match="480 bytes"):
+        read_bag(path)

@@ -4,13 +4,15 @@ Cohort ``alpha`` (bags from the simulator, genomics) and ``beta`` (bags from ano
 encoder, no genomic columns). Each patient has a latent group g in {0, 1}: its patches
 sit around prototype g and its survival time is short for g = 1, long for g = 0.
 Patient A00 has two slides. Built once per test session; tests must not change it
-(copy it with :func:`copy_store` first).
+(copy it with :func:`copy_store` first). ``build_store(..., without_bags=...)`` leaves the
+named slides in the table without a feature file (common in real TCGA tables).
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import h5py
 import numpy as np
 import pytest
 
+from casegraph.config import BagLimits
 from casegraph.ingest.pipeline import IngestRequest, ingest
 from casegraph.ingest.signatures import read_gene_groups
 from casegraph.ingest.store import Store
@@ -48,7 +51,8 @@ def write_bag(path: Path, group: int, seed: int, n: int = N_PATCHES, dim: int = 
     return path
 
 
-def _write_cohort(folder: Path, prefix: str, n: int, genomics: bool, offset: int) -> Path:
+def _write_cohort(folder: Path, prefix: str, n: int, genomics: bool, offset: int,
+                  without_bags: Collection[str] = ()) -> Path:
     rng = np.random.default_rng(offset)
     header = "case_id,slide_id,survival_months,censorship,oncotree_code"
     if genomics:
@@ -64,19 +68,23 @@ def _write_cohort(folder: Path, prefix: str, n: int, genomics: bool, offset: int
         for slide in slides:
             row = f"{prefix}{i:02d},{slide}.svs,{time:.2f},{censored},{code}"
             rows.append(row + (values if genomics else ""))
+            if slide in without_bags:
+                continue
             write_bag(folder / f"bags_{prefix}" / f"{slide}.h5", g, seed=offset * 1000 + i)
     path = folder / f"tcga_{prefix.lower()}_all_clean.csv"
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return path
 
 
-def build_store(root: Path, n_per_cohort: int = 20) -> Path:
+def build_store(root: Path, n_per_cohort: int = 20, without_bags: Collection[str] = ()) -> Path:
     data = root / "data"
     data.mkdir(parents=True)
     sig = data / "mcat_signatures.csv"
     sig.write_text(SIGNATURES, encoding="utf-8")
-    alpha = _write_cohort(data, "A", n_per_cohort, genomics=True, offset=1)
-    beta = _write_cohort(data, "B", n_per_cohort, genomics=False, offset=2)
+    alpha = _write_cohort(data, "A", n_per_cohort, genomics=True, offset=1,
+                          without_bags=without_bags)
+    beta = _write_cohort(data, "B", n_per_cohort, genomics=False, offset=2,
+                         without_bags=without_bags)
     store_dir = root / "store"
     with Store.open(store_dir) as store:
         ingest(store, IngestRequest(tables=[read_mcat_table(alpha, "alpha")],
@@ -115,10 +123,42 @@ class LiveServer:
     headers: dict[str, str]
 
 
+# slides left without a feature file: A05 and B03 have none at all, A00 one of its two
+NO_FEATURE_SLIDES = ("A05-S1", "B03-S1", "A00-S2")
+NO_FEATURE_PATIENTS = ("A05", "B03")
+# the gappy server's bag limits: small enough that a test can cross them with a tiny file
+GAPPY_MAX_PATCHES = 400
+GAPPY_MAX_BYTES = 400 * DIM * 4
+
+
+@pytest.fixture(scope="session")
+def gappy_store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_store(tmp_path_factory.mktemp("gappy"), without_bags=NO_FEATURE_SLIDES)
+
+
 @pytest.fixture(scope="session")
 def live_server(tiny_store_dir: Path, tmp_path_factory: pytest.TempPathFactory
                 ) -> Iterator[LiveServer]:
     """uvicorn serving a read-only copy of the tiny store on 127.0.0.1 (a thread)."""
+    root = copy_store(tiny_store_dir, tmp_path_factory.mktemp("served") / "store")
+    with serve(root) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def gappy_server(gappy_store_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[LiveServer]:
+    """The service over a store whose patients NO_FEATURE_PATIENTS have slides without
+    feature files, with small bag limits (GAPPY_MAX_PATCHES, GAPPY_MAX_BYTES)."""
+    root = copy_store(gappy_store_dir, tmp_path_factory.mktemp("served-gappy") / "store")
+    with serve(root, BagLimits(max_patches=GAPPY_MAX_PATCHES, max_bytes=GAPPY_MAX_BYTES)
+               ) as server:
+        yield server
+
+
+@contextmanager
+def serve(root: Path, bag_limits: BagLimits | None = None) -> Iterator[LiveServer]:
+    """uvicorn serving the store at ``root`` (its slide-mean index built) in a thread."""
     import socket
     import threading
     import time
@@ -128,10 +168,10 @@ def live_server(tiny_store_dir: Path, tmp_path_factory: pytest.TempPathFactory
     from casegraph.retrieval.index import SLIDE_MEAN, IndexKey, build_index
     from casegraph.retrieval.service import create_app
 
-    root = copy_store(tiny_store_dir, tmp_path_factory.mktemp("served") / "store")
     with Store.open(root) as writable:
         build_index(writable, IndexKey(SLIDE_MEAN, "wsi"))
-    app = create_app(root, keys=frozenset({API_KEY}), max_body_bytes=MAX_BODY)
+    app = create_app(root, keys=frozenset({API_KEY}), max_body_bytes=MAX_BODY,
+                     bag_limits=bag_limits)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
