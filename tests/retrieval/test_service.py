@@ -140,3 +140,65 @@ def test_keys_from_a_file(tiny_store_dir: Path, tmp_path: Path,
         assert client.get("/cohorts", headers={"X-API-Key": "# comment"}).status_code == 401
     finally:
         app.state.store.close()
+
+
+def _bag_bytes(n: int, seed: int, compression: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(seed)
+    with h5py.File(buffer, "w") as handle:
+        handle.create_dataset("features", data=rng.normal(size=(n, 16)).astype(np.float32),
+                              compression=compression)
+    return buffer.getvalue()
+
+
+def test_uploads_sharing_a_name_are_each_their_own_file(live_server: LiveServer,
+                                                        tiny_store_dir: Path,
+                                                        tmp_path: Path) -> None:
+    from casegraph.ingest.store import Store
+    from casegraph.retrieval.query import QueryEngine, QueryOptions
+
+    contents = [_bag_bytes(24, 1), _bag_bytes(10, 2), _bag_bytes(7, 3)]
+    for names in (["a.h5", "a.h5", "a-1.h5"], ["a.h5", "a-2.h5", "a.h5"], ["a.h5", "b.h5", "a.h5"],
+                  ["x/a.h5", "../a.h5", "a.h5"]):
+        files = [("files", (n, c)) for n, c in zip(names, contents, strict=True)]
+        r = httpx.post(f"{live_server.url}/query", headers=live_server.headers, files=files,
+                       data={"k": "5"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["n_patches"] == 41, names  # 24 + 10 + 7: none overwritten or reused
+        assert body["query_files"] == [Path(n).name for n in names]
+    local = []
+    for i, c in enumerate(contents):
+        (tmp_path / f"{i}.h5").write_bytes(c)
+        local.append(tmp_path / f"{i}.h5")
+    with Store.open(tiny_store_dir, read_only=True) as store:
+        direct = QueryEngine(store).query(local, options=QueryOptions(k=5))
+    assert [n["patient_id"] for n in body["neighbours"]] == [
+        n.patient_id for n in direct.neighbours]
+
+
+def test_errors_and_results_never_show_server_temp_paths(live_server: LiveServer) -> None:
+    url, headers = f"{live_server.url}/query", live_server.headers
+    for name, content in [("mine.h5", b"\x89HDF garbage"), ("mine.pt", b"not a zip"),
+                          ("mine.h5", _h5_bytes(0, 1, 8))]:
+        r = httpx.post(url, headers=headers, files=[("files", (name, content))])
+        assert r.status_code == 400 and r.json()["detail"].startswith(name), r.text
+        assert "casegraph-query-" not in r.text and "/tmp" not in r.text
+    health = httpx.get(f"{live_server.url}/health").json()
+    assert "store" not in health and all("/" not in str(v) for v in health.values())
+
+
+def test_bags_over_the_limits_get_413_naming_the_limit(gappy_server: LiveServer) -> None:
+    from tests.retrieval.conftest import GAPPY_MAX_PATCHES
+
+    url, headers = f"{gappy_server.url}/query", gappy_server.headers
+    one = httpx.post(url, headers=headers, files=[
+        ("files", ("big.h5", _bag_bytes(GAPPY_MAX_PATCHES + 1, 4, "gzip")))])
+    assert one.status_code == 413, one.text
+    assert f"limit of {GAPPY_MAX_PATCHES}" in one.json()["detail"]
+    assert one.json()["detail"].startswith("big.h5")
+    half = _bag_bytes(GAPPY_MAX_PATCHES // 2 + 1, 5, "gzip")
+    together = httpx.post(url, headers=headers, files=[("files", ("p.h5", half)),
+                                                       ("files", ("q.h5", half))])
+    assert together.status_code == 413 and "together" in together.json()["detail"]
+    assert httpx.post(url, headers=headers, files=[("files", ("p.h5", half))]).status_code == 200
