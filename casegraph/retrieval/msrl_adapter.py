@@ -164,8 +164,10 @@ def buffer_size(model: Any) -> int:
     return len(ids) if ids is not None else 0
 
 
-def bin_ends(model: Any, n_bins: int) -> list[float] | None:
-    """End time of each of the model's bins when it exposes finite bin edges."""
+def bin_ends(model: Any, n_bins: int, max_follow_up: float) -> list[float] | None:
+    """End time of each of the model's bins when it exposes its bin edges; an open last
+    bin (edge inf) ends at ``max_follow_up``, the reference cohort's largest follow-up, as
+    the embedding-knn answer's last time point does (docs/retrieval.md)."""
     edges = getattr(model, "bin_edges_", None)
     if edges is None:
         return None
@@ -174,7 +176,8 @@ def bin_ends(model: Any, n_bins: int) -> list[float] | None:
         return None
     ends = e[1:].copy()
     if not np.isfinite(ends[-1]):
-        ends[-1] = e[-2] * 1.5 if np.isfinite(e[-2]) and e[-2] > 0 else float(n_bins)
+        before = e[-2] if np.isfinite(e[-2]) else 0.0
+        ends[-1] = max(float(max_follow_up), float(before))
     return [float(x) for x in ends]
 
 

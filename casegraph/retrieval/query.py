@@ -245,7 +245,8 @@ class QueryEngine:
                 risk = risk_knn
             notes.append("survival is the neighbours' weighted Kaplan-Meier curve")
         else:
-            times = msrl_adapter.bin_ends(model, len(surv_values)) or self._bin_ends().tolist()
+            times = (msrl_adapter.bin_ends(model, len(surv_values), self._max_follow_up(model))
+                     or self._bin_ends().tolist())
             survival = SurvivalCurve(times=list(times),
                                      survival=[float(v) for v in surv_values])
         return self._result(
@@ -268,6 +269,15 @@ class QueryEngine:
             t = self.catalog.table
             self._bins = bin_end_times(t["time"].to_numpy(), t["event"].to_numpy())
         return self._bins
+
+    def _max_follow_up(self, model: Any) -> float:
+        """The largest follow-up time among ``model``'s reference patients (all stored
+        patients when it names none): the last time point of every answer."""
+        times = self.catalog.table["time"]
+        ids = getattr(model, "reference_ids_", None)
+        refs = [] if ids is None else [str(p) for p in ids]
+        known = times[times.index.isin(refs)]
+        return float((known if len(known) else times).max())
 
     def _neighbours(self, hits: list[Hit], weights: npt.NDArray[np.float64],
                     opts: QueryOptions) -> list[Neighbour]:

@@ -23,8 +23,12 @@ def print_result(result: QueryResult) -> None:
                                                             strict=True))
     console.print(f"risk {result.risk:.3f}; predicted survival {curve}")
     table = Table(title=f"{len(result.neighbours)} most similar patients")
-    for column in ("#", "patient", "cohort", "similarity", "weight", "time", "event",
-                   "oncotree", "genomics", "histology"):
+    # ids are what a reader copies: they never truncate, at any width or in a pipe
+    table.add_column("#", no_wrap=True)
+    table.add_column("patient", no_wrap=True, overflow="fold",
+                     min_width=max([len("patient"), *(len(n.patient_id) for n in result.neighbours)]))
+    for column in ("cohort", "similarity", "weight", "time", "event", "oncotree", "genomics",
+                   "histology"):
         table.add_column(column)
     for n in result.neighbours:
         table.add_row(str(n.rank), n.patient_id, n.cohort, f"{n.similarity:.3f}",

@@ -144,3 +144,17 @@ def test_reports(tiny_store: Store, tmp_path: Path, capsys: pytest.CaptureFixtur
     again = type(result).model_validate_json(result.model_dump_json())
     assert again == result
     assert np.isfinite(result.risk)
+
+
+@pytest.mark.parametrize("columns", ["40", "80"])
+def test_neighbour_table_never_truncates_patient_ids(tiny_store: Store, columns: str,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", columns)  # what rich sees in a pipe or an 80-column log
+    result = retrieval.query(tiny_store, patient_id="A05", k=3)
+    long_ids = [f"TCGA-BC-{i:04d}-01Z-00-DX1" for i in range(3)]
+    result.neighbours = [n.model_copy(update={"patient_id": p})
+                         for n, p in zip(result.neighbours, long_ids, strict=True)]
+    print_result(result)
+    out = capsys.readouterr().out
+    assert all(p in out for p in long_ids)

@@ -78,3 +78,19 @@ def test_filters_and_forced_fallback(msrl_store: tuple) -> None:
     assert knn.method == "embedding-knn" and "requested" in (knn.fallback_reason or "")
     beta_query = engine.query((), "B02", QueryOptions(k=3, n_candidates=5))
     assert {n.cohort for n in beta_query.neighbours} == {"alpha"}  # the model's references
+
+
+def test_both_methods_end_their_time_points_at_the_reference_follow_up(msrl_store: tuple
+                                                                       ) -> None:
+    store, version, root = msrl_store
+    engine = QueryEngine(store)
+    bag = write_bag(root / "q3.h5", 1, seed=12)
+    msrl = engine.query([bag], options=QueryOptions(k=3, n_candidates=5))
+    knn = engine.query([bag], options=QueryOptions(k=3, method="knn"))
+    model = engine.model(version)
+    times = engine.catalog.table["time"]
+    reference_max = float(times[times.index.isin(list(model.reference_ids_))].max())
+    assert msrl.method == "msrl-gsl" and msrl.survival.times[-1] == pytest.approx(reference_max)
+    assert knn.survival.times[-1] == pytest.approx(float(times.max()))
+    edges = np.asarray(model.bin_edges_, dtype=np.float64)
+    assert msrl.survival.times[:-1] == pytest.approx(edges[1:-1].tolist())
