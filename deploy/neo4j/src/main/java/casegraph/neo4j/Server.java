@@ -4,8 +4,11 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CountDownLatch;
+import inet.ipaddr.IPAddressString;
+import org.neo4j.configuration.GraphDatabaseInternalSettings;
 import org.neo4j.configuration.GraphDatabaseSettings;
 import org.neo4j.configuration.connectors.BoltConnector;
 import org.neo4j.configuration.connectors.HttpConnector;
@@ -25,9 +28,21 @@ import org.neo4j.io.ByteUnit;
  * it is set for user {@code neo4j} at every start and never printed. Prints one line {@code
  * casegraph-neo4j ready bolt://127.0.0.1:PORT} when Bolt accepts connections; SIGTERM shuts down
  * cleanly through a shutdown hook.
+ *
+ * <p>Cypher cannot reach the host: {@code LOAD CSV} from {@code file:} URLs is refused (and
+ * confined to the empty HOME/import even if re-enabled), every IP address is blocked for URL
+ * loads (http, https, ftp), and no plugin procedure is loaded (an empty plugin directory and
+ * the allowlist {@link #PROCEDURES}). Community's built-in procedures cannot be switched off by
+ * configuration; none of them reads a file or a URL (dbms.listConfig and dbms.queryJmx report
+ * paths and JVM figures, never the password, which is a parameter, not configuration).
  */
 public final class Server {
   private static final String USER = "neo4j";
+
+  /** Plugin procedures that may load: only the built-in namespaces, so a jar dropped into a
+   * plugin directory (apoc.load.*, apoc.import.*) is ignored. */
+  static final List<String> PROCEDURES =
+      List.of("db.*", "dbms.*", "tx.*");
 
   private Server() {}
 
@@ -41,7 +56,7 @@ public final class Server {
 
     Files.createDirectories(home);
     DatabaseManagementService dbms =
-        new DatabaseManagementServiceBuilder(home)
+        confineToDatabase(new DatabaseManagementServiceBuilder(home), home)
             .setConfig(BoltConnector.enabled, true)
             .setConfig(BoltConnector.listen_address, new SocketAddress("127.0.0.1", port))
             .setConfig(HttpConnector.enabled, false)
@@ -73,6 +88,22 @@ public final class Server {
         "casegraph-neo4j ready bolt://127.0.0.1:" + port + " auth=" + (auth ? "on" : "off"));
     System.out.flush();
     stopped.await();
+  }
+
+  /** Settings that keep Cypher from reading host files or reaching out over the network. */
+  private static DatabaseManagementServiceBuilder confineToDatabase(
+      DatabaseManagementServiceBuilder builder, Path home) throws IOException {
+    // Embedded Neo4j has no import directory by default: file URLs then resolve from "/".
+    Path importDir = Files.createDirectories(home.resolve("import"));
+    Path pluginDir = Files.createDirectories(home.resolve("no-plugins"));
+    return builder
+        .setConfig(GraphDatabaseSettings.allow_file_urls, false)
+        .setConfig(GraphDatabaseSettings.load_csv_file_url_root, importDir)
+        .setConfig(
+            GraphDatabaseInternalSettings.cypher_ip_blocklist,
+            List.of(new IPAddressString("0.0.0.0/0"), new IPAddressString("::/0")))
+        .setConfig(GraphDatabaseSettings.plugin_dir, pluginDir)
+        .setConfig(GraphDatabaseSettings.procedure_allowlist, PROCEDURES);
   }
 
   private static void setPassword(DatabaseManagementService dbms, String password) {
