@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from casegraph.config import Neo4jSettings
-from casegraph.errors import CasegraphError
+from casegraph.errors import CasegraphError, InputError
 from casegraph.graph.base import GraphStore, round_weight
 from casegraph.graph.records import (
     BufferEntry,
@@ -104,6 +104,35 @@ CREATE (q)-[:SIMILAR_TO {model_version: $version, rank: row.rank, weight: row.we
 """
 
 
+def redact_uri(uri: str) -> str:
+    """``uri`` without its userinfo, for anything shown: ``bolt://u:pw@h:1`` -> ``bolt://***@h:1``.
+
+    Everything up to the last ``@`` goes, so a password holding ``/`` or ``@`` (unencoded)
+    cannot leak either."""
+    if "@" not in uri:
+        return uri
+    scheme, sep, _ = uri.partition("://")
+    host = uri.rpartition("@")[2]
+    return f"{scheme}://***@{host}" if sep and "@" not in scheme else f"***@{host}"
+
+
+URI_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
+_URI_FIX = "use bolt://HOST:PORT or neo4j://HOST:PORT, e.g. bolt://127.0.0.1:7687"
+
+
+def _check_uri(uri: str) -> None:
+    if "@" in uri:
+        raise InputError(
+            f"CASEGRAPH_NEO4J_URI {redact_uri(uri)} carries a user name or password",
+            fix="remove 'user:password@' from the URI; set CASEGRAPH_NEO4J_USER and "
+                "CASEGRAPH_NEO4J_PASSWORD or CASEGRAPH_NEO4J_PASSWORD_FILE")
+    scheme, sep, _ = uri.partition("://")
+    if not sep or scheme.lower() not in URI_SCHEMES:
+        # the driver would also take http:// (its preview Query API), with a warning
+        raise InputError(f"CASEGRAPH_NEO4J_URI {uri!r} is not a Bolt URI "
+                         f"(scheme one of {', '.join(URI_SCHEMES)})", fix=_URI_FIX)
+
+
 def _summary_created(tx: ManagedTransaction, query: str, **params: Any) -> int:
     counters = tx.run(query, **params).consume().counters
     return int(counters.nodes_created + counters.relationships_created)
@@ -127,11 +156,17 @@ class Neo4jGraphStore(GraphStore):
     def connect(cls, settings: Neo4jSettings, database: str = "neo4j") -> Neo4jGraphStore:
         """Open a driver and check the server answers; errors never include the password."""
         from neo4j import GraphDatabase
-        from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable
+        from neo4j.exceptions import AuthError, ConfigurationError, Neo4jError, ServiceUnavailable
 
+        _check_uri(settings.uri)
         auth = (settings.user, settings.password) if settings.password else None
-        # server notifications (e.g. "null value eliminated") would be logged as warnings
-        driver = GraphDatabase.driver(settings.uri, auth=auth, notifications_min_severity="OFF")
+        try:  # server notifications (e.g. "null value eliminated") would be logged as warnings
+            driver = GraphDatabase.driver(settings.uri, auth=auth,
+                                          notifications_min_severity="OFF")
+        except (ConfigurationError, ValueError) as exc:  # their messages repeat the URI
+            raise InputError(
+                f"CASEGRAPH_NEO4J_URI {settings.uri!r} is not a Neo4j URI "
+                f"({exc.__class__.__name__})", fix=_URI_FIX) from None
         try:
             driver.verify_connectivity()
         except AuthError:

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from casegraph.config import Neo4jSettings
 from casegraph.errors import CasegraphError
-from casegraph.graph.neo4j_store import Neo4jGraphStore
+from casegraph.graph.neo4j_store import Neo4jGraphStore, redact_uri
+from casegraph.ingest.store import Store
+
+URI_SECRET = "Zq7uriSecret"
+ENV_SECRET = "Wx4envSecret"
+CLI = "from casegraph.cli import main; main()"
 
 
 def test_settings_repr_hides_the_password() -> None:
@@ -47,3 +55,48 @@ def test_store_repr_and_server_logs_hide_the_password(neo4j_config: Neo4jSetting
     assert logs, f"no server logs under {run_dir}"
     for log in logs:
         assert password not in log.read_text(encoding="utf-8", errors="replace"), log
+
+
+def _free_port() -> int:
+    """A loopback port where nothing listens (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _uris(port: int) -> list[str]:
+    host = f"127.0.0.1:{port}"
+    return [
+        f"bolt://neo4j:{URI_SECRET}@{host}", f"neo4j://neo4j:{URI_SECRET}@{host}",
+        f"bolt+s://neo4j:{URI_SECRET}@localhost:{port}", f"bolt://{URI_SECRET}@{host}",
+        f"bolt://neo4j:pa%2F{URI_SECRET}@{host}", f"bolt://neo4j:pa/{URI_SECRET}@{host}",
+        f"bolt://neo4j:p@{URI_SECRET}@{host}", f"neo4j+ssc://neo4j:{URI_SECRET}@{host}/?x=1",
+        f"neo4j:{URI_SECRET}@{host}", f"bolt://{host}", f"bolt://[::1]:{port}",
+        "bolt://", "http://127.0.0.1:1", "not a uri at all",
+    ]
+
+
+@pytest.mark.parametrize("uri", [u for u in _uris(1) if "@" in u])
+def test_redact_uri_drops_all_userinfo(uri: str) -> None:
+    shown = redact_uri(uri)
+    assert URI_SECRET not in shown and "neo4j:" not in shown.partition("://")[2]
+    assert shown.endswith(uri.rpartition("@")[2])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", [["graph", "sync"], ["graph", "stats"],
+                                     ["cypher", "RETURN 1"]])
+def test_failing_connection_output_shows_no_secret(store: Store, command: list[str]) -> None:
+    """Real CLI processes against a port where nothing listens: stdout + stderr hold neither
+    the URI's password nor CASEGRAPH_NEO4J_PASSWORD, and say what is wrong in one line."""
+    store.close()
+    for uri in _uris(_free_port()):
+        env = {**os.environ, "CASEGRAPH_NEO4J_URI": uri, "CASEGRAPH_NEO4J_PASSWORD": ENV_SECRET}
+        args = [*command, "--store", str(store.root)] if command[0] == "graph" else command
+        done = subprocess.run([sys.executable, "-c", CLI, *args], env=env, capture_output=True,
+                              text=True, check=False)
+        output = done.stdout + done.stderr
+        assert done.returncode == 1, (uri, output)
+        assert URI_SECRET not in output and ENV_SECRET not in output, (uri, output)
+        assert "Traceback" not in output and len(output.strip().splitlines()) == 1, output
+        assert "CASEGRAPH_NEO4J_URI" in output or "cannot reach Neo4j" in output, output
