@@ -19,7 +19,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from casegraph.errors import InputError
-from casegraph.ingest.bags import slide_key
+from casegraph.ingest.ids import check_patient_ids, table_slides
 from casegraph.schema import Modality
 
 FloatMatrix = npt.NDArray[np.float32]
@@ -120,21 +120,27 @@ def read_mcat_table(path: str | Path, cohort: str | None = None,
                     mapping: ColumnMapping = MCAT_MAPPING) -> CohortTable:
     """MCAT/PORPOISE table (one row per slide) or any table under a column ``mapping``."""
     path = Path(path)
-    df = read_csv_checked(path)
+    df = read_csv_checked(path, dtype=_id_dtypes(mapping))
     return _table_from_frame(df, path, cohort or cohort_name_from_path(path), mapping)
+
+
+def _id_dtypes(mapping: ColumnMapping) -> dict[str, type]:
+    """Id columns are read as text: ``001`` stays ``001``, ``1e5`` is not a number."""
+    return {c: str for c in (mapping.patient, mapping.slide) if c}
 
 
 def read_survpath(labels: str | Path, rna: str | Path, cohort: str | None = None) -> CohortTable:
     """SurvPath: a label table (one row per slide) plus a patients x genes RNA matrix whose
     first column is the case id. RNA columns become ``<gene>_rnaseq`` features."""
     labels, rna = Path(labels), Path(rna)
-    label_df = read_csv_checked(labels)
+    label_df = read_csv_checked(labels, dtype=_id_dtypes(MCAT_MAPPING))
     rna_df = read_csv_checked(rna, keep_index_column=True)
     first = rna_df.columns[0]
     if rna_df[first].dtype.kind in "fiu":
         raise InputError("first column must hold case ids", file=rna, column=str(first),
                          fix="put the patient id in the first column of the RNA matrix")
     rna_df = rna_df.rename(columns={first: "__case__"})
+    check_patient_ids(rna_df["__case__"], rna, str(first))
     dup = rna_df["__case__"].duplicated()
     if dup.any():
         row = int(np.flatnonzero(dup.to_numpy())[0])
@@ -161,11 +167,7 @@ def _table_from_frame(df: pd.DataFrame, path: Path, cohort: str, mapping: Column
                          fix=f"the table needs {required}; for other names pass a column mapping")
     feature_cols = [c for c in df.columns if Modality.from_suffix(str(c))]
     _check_numeric(df, feature_cols, path, allow_nan=allow_missing_genomics)
-    ids = df[mapping.patient]
-    if ids.isna().any():
-        row = int(np.flatnonzero(ids.isna().to_numpy())[0])
-        raise InputError("empty patient id", file=path, row=row + 2, column=mapping.patient)
-    ids = ids.astype(str).str.strip()
+    ids = pd.Series(check_patient_ids(df[mapping.patient], path, mapping.patient), index=df.index)
     time = _numeric_column(df, mapping.time, path)
     bad = np.flatnonzero(~np.isfinite(time) | (time < 0))
     if bad.size:
@@ -188,11 +190,7 @@ def _table_from_frame(df: pd.DataFrame, path: Path, cohort: str, mapping: Column
     attributes = _attributes(df.iloc[first_rows], attr_cols)
     slides: list[tuple[str, str]] = []
     if mapping.slide and mapping.slide in df.columns:
-        seen: set[str] = set()
-        for sid, pid in zip(df[mapping.slide], ids, strict=True):
-            if isinstance(sid, str) and sid.strip() and (key := slide_key(sid.strip())) not in seen:
-                seen.add(key)
-                slides.append((key, pid))
+        slides = table_slides(df[mapping.slide], list(ids), path, mapping.slide)
     split = [Modality.from_suffix(str(c)) for c in feature_cols]
     return CohortTable(
         source=path, cohort=cohort,

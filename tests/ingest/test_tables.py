@@ -133,3 +133,103 @@ def test_split_dir_reads_folds(tmp_path: Path) -> None:
     (tmp_path / "splits_1.csv").write_text(",train,val\n0,P3,P1\n1,P2,\n", encoding="utf-8")
     split = read_split_dir(tmp_path)
     assert split.folds == {0: (["P1", "P2"], ["P3"]), 1: (["P2", "P3"], ["P1"])}
+
+
+# Ids are kept exactly as given; one that cannot be is an error naming file, row and column.
+SLIDE_ROW = "P1,{},10.5,0,60,BLCA,0.1,1.2,0,1"
+BAD_SLIDE_IDS = {
+    "folder": "dir/TCGA-X.svs",
+    "nested folders": "a/b/c/TCGA-X.svs",
+    "trailing slash": "TCGA-X/",
+    "only a folder": "dir/.svs",
+    "backslash": "dir\\TCGA-X.svs",
+    "dot": ".",
+    "dot-dot": "..",
+    "only an extension": ".svs",
+    "leading space": " TCGA-X.svs",
+    "trailing space": "TCGA-X.svs ",
+    "blank": "   ",
+    "tab": "TCGA\tX.svs",
+    "control char": "TCGA-\x01X",
+    "5000 characters": "S" * 5000,
+    "253 bytes + .h5": "S" * 253,
+    "multi-byte over 255 bytes": "é" * 127,
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SLIDE_IDS))
+def test_slide_id_that_cannot_be_kept_is_an_error(tmp_path: Path, case: str) -> None:
+    path = write_table(tmp_path, [ROWS[2], SLIDE_ROW.format(BAD_SLIDE_IDS[case])])
+    with pytest.raises(InputError) as info:
+        read_mcat_table(path, "tiny")
+    message = str(info.value)
+    assert str(path) in message and "row 3" in message and "column 'slide_id'" in message
+    assert "fix:" in message and len(message) < 400 and "\n" not in message.replace("\\n", "")
+
+
+def test_longest_slide_id_that_fits_a_file_name_is_kept(tmp_path: Path) -> None:
+    sid = "S" * 252  # + ".h5" = 255 bytes
+    table = read_mcat_table(write_table(tmp_path, [SLIDE_ROW.format(sid + ".svs")]), "tiny")
+    assert table.slides == [(sid, "P1")]
+
+
+def test_ten_slash_ids_are_never_collapsed(tmp_path: Path) -> None:
+    """The audit's case: ten distinct ids, several sharing a basename or with none."""
+    ids = [f"site{i % 2}/TCGA-{i // 2}.svs" for i in range(6)] + [f"batch{i}/" for i in range(4)]
+    rows = [f"P{i},{sid},10,0,60,BLCA,0,0,0,0" for i, sid in enumerate(ids)]
+    with pytest.raises(InputError, match=r"row 2, column 'slide_id': slide id 'site0/TCGA-0\.svs'"):
+        read_mcat_table(write_table(tmp_path, rows), "tiny")
+
+
+@pytest.mark.parametrize(("second", "message"), [
+    ("P2,P1-A.svs,30.0,1,55,BLCA,-0.3,0.4,1,0", "listed for patient 'P1' .row 2. and for patient 'P2'"),
+    ("P1,P1-A.tif,10.5,0,60,BLCA,0.1,1.2,0,1", "'P1-A.svs' .row 2. and 'P1-A.tif' name the same bag"),
+    ("P1,P1-A,10.5,0,60,BLCA,0.1,1.2,0,1", "'P1-A.svs' .row 2. and 'P1-A' name the same bag"),
+])
+def test_two_slide_ids_for_one_bag_file_are_an_error(tmp_path: Path, second: str,
+                                                     message: str) -> None:
+    path = write_table(tmp_path, [ROWS[0], second])
+    with pytest.raises(InputError, match=message) as info:
+        read_mcat_table(path, "tiny")
+    assert f"{path}, row 3, column 'slide_id'" in str(info.value)
+
+
+def test_repeated_row_of_one_slide_is_one_slide(tmp_path: Path) -> None:
+    table = read_mcat_table(write_table(tmp_path, [ROWS[0], ROWS[0], ROWS[2]]), "tiny")
+    assert table.slides == [("P1-A", "P1"), ("P2-A", "P2")]
+
+
+BAD_PATIENT_IDS = {"leading space": " P1", "trailing space": "P1 ", "blank": "  ",
+                   "tab": "P\t1", "newline (quoted)": '"P\n1"', "control char": "P\x7f1",
+                   "empty": ""}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PATIENT_IDS))
+def test_patient_id_that_cannot_be_kept_is_an_error(tmp_path: Path, case: str) -> None:
+    row = f"{BAD_PATIENT_IDS[case]},P9-A.svs,10.5,0,60,BLCA,0.1,1.2,0,1"
+    path = write_table(tmp_path, [ROWS[2], row])
+    with pytest.raises(InputError, match=r"row 3, column 'case_id': patient id") as info:
+        read_mcat_table(path, "tiny")
+    assert str(path) in str(info.value) and "fix:" in str(info.value)
+
+
+def test_ids_are_kept_exactly_as_given(tmp_path: Path) -> None:
+    rows = ["001,007.svs,1,0,60,X,0,0,0,0",
+            "1e5,TCGA-1.0,2,0,60,X,0,0,0,0", "P/3,p-3,3,0,60,X,0,0,0,0"]
+    table = read_mcat_table(write_table(tmp_path, rows), "tiny")
+    assert table.patient_ids == ["001", "1e5", "P/3"]  # a patient id is no file name
+    assert table.slides == [("007", "001"), ("TCGA-1.0", "1e5"), ("p-3", "P/3")]
+
+
+def test_split_and_rna_ids_are_checked_too(tmp_path: Path) -> None:
+    (tmp_path / "splits_0.csv").write_text(",train,val\n0,001,P3 \n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"splits_0\.csv, row 2, column 'val': patient id 'P3 '"):
+        read_split_dir(tmp_path)
+    (tmp_path / "splits_0.csv").write_text(",train,val\n0,001,P3\n1,002,\n", encoding="utf-8")
+    assert read_split_dir(tmp_path).folds == {0: (["001", "002"], ["P3"])}
+    labels = write_table(tmp_path, ["P1,P1-A.svs,10.5,0"], header="case_id,slide_id,survival_months,censorship",
+                         name="labels.csv")
+    rna = tmp_path / "rna_clean.csv"
+    rna.write_text(",TP53\nP1 ,1.5\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"rna_clean\.csv, row 2, column 'Unnamed: 0'.*spaces"):
+        read_survpath(labels, rna, "sp")
