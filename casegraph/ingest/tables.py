@@ -23,6 +23,7 @@ from casegraph.ingest.ids import check_patient_ids, table_slides
 from casegraph.schema import Modality
 
 FloatMatrix = npt.NDArray[np.float32]
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -98,9 +99,24 @@ def read_csv_checked(path: Path, keep_index_column: bool = False, **kwargs: obje
                          fix="re-download or re-compress the file") from None
     if df.shape[0] == 0:
         raise InputError("table has a header but no rows", file=path)
+    _check_unique_header(path)
     columns = list(df.columns[1:]) if keep_index_column else list(df.columns)
     drop = [c for c in columns if str(c) in IGNORED_COLUMNS or str(c).startswith("Unnamed:")]
     return df.drop(columns=drop)
+
+
+def _check_unique_header(path: Path) -> None:
+    """pandas renames a repeated column ``x`` to ``x.1``: refuse it instead, by the raw header."""
+    header = pd.read_csv(path, header=None, nrows=1, dtype=str, encoding="utf-8").iloc[0]
+    first: dict[str, int] = {}
+    for position, name in enumerate(header, start=1):
+        if not isinstance(name, str) or name in IGNORED_COLUMNS or name.startswith("Unnamed:"):
+            continue
+        if name in first:
+            raise InputError(f"column {name!r} appears twice (columns {first[name]} and "
+                             f"{position})", file=path, row=1, column=name,
+                             fix="remove or rename one of them; columns are never renamed")
+        first[name] = position
 
 
 def _first_line(exc: Exception) -> str:
@@ -149,6 +165,11 @@ def read_survpath(labels: str | Path, rna: str | Path, cohort: str | None = None
     genes = [c for c in rna_df.columns if c != "__case__"]
     _check_numeric(rna_df, genes, rna)
     rna_df = rna_df.rename(columns={g: f"{g}_rnaseq" for g in genes})
+    clash = sorted(set(label_df.columns) & set(rna_df.columns))
+    if clash:
+        raise InputError(f"column {clash[0]!r} is in both the label table and (as an RNA gene) "
+                         f"the RNA matrix {rna}", file=labels, row=1, column=clash[0],
+                         fix="keep RNA values in the RNA matrix only")
     merged = label_df.merge(rna_df, how="left", left_on="case_id", right_on="__case__")
     merged = merged.drop(columns=["__case__"])
     table = _table_from_frame(merged, labels, cohort or labels.parent.name, MCAT_MAPPING,
@@ -169,9 +190,10 @@ def _table_from_frame(df: pd.DataFrame, path: Path, cohort: str, mapping: Column
     _check_numeric(df, feature_cols, path, allow_nan=allow_missing_genomics)
     ids = pd.Series(check_patient_ids(df[mapping.patient], path, mapping.patient), index=df.index)
     time = _numeric_column(df, mapping.time, path)
-    bad = np.flatnonzero(~np.isfinite(time) | (time < 0))
+    bad = np.flatnonzero(~np.isfinite(time) | (time < 0) | (time > FLOAT32_MAX))
     if bad.size:
-        raise InputError(f"survival time must be finite and >= 0, got {time[bad[0]]!r}",
+        raise InputError(f"survival time must be finite, >= 0 and within the 32-bit float "
+                         f"range, got {time[bad[0]]!r}",
                          file=path, row=int(bad[0]) + 2, column=mapping.time,
                          fix="correct or remove the row")
     label = _numeric_column(df, str(label_col), path)
@@ -238,6 +260,19 @@ def _check_numeric(df: pd.DataFrame, columns: list[str], path: Path,
         raise InputError(f"feature value is {values[bad_row, bad_col]!r}", file=path,
                          row=bad_row + 2, column=str(columns[bad_col]),
                          fix="impute or drop the feature; NaN/inf are not accepted")
+    _check_float32_range(values, columns, path)
+
+
+def _check_float32_range(values: npt.NDArray[np.float64], columns: list[str], path: Path) -> None:
+    """Genomics are stored as float32: a value beyond its range would become inf, then missing."""
+    with np.errstate(invalid="ignore"):
+        too_big = np.abs(values) > FLOAT32_MAX
+    if too_big.any():
+        bad_row, bad_col = (int(x[0]) for x in np.nonzero(too_big))
+        raise InputError(f"feature value {values[bad_row, bad_col]!r} is beyond the stored "
+                         f"32-bit float range (+-{FLOAT32_MAX:.3g})", file=path,
+                         row=bad_row + 2, column=str(columns[bad_col]),
+                         fix="rescale the feature (e.g. log) or correct the value")
 
 
 def _first_row_per_patient(ids: pd.Series, time: np.ndarray, event: np.ndarray,
@@ -273,4 +308,9 @@ def _attributes(df: pd.DataFrame, columns: list[str]) -> list[dict[str, object]]
     if not columns:
         return [{} for _ in range(len(df))]
     records = df[columns].to_dict(orient="records")
-    return [json.loads(json.dumps(r, default=str).replace("NaN", "null")) for r in records]
+    return [json.loads(json.dumps({k: None if _is_missing(v) else v for k, v in r.items()},
+                                  default=str)) for r in records]
+
+
+def _is_missing(value: object) -> bool:
+    return isinstance(value, float) and np.isnan(value)

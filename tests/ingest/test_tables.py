@@ -233,3 +233,95 @@ def test_split_and_rna_ids_are_checked_too(tmp_path: Path) -> None:
     rna.write_text(",TP53\nP1 ,1.5\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"rna_clean\.csv, row 2, column 'Unnamed: 0'.*spaces"):
         read_survpath(labels, rna, "sp")
+
+
+# No value is changed on the way in: a numeric that is not finite or overflows the stored
+# 32-bit float, and a repeated header (pandas would rename it x.1), are errors.
+GENE_ROW = "P2,P2-A.svs,3,1,55,BLCA,0,{},0,0"
+BAD_NUMBERS = ["1e308", "-1e308", "3.5e38", "1e39", "1e309", "-1e999", "inf", "-inf",
+               "Infinity", "nan", "NaN", "NA", ""]
+
+
+@pytest.mark.parametrize("value", BAD_NUMBERS)
+def test_non_finite_or_overflowing_gene_value_is_an_error(tmp_path: Path, value: str) -> None:
+    path = write_table(tmp_path, [ROWS[0], GENE_ROW.format(value)])
+    with pytest.raises(InputError) as info:
+        read_mcat_table(path, "tiny")
+    assert f"{path}, row 3, column 'EGFR_rnaseq'" in str(info.value) and "fix:" in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["3.4e38", "-3.4e38", "1e-30", "0"])
+def test_largest_float32_values_are_kept(tmp_path: Path, value: str) -> None:
+    table = read_mcat_table(write_table(tmp_path, [GENE_ROW.format(value)]), "tiny")
+    assert table.genomics[0, 1] == np.float32(float(value))
+    assert np.isfinite(table.genomics).all()
+
+
+@pytest.mark.parametrize("value", ["1e308", "1e309", "inf", "-1e999"])
+def test_overflowing_rna_matrix_value_is_an_error(tmp_path: Path, value: str) -> None:
+    labels = write_table(tmp_path, ["P1,P1-A.svs,10.5,0"],
+                         header="case_id,slide_id,survival_months,censorship", name="labels.csv")
+    rna = tmp_path / "rna_clean.csv"
+    rna.write_text(f",TP53,EGFR\nP1,1.5,{value}\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"rna_clean\.csv, row 2, column 'EGFR'"):
+        read_survpath(labels, rna, "sp")
+
+
+@pytest.mark.parametrize("value", ["1e309", "1e300", "inf", "nan"])
+def test_non_finite_or_overflowing_time_is_an_error(tmp_path: Path, value: str) -> None:
+    path = write_table(tmp_path, [f"P2,P2-A.svs,{value},1,55,BLCA,0,0,0,0"])
+    with pytest.raises(InputError, match=r"row 2, column 'survival_months'"):
+        read_mcat_table(path, "tiny")
+
+
+@pytest.mark.parametrize("column", ["survival_months", "TP53_rnaseq", "KRAS_mut", "case_id",
+                                    "slide_id", "age"])
+def test_repeated_column_is_an_error(tmp_path: Path, column: str) -> None:
+    header = HEADER + "," + column
+    rows = [r + "," + r.split(",")[HEADER.split(",").index(column)] for r in ROWS]
+    path = write_table(tmp_path, rows, header=header)
+    position = HEADER.split(",").index(column) + 1
+    with pytest.raises(InputError, match=rf"column {column!r} appears twice \(columns "
+                                         rf"{position} and 11\)") as info:
+        read_mcat_table(path, "tiny")
+    assert f"{path}, row 1, column {column!r}" in str(info.value)
+
+
+def test_repeated_column_in_zip_rna_signatures_and_splits(tmp_path: Path) -> None:
+    csv = write_table(tmp_path, header=HEADER + ",TP53_cnv", rows=[r + ",0" for r in ROWS])
+    zipped = tmp_path / "tcga_blca_all_clean.csv.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.write(csv, arcname="tcga_blca_all_clean.csv")
+    with pytest.raises(InputError, match="'TP53_cnv' appears twice"):
+        read_mcat_table(zipped)
+    labels = write_table(tmp_path, ["P1,P1-A.svs,10.5,0"],
+                         header="case_id,slide_id,survival_months,censorship", name="labels.csv")
+    rna = tmp_path / "rna_clean.csv"
+    rna.write_text(",TP53,TP53\nP1,1.5,2.5\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"rna_clean\.csv, row 1, column 'TP53': .*twice"):
+        read_survpath(labels, rna, "sp")
+    sig = tmp_path / "x_signatures.csv"
+    sig.write_text("Oncogenes,Oncogenes\nEGFR,KRAS\n", encoding="utf-8")
+    with pytest.raises(InputError, match="'Oncogenes' appears twice"):
+        read_gene_groups(sig)
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "splits_0.csv").write_text(",train,val,val\n0,P1,P2,P3\n",
+                                                      encoding="utf-8")
+    with pytest.raises(InputError, match="'val' appears twice"):
+        read_split_dir(tmp_path / "splits")
+
+
+def test_label_column_that_is_also_an_rna_gene_is_an_error(tmp_path: Path) -> None:
+    labels = write_table(tmp_path, ["P1,P1-A.svs,10.5,0,3"], name="labels.csv",
+                         header="case_id,slide_id,survival_months,censorship,TP53_rnaseq")
+    rna = tmp_path / "rna_clean.csv"
+    rna.write_text(",TP53\nP1,1.5\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"labels\.csv, row 1, column 'TP53_rnaseq'"):
+        read_survpath(labels, rna, "sp")
+
+
+def test_attribute_text_is_kept_as_given(tmp_path: Path) -> None:
+    rows = ["P1,P1-A.svs,10.5,0,60,NaNa,0,0,0,0", "P2,P2-A.svs,10.5,0,,NaN-ish,0,0,0,0"]
+    table = read_mcat_table(write_table(tmp_path, rows), "tiny")
+    assert table.attributes == [{"age": 60.0, "oncotree_code": "NaNa"},
+                                {"age": None, "oncotree_code": "NaN-ish"}]
