@@ -65,10 +65,11 @@ def ingest_command(
 
 def _print_report(report) -> None:  # type: ignore[no-untyped-def]
     from rich.console import Console
+    from rich.markup import escape
 
-    console = Console(stderr=False)
+    console = Console(stderr=False, soft_wrap=True)  # one line per message, also in pipes and logs
     for warning in report.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     for name, cov in report.coverage.items():
         present = sum(a for a, _ in cov.values())
         total = sum(b for _, b in cov.values())

@@ -213,14 +213,7 @@ def _plan_splits(store: Store, request: IngestRequest, report: IngestReport) -> 
     out = []
     for split in request.split_sets:
         stored = store.splits(split.name)
-        unknown = sorted(split.patients() - incoming - _stored_ids(store, split.patients()))
-        if unknown:
-            report.warnings.append(f"{split.source}: {len(unknown)} patient(s) in the splits are "
-                                   f"not in the store (e.g. {unknown[0]}); they are dropped")
-            drop = set(unknown)
-            split = SplitSet(split.name, split.source, {
-                k: ([p for p in tr if p not in drop], [p for p in va if p not in drop])
-                for k, (tr, va) in split.folds.items()})
+        split = _known_split_patients(store, split, incoming, report)
         merged = {k: (sorted(set(stored.get(k, ([], []))[0]) | set(tr)),
                       sorted(set(stored.get(k, ([], []))[1]) | set(va)))
                   for k, (tr, va) in split.folds.items()}
@@ -234,6 +227,39 @@ def _plan_splits(store: Store, request: IngestRequest, report: IngestReport) -> 
         out.append(SplitSet(split.name, split.source, merged))
         report.new_split_sets.append(split.name)
     return out
+
+
+def _known_split_patients(store: Store, split: SplitSet, incoming: set[str],
+                          report: IngestReport) -> SplitSet:
+    """The split set without patients that are neither in this batch nor in the store.
+
+    None known is an error (another cohort's split folder); some unknown is kept with a
+    warning that counts them, as long as every fold keeps a train and a val side.
+    """
+    patients = split.patients()
+    unknown = sorted(patients - incoming - _stored_ids(store, patients))
+    if not unknown:
+        return split
+    if len(unknown) == len(patients):
+        raise InputError(f"none of the {len(patients)} patients of the split files is in this "
+                         f"batch's tables or in the store (e.g. {unknown[0]!r}); is it another "
+                         "cohort's split folder?", file=split.source,
+                         fix="pass the split folder of the cohort being ingested, or ingest "
+                         "its table first")
+    drop = set(unknown)
+    folds = {k: ([p for p in tr if p not in drop], [p for p in va if p not in drop])
+             for k, (tr, va) in split.folds.items()}
+    for k, sides in sorted(folds.items()):
+        for role, ids in zip(("train", "val"), sides, strict=True):
+            if not ids:
+                raise InputError(f"fold {k} keeps no {role} patient once the {len(unknown)} "
+                                 "patients that are not in the tables or the store are left "
+                                 f"out (e.g. {unknown[0]!r})", file=split.source,
+                                 fix="ingest those patients' table too, or fix the split files")
+    report.warnings.append(f"split set {split.name!r} ({split.source}): {len(unknown)} of "
+                           f"{len(patients)} patients are not in this batch's tables or the "
+                           f"store (e.g. {unknown[0]!r}); they are left out of the folds")
+    return SplitSet(split.name, split.source, folds)
 
 
 def _stored_ids(store: Store, ids: set[str]) -> set[str]:

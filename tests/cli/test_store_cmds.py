@@ -54,3 +54,27 @@ def test_info_on_missing_store_says_what_to_do(tmp_path: Path) -> None:
 def test_version() -> None:
     result = run_cli("--version")
     assert result.returncode == 0 and result.stdout.startswith("casegraph ")
+
+
+def _splits(folder: Path, train: list[str], val: list[str]) -> Path:
+    folder.mkdir(parents=True)
+    rows = [f"{i},{t},{v}" for i, (t, v) in enumerate(zip(train, val, strict=True))]
+    (folder / "splits_0.csv").write_text("\n".join([",train,val", *rows]) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_split_folder_matching_no_patient_is_one_line_error(tmp_path: Path) -> None:
+    table = write_table(tmp_path / "in")
+    other = _splits(tmp_path / "splits" / "tcga_other[2]", ["TCGA-AA-0001", "TCGA-AA-0002"],
+                    ["TCGA-AA-0003", "TCGA-AA-0004"])
+    store = str(tmp_path / "store")
+    result = run_cli("ingest", "--store", store, "--table", str(table), "--splits", str(other))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert str(other) in lines[0] and "none of the 4 patients" in lines[0]
+    partial = _splits(tmp_path / "splits" / "tcga_tiny[1]", ["P1", "TCGA-AA-0001"], ["P2", "P3"])
+    ok = run_cli("ingest", "--store", store, "--table", str(table), "--splits", str(partial))
+    assert ok.returncode == 0, ok.stderr
+    warning = [line for line in ok.stdout.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and str(partial) in warning[0]
+    assert "1 of 4 patients are not in this batch's tables or the store" in warning[0]

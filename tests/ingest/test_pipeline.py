@@ -15,6 +15,7 @@ from casegraph.errors import InputError
 from casegraph.faults import CRASH_ENV
 from casegraph.ingest.pipeline import IngestRequest, ingest
 from casegraph.ingest.signatures import read_gene_groups
+from casegraph.ingest.splits import read_split_dir
 from casegraph.ingest.store import Store
 from casegraph.ingest.tables import read_mcat_table
 from casegraph.models.data import CohortData
@@ -156,3 +157,46 @@ def test_kill_during_ingest_leaves_store_as_before(tmp_path: Path) -> None:
         assert _snapshot(store) == before
         report = ingest(store, _request(tmp_path))  # a re-run completes the batch
         assert report.new_patients == 2 and store.counts()["patients"] == 3
+
+
+def _write_splits(folder: Path, folds: list[tuple[list[str], list[str]]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, (train, val) in enumerate(folds):
+        n = max(len(train), len(val))
+        rows = [f"{i},{train[i] if i < len(train) else ''},{val[i] if i < len(val) else ''}"
+                for i in range(n)]
+        (folder / f"splits_{k}.csv").write_text("\n".join([",train,val", *rows]) + "\n",
+                                                encoding="utf-8")
+    return folder
+
+
+def test_split_folder_of_another_cohort_is_an_error(store: Store, tmp_path: Path) -> None:
+    ingest(store, _request(tmp_path, bags=False))
+    before = _snapshot(store)
+    folder = _write_splits(tmp_path / "other", [(["X1", "X2"], ["X3"]), (["X3"], ["X1"])])
+    request = _request(tmp_path, bags=False)
+    request.split_sets = [read_split_dir(folder)]
+    with pytest.raises(InputError, match="none of the 3 patients of the split files") as info:
+        ingest(store, request)
+    assert str(folder) in str(info.value) and "fix:" in str(info.value)
+    assert _snapshot(store) == before and store.splits("mcat") == {}
+
+
+def test_split_patients_partly_unknown_are_left_out_with_a_count(store: Store,
+                                                                 tmp_path: Path) -> None:
+    folder = _write_splits(tmp_path / "sp", [(["P1", "X9"], ["P2", "P3"]), (["P2", "P3"], ["P1"])])
+    request = _request(tmp_path, bags=False)
+    request.split_sets = [read_split_dir(folder)]
+    report = ingest(store, request)
+    assert store.splits("mcat") == {0: (["P1"], ["P2", "P3"]), 1: (["P2", "P3"], ["P1"])}
+    assert any("1 of 4 patients are not in this batch's tables or the store (e.g. 'X9')" in w
+               for w in report.warnings)
+
+
+def test_fold_left_without_a_side_is_an_error(store: Store, tmp_path: Path) -> None:
+    folder = _write_splits(tmp_path / "sp", [(["P1", "P2"], ["X1", "X2"])])
+    request = _request(tmp_path, bags=False)
+    request.split_sets = [read_split_dir(folder)]
+    with pytest.raises(InputError, match="fold 0 keeps no val patient"):
+        ingest(store, request)
+    assert store.counts()["patients"] == 0
