@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -45,11 +47,26 @@ def simulate_command(
     settings = BagSettings(n_patches=patches, dim=dim, signal=signal, n_phenotypes=phenotypes,
                            seed=seed, patch_spread=patch_spread, genomic_map=genomic_map)
     console = Console()
-    if synthetic is not None:
-        _synthetic(console, out, synthetic, genes, censoring, settings, histology_risk)
-    else:
-        assert table is not None
-        _for_table(console, out, table, rna, settings)
+    with _out_errors(out):
+        if synthetic is not None:
+            _synthetic(console, out, synthetic, genes, censoring, settings, histology_risk)
+        else:
+            assert table is not None
+            _for_table(console, out, table, rna, settings)
+
+
+@contextmanager
+def _out_errors(out: Path) -> Iterator[None]:
+    """The OS refusing a write under --out (name too long, no space, read-only) is one line."""
+    from casegraph.errors import InputError
+
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename if isinstance(exc.filename, str) else out
+        raise InputError(f"cannot write the simulated files ({exc.strerror or exc})", file=where,
+                         fix="choose a writable --out folder with free space and a shorter path"
+                         ) from None
 
 
 def _for_table(console, out: Path, table_path: Path, rna: Path | None, settings) -> None:  # type: ignore[no-untyped-def]

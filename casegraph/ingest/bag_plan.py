@@ -7,11 +7,14 @@ again; any other file is hashed and summarised (mean embedding, k-means centres)
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from casegraph.errors import InputError
 from casegraph.ingest.bags import BAG_SUFFIXES, slide_key
+from casegraph.ingest.files import check_regular_file
 from casegraph.ingest.store import Store
 from casegraph.ingest.summaries import SummaryRow, register_bags
 from casegraph.ingest.tables import CohortTable
@@ -19,6 +22,10 @@ from casegraph.runtime import progress
 
 SlideRow = tuple[str, str, str, str | None, str | None, int | None, int | None, str | None,
                  int | None, float | None]
+
+
+# Skipping such an entry would drop a slide's features silently.
+BAG_ENTRY_FIX = "put the feature file itself in the bag folder, or remove this entry"
 
 
 @dataclass
@@ -42,7 +49,8 @@ def find_bag_files(folders: list[Path]) -> dict[str, Path]:
         if not folder.is_dir():
             raise InputError("bag folder not found", file=folder, fix="check --bags")
         for path in sorted(folder.rglob("*")):
-            if path.suffix in BAG_SUFFIXES and path.is_file():
+            if path.suffix in BAG_SUFFIXES:
+                check_regular_file(path, "feature file", BAG_ENTRY_FIX)
                 key = slide_key(path.name)
                 if key in found and found[key] != path.resolve():
                     raise InputError(f"two feature files for slide {key!r}: {found[key]}",
@@ -78,22 +86,19 @@ def plan_bags(store: Store, tables: list[CohortTable], folders: list[Path], k: i
             if old is None or old[3] is None:
                 plan.slides_without_bags += 1
             continue
-        stat = path.stat()
-        if old is not None and old[3] == str(path) and old[8] == stat.st_size \
-                and old[9] == stat.st_mtime and old[1] == pid:
+        info = path.stat()
+        if old is not None and old[3] == str(path) and old[8] == info.st_size \
+                and old[9] == info.st_mtime and old[1] == pid:
             continue
         to_register.append((key, pid, cohort, path))
     summaries = list(progress(register_bags([p for *_, p in to_register], k, seed),
                               "registering bags", total=len(to_register)))
-    dims: dict[str, set[int]] = {}
-    for old_row in stored.values():
-        if old_row[6] is not None:
-            dims.setdefault(old_row[2], set()).add(int(old_row[6]))
+    _check_dims(stored, [(cohort, summary.dim, path) for (_, _, cohort, path), summary
+                         in zip(to_register, summaries, strict=True)])
     for (key, pid, cohort, path), summary in zip(to_register, summaries, strict=True):
-        _check_dim(dims, cohort, summary.dim, path)
-        stat = path.stat()
+        info = path.stat()
         row: SlideRow = (key, pid, cohort, str(path), summary.sha256, summary.n_patches,
-                         summary.dim, encoder, stat.st_size, stat.st_mtime)
+                         summary.dim, encoder, info.st_size, info.st_mtime)
         old = stored.get(key)
         if old is None:
             plan.new_slide_rows.append(row)
@@ -105,10 +110,29 @@ def plan_bags(store: Store, tables: list[CohortTable], folders: list[Path], k: i
     return plan
 
 
-def _check_dim(dims: dict[str, set[int]], cohort: str, dim: int, path: Path) -> None:
-    known = dims.setdefault(cohort, set())
-    if known and dim not in known:
-        raise InputError(f"feature dim {dim} differs from cohort {cohort!r}'s {sorted(known)[0]}",
-                         file=path, column="features",
-                         fix="extract every slide of a cohort with the same encoder")
-    known.add(dim)
+def _check_dims(stored: dict[str, tuple[Any, ...]], new: list[tuple[str, int, Path]]) -> None:
+    """Every slide of a cohort has one feature dim. The reference is the stored slides' dim,
+    else the dim most files of this batch have; the error names a new file that differs and
+    one that has the reference dim."""
+    by_cohort: dict[str, list[tuple[int, str, bool]]] = {}
+    for row in stored.values():
+        if row[6] is not None and row[3] is not None:
+            by_cohort.setdefault(row[2], []).append((int(row[6]), row[3], True))
+    for cohort, dim, path in new:
+        by_cohort.setdefault(cohort, []).append((dim, str(path), False))
+    for cohort, entries in by_cohort.items():
+        _check_cohort_dims(cohort, entries)
+
+
+def _check_cohort_dims(cohort: str, entries: list[tuple[int, str, bool]]) -> None:
+    old = [d for d, _, was_stored in entries if was_stored]
+    reference = Counter(old or [d for d, _, _ in entries]).most_common(1)[0][0]
+    odd = next((e for e in entries if e[0] != reference and not e[2]), None)
+    if odd is None:
+        return
+    same = [p for d, p, _ in entries if d == reference]
+    where = "already stored" if old else "in this batch"
+    raise InputError(f"feature dim {odd[0]} differs from dim {reference} of {len(same)} "
+                     f"other file(s) of cohort {cohort!r} {where} (e.g. {same[0]})",
+                     file=odd[1], column="features",
+                     fix="extract every slide of a cohort with the same encoder")

@@ -2,8 +2,9 @@
 
 A slide id names its bag file ``<id>.h5``. The one mapping applied is dropping a known
 slide-file extension (``TCGA-X.svs`` in a table matches ``TCGA-X.h5`` on disk), so a slide
-id cannot hold a folder separator, be empty or ``.``/``..`` after that, or make a file name
-longer than a file system allows; two ids of a table that map to one bag file are an error.
+id cannot hold a folder separator, be empty or ``.``/``..`` after that, or make a bag file
+name (or the simulator's temporary ``.<id>.h5.tmp``) longer than a file system allows; two
+ids of a table that map to one bag file are an error.
 Every id is refused with leading or trailing spaces or a control character: they are
 invisible in messages and other tools strip or mangle them, so two distinct ids could merge.
 """
@@ -19,7 +20,8 @@ from casegraph.errors import InputError
 from casegraph.ingest.bags import slide_key
 
 MAX_FILE_NAME_BYTES = 255  # ext4, XFS, APFS and NTFS
-BAG_SUFFIX_BYTES = len(".h5")
+# The longest name casegraph writes for a slide is the simulator's ".<id>.h5.tmp".
+MAX_SLIDE_ID_BYTES = MAX_FILE_NAME_BYTES - len("..h5.tmp")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SHOWN_CHARS = 40
 
@@ -55,10 +57,11 @@ def slide_id_problem(value: str) -> tuple[str, str] | None:
     key = slide_key(value)
     if key in ("", ".", ".."):
         return f"names no bag file ({key!r} + .h5)", "give the slide a real name"
-    size = len(key.encode("utf-8")) + BAG_SUFFIX_BYTES
-    if size > MAX_FILE_NAME_BYTES:
-        return (f"is too long for its bag file name ({size} bytes; file names hold at most "
-                f"{MAX_FILE_NAME_BYTES})", "shorten the slide id in the table")
+    size = len(key.encode("utf-8"))
+    if size > MAX_SLIDE_ID_BYTES:
+        return (f"is too long ({size} bytes in UTF-8; at most {MAX_SLIDE_ID_BYTES}, so that "
+                f"its bag files' names fit the {MAX_FILE_NAME_BYTES}-byte limit of file "
+                "systems)", "shorten the slide id in the table")
     return None
 
 

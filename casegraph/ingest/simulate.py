@@ -34,14 +34,17 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from casegraph.errors import InputError
 from casegraph.ingest.bags import slide_key
+from casegraph.ingest.ids import shown, slide_id_problem
 from casegraph.registry import Registry
 from casegraph.runtime import progress
 
@@ -274,13 +277,35 @@ def simulate_bags(
     mix = phenotype_mix(genomics, patient_ids, settings, phenotype_map_)
     protos = prototypes(settings)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    jobs = [(i, slide_key(s)) for i, slides in enumerate(slide_ids) for s in slides]
+    jobs = [(i, _checked_key(s)) for i, slides in enumerate(slide_ids) for s in slides]
+    with _writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     attrs = provenance_attrs(settings)
     for i, key in progress(jobs, "simulating bags", total=len(jobs)):
         features, coords = simulate_slide(key, mix[i], protos, settings)
         path = out / f"{key}.h5"
-        write_clam_h5(path, features, coords, attrs)
+        with _writing(path):
+            write_clam_h5(path, features, coords, attrs)
         paths[key] = path
     return SimulatedBags(paths=paths, mix=mix, prototypes=protos, settings=settings)
+
+
+def _checked_key(slide_id: str) -> str:
+    """The bag-file key of a slide id; one that cannot name a file is an InputError."""
+    problem = slide_id_problem(slide_id)
+    if problem:
+        raise InputError(f"slide id {shown(slide_id)} {problem[0]}", fix=problem[1])
+    return slide_key(slide_id)
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """An OS refusal (name too long, no space, no permission) becomes an error naming path."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        raise InputError(f"cannot write here ({reason})", file=path,
+                         fix="choose a writable --out folder with free space and a shorter "
+                         "path") from None

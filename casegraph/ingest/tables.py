@@ -19,6 +19,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from casegraph.errors import InputError
+from casegraph.ingest.files import check_regular_file
 from casegraph.ingest.ids import check_patient_ids, table_slides
 from casegraph.schema import Modality
 
@@ -80,8 +81,8 @@ LEGACY_COLUMNS = {"train"}  # the PORPOISE legacy split flag: use split files in
 
 def read_csv_checked(path: Path, keep_index_column: bool = False, **kwargs: object) -> pd.DataFrame:
     """pandas.read_csv with every failure turned into an InputError about ``path``."""
-    if not path.is_file():
-        raise InputError("file not found", file=path, fix="check the path")
+    check_regular_file(path, "table file", "pass the table file itself (check the path)")
+    _check_zip_members(path)
     if path.stat().st_size == 0:
         raise InputError("file is empty", file=path, fix="export the table again")
     try:
@@ -103,6 +104,23 @@ def read_csv_checked(path: Path, keep_index_column: bool = False, **kwargs: obje
     columns = list(df.columns[1:]) if keep_index_column else list(df.columns)
     drop = [c for c in columns if str(c) in IGNORED_COLUMNS or str(c).startswith("Unnamed:")]
     return df.drop(columns=drop)
+
+
+def _check_zip_members(path: Path) -> None:
+    """pandas reads a zip holding exactly one entry (a folder entry counts, as does macOS's
+    ``__MACOSX/`` junk); say which entries a bad one holds."""
+    if not path.name.lower().endswith(".zip") or not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:
+        return  # read_csv reports the damage
+    if len(names) != 1:
+        shown_names = ", ".join(names[:3]) + (f", ... ({len(names)} in all)" if len(names) > 3 else "")
+        raise InputError(f"the zip holds {len(names)} files ({shown_names or 'none'}); a table "
+                         "zip holds exactly one CSV", file=path,
+                         fix="zip the table alone (zip -j -X), or unzip it and pass the CSV")
 
 
 def _check_unique_header(path: Path) -> None:

@@ -200,3 +200,57 @@ def test_fold_left_without_a_side_is_an_error(store: Store, tmp_path: Path) -> N
     with pytest.raises(InputError, match="fold 0 keeps no val patient"):
         ingest(store, request)
     assert store.counts()["patients"] == 0
+
+
+@pytest.mark.parametrize(("kind", "message"), [
+    ("link to /dev/zero", r"P2-A\.h5: feature file is not a regular file but a character device"),
+    ("FIFO", r"P2-A\.h5: feature file is not a regular file but a FIFO"),
+    ("folder", r"P2-A\.h5: feature file is not a regular file but a folder"),
+    ("broken link", r"P2-A\.h5: feature file is a broken symbolic link")])
+def test_bag_entry_that_is_not_a_regular_file_is_an_error(store: Store, tmp_path: Path,
+                                                          kind: str, message: str) -> None:
+    write_bags(tmp_path / "bags", ["P1-A"])
+    entry = tmp_path / "bags" / "sub" / "P2-A.h5"
+    entry.parent.mkdir()
+    if kind == "link to /dev/zero":
+        entry.symlink_to("/dev/zero")
+    elif kind == "FIFO":
+        os.mkfifo(entry)
+    elif kind == "folder":
+        entry.mkdir()
+    else:
+        entry.symlink_to(tmp_path / "gone.h5")
+    request = _request(tmp_path, bags=False)
+    request.bag_dirs = [tmp_path / "bags"]
+    with pytest.raises(InputError, match=message) as info:
+        ingest(store, request)
+    assert "fix:" in str(info.value)
+    assert store.counts()["patients"] == 0
+
+
+def test_dim_mismatch_blames_the_odd_file_and_names_the_reference(store: Store,
+                                                                  tmp_path: Path) -> None:
+    write_bags(tmp_path / "bags", ["P1-A"], dim=16)  # sorts first: it set the dim before
+    write_bags(tmp_path / "bags", ["P1-B", "P2-A", "P3-A"], dim=8)
+    request = _request(tmp_path, bags=False)
+    request.bag_dirs = [tmp_path / "bags"]
+    with pytest.raises(InputError) as info:
+        ingest(store, request)
+    message = str(info.value)
+    assert message.startswith(f"{(tmp_path / 'bags' / 'P1-A.h5').resolve()}, column 'features': "
+                              "feature dim 16 differs from dim 8 of 3 other file(s)")
+    assert "in this batch (e.g. " in message and "P1-B.h5" in message
+
+
+def test_dim_mismatch_with_stored_slides_blames_the_new_file(store: Store, tmp_path: Path) -> None:
+    write_bags(tmp_path / "bags", ["P3-A"], dim=8)
+    request = _request(tmp_path, bags=False)
+    request.bag_dirs = [tmp_path / "bags"]
+    ingest(store, request)
+    write_bags(tmp_path / "new", ["P1-A", "P1-B"], dim=16)
+    with pytest.raises(InputError) as info:
+        ingest(store, IngestRequest(bag_dirs=[tmp_path / "new"], k=2))
+    message = str(info.value)
+    assert message.startswith(f"{(tmp_path / 'new' / 'P1-A.h5').resolve()}, column 'features'")
+    assert "differs from dim 8 of 1 other file(s) of cohort 'tiny' already stored" in message
+    assert "P3-A.h5" in message

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -10,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from casegraph.errors import InputError
 from casegraph.ingest.bags import read_bag
 from casegraph.ingest.simulate import (
     BagSettings,
@@ -201,3 +204,41 @@ def test_cli_synthetic_cohort_and_bad_usage(tmp_path: Path) -> None:
     assert (tmp_path / "synthetic_all_clean.csv").is_file()
     assert len(list((tmp_path / "bags").glob("*.h5"))) >= 12
     assert CliRunner().invoke(app, ["simulate", "--out", str(tmp_path)]).exit_code != 0
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", "from casegraph.cli import main; main()", *args],
+                          capture_output=True, text=True, check=False)
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("slide_id", ["S" * 5000, "S" * 248, "dir/S.svs", ".svs"])
+def test_cli_simulate_unusable_slide_id_is_one_line(tmp_path: Path, slide_id: str) -> None:
+    table = tmp_path / "tcga_tiny_all_clean.csv"
+    table.write_text("case_id,slide_id,survival_months,censorship,TP53_rnaseq\n"
+                     f"A,A-DX1.svs,10.5,0,1.2\nB,{slide_id},3.0,1,-0.4\n", encoding="utf-8")
+    line = _one_line_error(_run_cli("simulate", "--table", str(table), "--out",
+                                    str(tmp_path / "bags"), "--patches", "8", "--dim", "4"))
+    assert f"{table}, row 3, column 'slide_id': slide id" in line and "fix:" in line
+    assert len(line) < 500 and not (tmp_path / "bags").exists()
+
+
+def test_cli_simulate_unwritable_out_is_one_line(tmp_path: Path) -> None:
+    out = tmp_path / ("o" * 300) / "bags"
+    line = _one_line_error(_run_cli("simulate", "--synthetic", "4", "--out", str(out),
+                                    "--patches", "8", "--dim", "4", "--genes", "8"))
+    assert "File name too long" in line and "fix:" in line
+
+
+@pytest.mark.parametrize("slide_id", ["x" * 5000, "a/b", "..", " P-1"])
+def test_simulate_bags_refuses_ids_before_writing(tmp_path: Path, slide_id: str) -> None:
+    with pytest.raises(InputError, match="slide id"):
+        simulate_bags(_genomics(2), ["P0", "P1"], [["P0-DX1"], [slide_id]], tmp_path / "o",
+                      **SMALL)
+    assert not (tmp_path / "o").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
@@ -152,8 +153,8 @@ BAD_SLIDE_IDS = {
     "tab": "TCGA\tX.svs",
     "control char": "TCGA-\x01X",
     "5000 characters": "S" * 5000,
-    "253 bytes + .h5": "S" * 253,
-    "multi-byte over 255 bytes": "é" * 127,
+    "248 bytes": "S" * 248,
+    "multi-byte over 247 bytes": "é" * 124,
 }
 
 
@@ -168,7 +169,7 @@ def test_slide_id_that_cannot_be_kept_is_an_error(tmp_path: Path, case: str) -> 
 
 
 def test_longest_slide_id_that_fits_a_file_name_is_kept(tmp_path: Path) -> None:
-    sid = "S" * 252  # + ".h5" = 255 bytes
+    sid = "S" * 247  # the simulator's ".<id>.h5.tmp" is then 255 bytes
     table = read_mcat_table(write_table(tmp_path, [SLIDE_ROW.format(sid + ".svs")]), "tiny")
     assert table.slides == [(sid, "P1")]
 
@@ -325,3 +326,57 @@ def test_attribute_text_is_kept_as_given(tmp_path: Path) -> None:
     table = read_mcat_table(write_table(tmp_path, rows), "tiny")
     assert table.attributes == [{"age": 60.0, "oncotree_code": "NaNa"},
                                 {"age": None, "oncotree_code": "NaN-ish"}]
+
+
+def _not_regular(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / "tcga_tiny_all_clean.csv"
+    if kind == "link to /dev/zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "broken link":
+        path.symlink_to(tmp_path / "gone.csv")
+    elif kind == "FIFO":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize(("kind", "message"), [
+    ("link to /dev/zero", "not a regular file but a character device .a link to /dev/zero."),
+    ("broken link", "is a broken symbolic link"),
+    ("FIFO", "not a regular file but a FIFO"),
+    ("folder", "not a regular file but a folder")])
+def test_table_that_is_not_a_regular_file_is_named(tmp_path: Path, kind: str,
+                                                   message: str) -> None:
+    path = _not_regular(tmp_path, kind)
+    with pytest.raises(InputError, match=message) as info:
+        read_mcat_table(path, "tiny")
+    assert str(info.value).startswith(f"{path}: table file") and "fix:" in str(info.value)
+
+
+def test_split_file_linked_to_dev_zero_is_named(tmp_path: Path) -> None:
+    (tmp_path / "splits_0.csv").symlink_to("/dev/zero")
+    with pytest.raises(InputError, match=r"splits_0\.csv: table file is not a regular file"):
+        read_split_dir(tmp_path)
+
+
+def test_missing_table_still_says_not_found(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="table file not found"):
+        read_mcat_table(tmp_path / "nope.csv")
+
+
+@pytest.mark.parametrize(("members", "message"), [
+    (["a.csv", "b.csv"], r"the zip holds 2 files \(a\.csv, b\.csv\)"),
+    (["t.csv", "__MACOSX/._t.csv"], r"holds 2 files \(t\.csv, __MACOSX/\._t\.csv\)"),
+    (["dir/", "dir/t.csv"], r"holds 2 files \(dir/, dir/t\.csv\)"),
+    ([f"{i}.csv" for i in range(5)], r"0\.csv, 1\.csv, 2\.csv, \.\.\. \(5 in all\)"),
+    ([], r"holds 0 files \(none\)")])
+def test_zip_not_holding_one_csv_is_named(tmp_path: Path, members: list[str],
+                                          message: str) -> None:
+    zipped = tmp_path / "tcga_x_all_clean.csv.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        for name in members:
+            z.writestr(name, "" if name.endswith("/") else "\n".join([HEADER, *ROWS]))
+    with pytest.raises(InputError, match=message) as info:
+        read_mcat_table(zipped)
+    assert str(info.value).startswith(f"{zipped}: ") and "fix:" in str(info.value)
