@@ -71,20 +71,26 @@ def _print_report(report) -> None:  # type: ignore[no-untyped-def]
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     for name, cov in report.coverage.items():
-        present = sum(a for a, _ in cov.values())
-        total = sum(b for _, b in cov.values())
-        worst = min(cov.items(), key=lambda kv: kv[1][0] / max(kv[1][1], 1))
-        console.print(f"gene groups {name!r}: {present}/{total} genes found in the features "
-                      f"({present / max(total, 1):.0%}); lowest: {worst[0]} {worst[1][0]}/{worst[1][1]}")
+        console.print(_coverage_line(name, cov), markup=False)
     if not report.changed:
         console.print("nothing to do: the store already holds these inputs")
-        return
-    console.print(
-        f"batch {report.batch_id}: {report.new_patients} new patients, "
-        f"{len(report.updated_patients)} updated, {report.unchanged_patients} unchanged, "
-        f"{report.new_slides} new slides, {report.bags_registered} bags registered, "
-        f"{report.slides_without_bags} slides without features"
-    )
+    else:
+        console.print(
+            f"batch {report.batch_id}, this batch: {report.new_patients} new patients, "
+            f"{len(report.updated_patients)} updated, {report.unchanged_patients} unchanged; "
+            f"{report.new_slides} new slides, {report.bags_registered} bags registered; "
+            f"{report.slides_without_bags} of its tables' {report.batch_slides} slides without "
+            "features", markup=False)
+    console.print(f"store total: {report.store_patients} patients, {report.store_slides} slides, "
+                  f"{report.store_slides_without_bags} slides without features", markup=False)
+
+
+def _coverage_line(name: str, cov) -> str:  # type: ignore[no-untyped-def]
+    batch = "" if cov.in_batch is None else f"this batch's tables: {cov.in_batch}, "
+    lowest, present, size = cov.lowest
+    return (f"gene groups {name!r}: {cov.genes} unique genes with features: {batch}"
+            f"store total: {cov.in_store} ({cov.in_store / max(cov.genes, 1):.0%}); "
+            f"lowest group in the store: {lowest} {present}/{size}")
 
 
 def info_command(store: Path | None = STORE_OPTION) -> None:

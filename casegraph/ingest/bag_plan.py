@@ -34,7 +34,9 @@ class BagPlan:
     new_slide_rows: list[SlideRow] = field(default_factory=list)
     updated_slide_rows: list[SlideRow] = field(default_factory=list)
     unmatched_files: list[str] = field(default_factory=list)
-    slides_without_bags: int = 0
+    batch_slides: int = 0  # slides of this batch's tables
+    batch_slides_without_bags: int = 0  # of those, with no feature file stored or found
+    store_slides_without_bags: int = 0  # all slides, once this batch is in
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -70,6 +72,8 @@ def plan_bags(store: Store, tables: list[CohortTable], folders: list[Path], k: i
     for table in tables:
         for key, pid in table.slides:
             wanted[key] = (pid, table.cohort)
+    in_batch = set(wanted)
+    plan.batch_slides = len(in_batch)
     for key, old_row in stored.items():
         wanted.setdefault(key, (old_row[1], old_row[2]))
     plan.unmatched_files = sorted(str(p) for key, p in files.items() if key not in wanted)
@@ -84,7 +88,8 @@ def plan_bags(store: Store, tables: list[CohortTable], folders: list[Path], k: i
             if old is None:
                 plan.new_slide_rows.append((key, pid, cohort, None, None, None, None, None, None, None))
             if old is None or old[3] is None:
-                plan.slides_without_bags += 1
+                plan.store_slides_without_bags += 1
+                plan.batch_slides_without_bags += key in in_batch
             continue
         info = path.stat()
         if old is not None and old[3] == str(path) and old[8] == info.st_size \

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from rich.table import Table
 
+from casegraph.ingest.signatures import unique_gene_coverage
 from casegraph.ingest.store import Store
 
 
@@ -38,8 +39,8 @@ class StoreSummary:
                           *(str(c.modalities.get(m, 0)) for m in ("rna", "cnv", "mut")))
         caption = [f"{self.batches} ingest batches, {self.model_versions} model versions"]
         for name, (groups, covered, genes) in self.gene_group_sets.items():
-            caption.append(f"gene groups {name!r}: {groups} groups, {covered}/{genes} genes "
-                           "with features")
+            caption.append(f"gene groups {name!r}: {groups} groups, {covered} of {genes} "
+                           "unique genes with features in the store")
         for name, folds in self.split_sets.items():
             caption.append(f"split set {name!r}: {folds} folds")
         table.caption = "\n".join(caption)
@@ -63,8 +64,7 @@ def store_summary(store: Store) -> StoreSummary:
     group_sets = {}
     for name in store.gene_group_sets():
         groups = store.gene_groups(name)
-        all_genes = {g for gs in groups.values() for g in gs}
-        group_sets[name] = (len(groups), len(all_genes & genes), len(all_genes))
+        group_sets[name] = (len(groups), *unique_gene_coverage(groups, genes))
     splits = {name: len(store.splits(name)) for name in store.split_sets()}
     counts = store.counts()
     return StoreSummary(str(store.root), cohorts, group_sets, splits,

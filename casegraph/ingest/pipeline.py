@@ -48,6 +48,18 @@ class IngestRequest:
 
 
 @dataclass
+class GeneCoverage:
+    """Unique genes of a gene-group set with a feature (see ``unique_gene_coverage``):
+    among this batch's tables (None when the batch has no table) and in the store once the
+    batch is in; ``lowest`` is the group with the smallest share in the store."""
+
+    genes: int
+    in_batch: int | None
+    in_store: int
+    lowest: tuple[str, int, int]
+
+
+@dataclass
 class IngestReport:
     batch_id: str | None = None
     new_patients: int = 0
@@ -56,11 +68,15 @@ class IngestReport:
     new_slides: int = 0
     bags_registered: int = 0
     unmatched_bag_files: list[str] = field(default_factory=list)
-    slides_without_bags: int = 0
+    batch_slides: int = 0  # slides of this batch's tables
+    slides_without_bags: int = 0  # of those, without a feature file (stored or in --bags)
     new_gene_group_sets: list[str] = field(default_factory=list)
     new_split_sets: list[str] = field(default_factory=list)
-    coverage: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
+    coverage: dict[str, GeneCoverage] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    store_patients: int = 0  # store totals once this batch is in
+    store_slides: int = 0
+    store_slides_without_bags: int = 0
 
     @property
     def changed(self) -> bool:
@@ -85,13 +101,16 @@ def ingest(store: Store, request: IngestRequest) -> IngestReport:
     bag_plan = plan_bags(store, request.tables, request.bag_dirs, request.k, request.seed,
                          request.encoder)
     report.unmatched_bag_files = bag_plan.unmatched_files
-    report.slides_without_bags = bag_plan.slides_without_bags
+    report.batch_slides = bag_plan.batch_slides
+    report.slides_without_bags = bag_plan.batch_slides_without_bags
+    report.store_slides_without_bags = bag_plan.store_slides_without_bags
     report.bags_registered = len(bag_plan.records)
     report.new_slides = len(bag_plan.new_slide_rows)
     report.warnings.extend(bag_plan.warnings)
     _report_coverage(store, request, report)
     has_rows = any(p.rows for p in patient_plans)
     if not (has_rows or new_features or group_sets or split_sets or bag_plan.has_changes):
+        _store_totals(store, report)
         return report
     batch_id = started.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
     genomic_files = _write_genomic_files(store, batch_id, patient_plans)
@@ -112,7 +131,13 @@ def ingest(store: Store, request: IngestRequest) -> IngestReport:
         )
         crash_point("ingest.in_transaction")
     report.batch_id = batch_id
+    _store_totals(store, report)
     return report
+
+
+def _store_totals(store: Store, report: IngestReport) -> None:
+    counts = store.counts()
+    report.store_patients, report.store_slides = counts["patients"], counts["slides"]
 
 
 def _check_tables_disjoint(tables: list[CohortTable]) -> None:
@@ -270,15 +295,19 @@ def _stored_ids(store: Store, ids: set[str]) -> set[str]:
 
 
 def _report_coverage(store: Store, request: IngestRequest, report: IngestReport) -> None:
-    genes = set(store.feature_table()["gene"])
-    for table in request.tables:
-        genes.update(table.feature_genes)
+    batch_genes = {g for table in request.tables for g in table.feature_genes}
+    store_genes = set(store.feature_table()["gene"]) | batch_genes
     sets = list(request.gene_groups)
     for name in store.gene_group_sets():
         if name not in {g.group_set for g in sets}:
             sets.append(GeneGroups(name, Path("store"), store.gene_groups(name)))
     for groups in sets:
-        report.coverage[groups.group_set] = groups.coverage(genes)
+        in_store, genes = groups.unique_coverage(store_genes)
+        per_group = groups.coverage(store_genes)
+        worst = min(per_group.items(), key=lambda kv: kv[1][0] / max(kv[1][1], 1))
+        report.coverage[groups.group_set] = GeneCoverage(
+            genes=genes, in_store=in_store, lowest=(worst[0], *worst[1]),
+            in_batch=groups.unique_coverage(batch_genes)[0] if request.tables else None)
 
 
 def _write_genomic_files(store: Store, batch_id: str, plans: list[_PatientPlan]) -> list[str | None]:

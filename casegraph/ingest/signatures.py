@@ -21,10 +21,22 @@ class GeneGroups:
     source: Path
     groups: dict[str, list[str]]
 
+    def unique_coverage(self, available_genes: set[str]) -> tuple[int, int]:
+        """(unique genes with a feature, unique genes): see :func:`unique_gene_coverage`."""
+        return unique_gene_coverage(self.groups, available_genes)
+
     def coverage(self, available_genes: set[str]) -> dict[str, tuple[int, int]]:
         """group -> (genes present in ``available_genes``, genes in the group)."""
         return {g: (sum(x in available_genes for x in genes), len(genes))
                 for g, genes in self.groups.items()}
+
+
+def unique_gene_coverage(groups: dict[str, list[str]],
+                         available_genes: set[str]) -> tuple[int, int]:
+    """(genes of the set that have a feature, genes of the set), each gene counted once however
+    many groups hold it: the one definition of "genes found" (ingest and ``info``)."""
+    genes = {g for members in groups.values() for g in members}
+    return len(genes & available_genes), len(genes)
 
 
 def group_set_from_path(path: Path) -> str:

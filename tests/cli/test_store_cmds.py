@@ -78,3 +78,23 @@ def test_split_folder_matching_no_patient_is_one_line_error(tmp_path: Path) -> N
     warning = [line for line in ok.stdout.splitlines() if line.startswith("warning:")]
     assert len(warning) == 1 and str(partial) in warning[0]
     assert "1 of 4 patients are not in this batch's tables or the store" in warning[0]
+
+
+def test_ingest_lines_say_this_batch_or_store_total(tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    sig = str(write_signatures(tmp_path))
+    first = write_table(tmp_path / "a", ["P1,P1-A.svs,10.5,0,60,BLCA,0.1,1.2,0,1"])
+    assert run_cli("ingest", "--store", store, "--table", str(first), "--cohort", "tiny",
+                   "--signatures", sig).returncode == 0
+    write_bags(tmp_path / "bags", ["P2-A"])
+    second = write_table(tmp_path / "b", ["P2,P2-A.svs,30.0,1,55,BLCA,-0.3,0.4,1,0"])
+    result = run_cli("ingest", "--store", store, "--table", str(second), "--cohort", "tiny",
+                     "--bags", str(tmp_path / "bags"), "--k", "2")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "this batch: 1 new patients" in out and "0 of its tables' 1 slides without features" in out
+    assert "store total: 2 patients, 2 slides, 1 slides without features" in out
+    assert ("gene groups 'tiny': 3 unique genes with features: this batch's tables: 3, "
+            "store total: 3 (100%)") in out
+    info = run_cli("info", "--store", store)
+    assert "3 of 3 unique genes with features in the store" in " ".join(info.stdout.split())

@@ -13,13 +13,14 @@ import pytest
 
 from casegraph.errors import InputError
 from casegraph.faults import CRASH_ENV
+from casegraph.ingest.info import store_summary
 from casegraph.ingest.pipeline import IngestRequest, ingest
 from casegraph.ingest.signatures import read_gene_groups
 from casegraph.ingest.splits import read_split_dir
 from casegraph.ingest.store import Store
 from casegraph.ingest.tables import read_mcat_table
 from casegraph.models.data import CohortData
-from tests.ingest.helpers import ROWS, write_bags, write_signatures, write_table
+from tests.ingest.helpers import HEADER, ROWS, write_bags, write_signatures, write_table
 
 
 def _request(tmp_path: Path, rows: list[str] | None = None, bags: bool = True,
@@ -254,3 +255,30 @@ def test_dim_mismatch_with_stored_slides_blames_the_new_file(store: Store, tmp_p
     assert message.startswith(f"{(tmp_path / 'new' / 'P1-A.h5').resolve()}, column 'features'")
     assert "differs from dim 8 of 1 other file(s) of cohort 'tiny' already stored" in message
     assert "P3-A.h5" in message
+
+
+def test_counts_say_their_scope(store: Store, tmp_path: Path) -> None:
+    """Slides without features and genes found: this batch's vs the store's, never mixed."""
+    first = _request(tmp_path / "a", ROWS[:2], bags=False)  # P1 (2 slides), no bags
+    ingest(store, first)
+    write_bags(tmp_path / "bags", ["P3-A"])
+    table = read_mcat_table(write_table(tmp_path / "b", [ROWS[3]],
+                                        header=HEADER.replace(",KRAS_mut", ",NRAS_mut")
+                                        .replace("EGFR", "MYC")), "tiny")
+    report = ingest(store, IngestRequest(tables=[table], bag_dirs=[tmp_path / "bags"], k=2))
+    assert (report.batch_slides, report.slides_without_bags) == (1, 0)
+    assert (report.store_slides, report.store_slides_without_bags) == (3, 2)
+    assert report.store_patients == 2
+    cov = report.coverage["tiny"]  # groups TP53,EGFR | KRAS: 3 unique genes
+    assert (cov.genes, cov.in_batch, cov.in_store) == (3, 1, 3)
+
+
+def test_gene_in_two_groups_counts_once_in_ingest_and_info(store: Store, tmp_path: Path) -> None:
+    sig = tmp_path / "dup_signatures.csv"
+    sig.write_text("A,B,C\nTP53,TP53,GONE\nEGFR,KRAS,\n", encoding="utf-8")
+    request = _request(tmp_path, bags=False)
+    request.gene_groups = [read_gene_groups(sig)]
+    report = ingest(store, request)
+    cov = report.coverage["dup"]
+    assert (cov.genes, cov.in_batch, cov.in_store) == (4, 3, 3)  # TP53 EGFR KRAS GONE
+    assert store_summary(store).gene_group_sets["dup"] == (3, 3, 4)
