@@ -25,6 +25,7 @@ from casegraph.models.data import CohortData
 from casegraph.models.losses import risk_from_survival, survival_from_logits
 from casegraph.models.preprocess import GenomicsPreprocessor
 from casegraph.models.targets import bin_edges, discretize
+from casegraph.models.weights_file import array, load_weights, save_weights
 from casegraph.runtime import seed_everything
 
 log = logging.getLogger(__name__)
@@ -175,24 +176,25 @@ class PatientFusionModel:
         edges and the fitted genomics scaling, in one torch file."""
         if not hasattr(self, "net_"):
             raise RuntimeError(f"{self.name}: save called before fit")
-        torch.save({
-            "model": self.name, "options": self.get_options(),
+        save_weights(path, self.name, {
+            "options": self.get_options(),
             "state_dict": self.net_.state_dict(), "edges": self.edges_,
             "group_sizes": self.group_sizes_, "scaler_mean": self.preprocessor_.mean_,
             "scaler_scale": self.preprocessor_.scale_, "history": self.history_,
             "extra": self._extra_state(),
-        }, path)
+        })
 
     @classmethod
     def load(cls, path: str | Path) -> PatientFusionModel:
-        """A fitted model from :meth:`save` (inference only; no optimiser state)."""
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        """A fitted model from :meth:`save` (inference only; no optimiser state). Nothing is
+        unpickled: a file that is not ours is an InputError."""
+        blob = load_weights(path, cls.name)
         model = cls(**blob["options"])
-        model.edges_ = np.asarray(blob["edges"], dtype=np.float64)
-        model.group_sizes_ = list(blob["group_sizes"])
+        model.edges_ = array(blob["edges"])
+        model.group_sizes_ = [int(g) for g in blob["group_sizes"]]
         model.preprocessor_ = GenomicsPreprocessor()
-        model.preprocessor_.mean_ = list(blob["scaler_mean"])
-        model.preprocessor_.scale_ = list(blob["scaler_scale"])
+        model.preprocessor_.mean_ = [array(m, np.float32) for m in blob["scaler_mean"]]
+        model.preprocessor_.scale_ = [array(m, np.float32) for m in blob["scaler_scale"]]
         model.history_ = list(blob["history"])
         model._set_extra_state(blob["extra"])
         model.net_ = model._network()

@@ -32,6 +32,7 @@ from casegraph.models.data import CohortData
 from casegraph.models.losses import nll_survival_loss, risk_from_survival, survival_from_logits
 from casegraph.models.metrics import harrell_c
 from casegraph.models.targets import bin_edges, discretize
+from casegraph.models.weights_file import save_weights
 from casegraph.runtime import pick_device, seed_everything
 
 SELECTIONS = ("last", "inner", "eval")
@@ -165,9 +166,10 @@ class DiscreteSurvivalModel(ABC):
         )
 
     def save(self, path: str | Path) -> None:
-        """Weights, bin edges and fitted preprocessing state (torch.save)."""
-        torch.save({"state_dict": self.network_.state_dict(), "edges": self.edges_,
-                    "history": self.history_, "extra": self._extra_state()}, path)
+        """Weights, bin edges and fitted preprocessing state (see :mod:`weights_file`)."""
+        save_weights(path, self.name, {"state_dict": self.network_.state_dict(),
+                                       "edges": self.edges_, "history": self.history_,
+                                       "extra": self._extra_state()})
 
     def _extra_state(self) -> dict[str, Any]:
         return {}
