@@ -142,6 +142,16 @@ def model_options(factory: Callable[..., SurvivalModel], config: CVConfig,
     return options
 
 
+def prediction_note(pred: Prediction) -> str | None:
+    """A warning for a fold whose prediction cannot rank anyone (e.g. CoxNet's inner CV chose
+    the null model): Harrell's C is then 0.500 by construction, not by chance."""
+    risk = np.asarray(pred.risk, dtype=np.float64)
+    if risk.size > 1 and np.all(np.isfinite(risk)) and np.ptp(risk) <= 1e-12 * max(
+            1.0, float(np.abs(risk).max())):
+        return "constant risk for every patient (null model): C = 0.500 is no ranking"
+    return None
+
+
 def run_cv(
     data: CohortData,
     config: CVConfig,
@@ -175,7 +185,8 @@ def run_cv(
         metrics = evaluate_prediction(pred, train.target, evaluation.target)
         result = FoldResult(fold=fold, n_train=len(train), n_eval=len(evaluation),
                             metrics=metrics, seconds=time.perf_counter() - started,
-                            selected_epoch=getattr(model, "selected_epoch_", None))
+                            selected_epoch=getattr(model, "selected_epoch_", None),
+                            note=prediction_note(pred))
         if checkpoint_dir is not None and hasattr(model, "save"):
             (checkpoint_dir / run_id).mkdir(parents=True, exist_ok=True)
             model.save(checkpoint_dir / run_id / f"fold_{fold}.pt")
@@ -183,6 +194,6 @@ def run_cv(
             results.save_fold(run_id, result, pred, evaluation.target.time,
                               evaluation.target.event)
         log(f"fold {fold}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-            + f" ({result.seconds:.1f} s)")
+            + f" ({result.seconds:.1f} s)" + (f" WARNING: {result.note}" if result.note else ""))
         out.append(result)
     return out

@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS cv_predictions (
     run_id VARCHAR NOT NULL, fold INTEGER NOT NULL, patient_id VARCHAR NOT NULL,
     risk DOUBLE NOT NULL, time DOUBLE NOT NULL, event BOOLEAN NOT NULL, survival DOUBLE[],
     PRIMARY KEY (run_id, fold, patient_id));
+ALTER TABLE cv_fold_results ADD COLUMN IF NOT EXISTS note VARCHAR;
 """
 
 
@@ -41,6 +42,7 @@ class FoldResult:
     metrics: dict[str, float]
     seconds: float
     selected_epoch: int | None = None
+    note: str | None = None  # e.g. a constant risk: its C of 0.5 is no ranking at all
 
 
 class ResultStore:
@@ -91,10 +93,10 @@ class ResultStore:
             finally:
                 con.unregister("_fold_predictions")
             con.execute(
-                "INSERT OR REPLACE INTO cv_fold_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO cv_fold_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [run_id, result.fold, result.n_train, result.n_eval,
                  *[_nullable(m.get(k)) for k in METRICS], result.seconds,
-                 result.selected_epoch, datetime.now(UTC).replace(tzinfo=None)])
+                 result.selected_epoch, datetime.now(UTC).replace(tzinfo=None), result.note])
 
     def runs(self) -> pd.DataFrame:
         if not self._has_tables():
@@ -122,7 +124,8 @@ class ResultStore:
                                    "cohort": run.cohort, "splits": run.split_set,
                                    "selection": run.selection, "bins": run.bins,
                                    "seed": run.seed, "folds": len(folds),
-                                   "options": _options_label(run.config)}
+                                   "options": _options_label(run.config),
+                                   "noted_folds": _noted_folds(folds)}
             for k in METRICS:
                 values = folds[k].dropna().to_numpy(dtype=float) if len(folds) else np.array([])
                 row[f"{k}_mean"] = float(values.mean()) if values.size else float("nan")
@@ -138,6 +141,17 @@ def _options_label(config: object) -> str:
     except (json.JSONDecodeError, AttributeError):
         return ""
     return ",".join(f"{k}={v}" for k, v in sorted(options.items()) if k != "epochs")
+
+
+def _noted_folds(folds: pd.DataFrame) -> str:
+    """``"2/5 folds: constant risk ..."`` for folds whose result carries a note, else ``""``."""
+    if folds.empty or "note" not in folds:
+        return ""
+    notes = folds["note"].dropna()
+    if notes.empty:
+        return ""
+    kinds = "; ".join(sorted({str(n) for n in notes}))
+    return f"{len(notes)}/{len(folds)} folds: {kinds}"
 
 
 def _nullable(value: float | None) -> float | None:
@@ -156,6 +170,7 @@ def markdown_table(summary: pd.DataFrame, metric: str = "c_index",
         return "(no results)\n"
     cohorts = cohort_order or sorted(summary["cohort"].unique())
     rows: dict[str, dict[str, str]] = {}
+    notes: list[str] = []
     for r in summary.itertuples():
         label = str(r.model)
         if getattr(r, "options", ""):
@@ -167,7 +182,12 @@ def markdown_table(summary: pd.DataFrame, metric: str = "c_index",
         if r.seed != 0:
             label += f" [seed={r.seed}]"
         mean, std = getattr(r, f"{metric}_mean"), getattr(r, f"{metric}_std")
-        rows.setdefault(label, {})[str(r.cohort)] = f"{mean:.3f} ± {std:.3f}"
+        cell = f"{mean:.3f} ± {std:.3f}"
+        noted = getattr(r, "noted_folds", "")
+        if noted:
+            cell += f" † {noted.split(' folds:')[0]}"
+            notes.append(f"† {label}, {str(r.cohort).upper()}: {noted}")
+        rows.setdefault(label, {})[str(r.cohort)] = cell
     header = "| Model | " + " | ".join(c.upper() for c in cohorts) + " | Mean |"
     lines = [header, "|" + "---|" * (len(cohorts) + 2)]
     for label, cells in rows.items():
@@ -175,4 +195,4 @@ def markdown_table(summary: pd.DataFrame, metric: str = "c_index",
         mean_cell = f"{np.mean(overall):.3f}" if len(overall) == len(cohorts) else "-"
         lines.append(f"| {label} | " + " | ".join(cells.get(c, "-") for c in cohorts)
                      + f" | {mean_cell} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + (["", *notes] if notes else [])) + "\n"

@@ -95,3 +95,24 @@ def test_paper_bins_and_selection_are_labelled(store: Store) -> None:
 def test_unknown_bins_rejected() -> None:
     with pytest.raises(InputError, match="choose among"):
         CVConfig(model="snn", cohort="x", bins="all").validate()
+
+
+def test_a_fold_with_constant_risk_is_flagged_in_results_and_tables(store: Store) -> None:
+    data = planted_cohort(40)
+    folds = kfold_folds(data, 2, seed=0)
+    results = ResultStore(store)
+    # a one-point path holds only the largest penalty, where every coefficient is zero
+    config = CVConfig(model="coxnet", cohort="synth", splits="k-fold",
+                      options={"n_alphas": 1})
+    out = run_cv(data, config, folds, results=results)
+    assert all(r.note and "constant risk" in r.note for r in out)
+    assert all(r.metrics["c_index"] == pytest.approx(0.5) for r in out)
+    stored = results.fold_results(config.run_id())
+    assert stored["note"].str.contains("null model").all()
+    table = markdown_table(results.summary())
+    assert "† 2/2" in table and "constant risk" in table.splitlines()[-1]
+    run_cv(data, CVConfig(model="snn", cohort="synth", splits="k-fold",
+                          options={"epochs": 1}, folds=[0]), folds, results=results)
+    snn_row = next(line for line in markdown_table(results.summary()).splitlines()
+                   if line.startswith("| snn"))
+    assert "†" not in snn_row
