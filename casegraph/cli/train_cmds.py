@@ -43,7 +43,7 @@ def _check_options(model: str, options: dict[str, Any]) -> None:
 
 
 def train(
-    model: str = typer.Option(..., "--model", help="Model name (see --list-models)."),
+    model: str = typer.Option(..., "--model", help="Model name (`casegraph models` lists them)."),
     cohort: str = typer.Option(..., "--cohort", help="Cohort name in the store, e.g. blca."),
     store_dir: Path = typer.Option(None, "--store", help="Store directory [CASEGRAPH_STORE]."),
     splits: str = typer.Option("mcat", "--splits", help="mcat (stored split set) | k-fold."),
@@ -213,7 +213,21 @@ def _save_version(store: Any, model: str, cohort: str, version_fold: str,
                f"cases, {len(store.model_neighbours(version))} neighbour edges)")
 
 
+def models() -> None:
+    """List the registered models, one line each: name and what it is."""
+    import inspect
+
+    from casegraph.models.registry import MODELS, model_names
+
+    names = model_names()
+    width = max(len(n) for n in names)
+    for name in names:
+        doc = (inspect.getdoc(MODELS.get(name)) or "").replace("``", "")
+        typer.echo(f"{name:<{width}}  {doc.splitlines()[0] if doc else ''}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``train`` and ``evaluate`` to ``app``."""
+    """Add ``train``, ``evaluate`` and ``models`` to ``app``."""
+    app.command("models")(models)
     app.command("train")(train)
     app.command("evaluate")(evaluate)

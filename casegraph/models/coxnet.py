@@ -26,6 +26,8 @@ from casegraph.schema import SurvivalTarget
 
 
 class CoxNetModel:
+    """Genomics-only elastic-net Cox (scikit-survival Coxnet), penalty chosen by inner CV."""
+
     name = "coxnet"
 
     def __init__(self, *, l1_ratio: float = 0.5, n_alphas: int = 30,

@@ -97,3 +97,17 @@ def test_msrl_stages_pretrain_then_finetune(synth_store: Path) -> None:
     snn = runner.invoke(app, ["train", "--store", str(synth_store), "--model", "snn",
                               "--cohort", "synth", "--stage", "pretrain"])
     assert "applies to MSRL models" in str(snn.exception)
+
+
+def test_models_lists_every_registered_model_with_a_line_and_train_help_points_there() -> None:
+    from casegraph.models.registry import model_names
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["models"])
+    assert listed.exit_code == 0, listed.output
+    lines = {line.split()[0]: line for line in listed.output.splitlines() if line.strip()}
+    assert set(lines) == set(model_names())
+    assert all(len(line.split(maxsplit=1)) == 2 for line in lines.values())  # each described
+    helped = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "300"})
+    text = " ".join(helped.output.replace("│", " ").split())
+    assert "casegraph models" in text and "--list-models" not in text

@@ -105,7 +105,7 @@ class CCLNet(nn.Module):
 
 
 class CCLModel(PatientFusionModel):
-    """CCL as a :class:`~casegraph.models.base.SurvivalModel`.
+    """CCL: cohort-guided contrastive fusion (CCA, MKD, CGM) of WSI and genomics.
 
     Ablation switches (paper Table IV): ``use_cca``, ``use_mkd``, ``use_cgm``; Table VI:
     ``n_encoders`` (1-4, see ``ENCODER_SETS``) or an explicit ``encoders`` tuple.

@@ -24,6 +24,17 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 }
 
 
+SUMMARIES = {
+    "msrl": "MSRL: GSL over a buffer of authentic cases; WSI-only at inference (Inductor prompt).",
+    "msrl_h": "MSRL without genomics (histology only, in training and inference).",
+    "msrl_multi": "MSRL with the patient's authentic genomics at inference (multimodal).",
+    "msrl_knn_cosine": "MSRL ablation: a static cosine k-NN graph instead of the learned one.",
+    "msrl_knn_euclidean": "MSRL ablation: a static Euclidean k-NN graph instead of the learned one.",
+    "msrl_random_gsl": "MSRL ablation: no Stage-1 pre-training (graph learner from random init).",
+    "msrl_online_buffer": "MSRL ablation: the buffer filled online (FIFO) instead of from training.",
+}
+
+
 def _factory(name: str, variant: str, preset: dict[str, Any]) -> Any:
     def build(**options: Any) -> MSRLModel:
         clash = sorted(k for k in preset if k in options and options[k] != preset[k])
@@ -36,6 +47,7 @@ def _factory(name: str, variant: str, preset: dict[str, Any]) -> Any:
         model.name = name
         return model
 
+    build.__doc__ = SUMMARIES[name]
     build.uses_slides = True  # type: ignore[attr-defined]  # the CLI loads slide-bearing patients
     build.uses_stage1_cache = True  # type: ignore[attr-defined]  # the CLI offers --stage
     return build

@@ -120,7 +120,7 @@ class MurreNetNet(nn.Module):
 
 
 class MurreNetModel(PatientFusionModel):
-    """MurreNet as a :class:`~casegraph.models.base.SurvivalModel`.
+    """MurreNet: multimodal fusion with shared/specific decomposition (DHOF, MMLoss).
 
     ``ablation`` picks a row of the paper's Table 2 ("A".."F", default the full model "F");
     ``use_mrd``, ``fusion``, ``alpha``, ``beta``, ``gamma`` override single switches.
