@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from casegraph.config import Neo4jSettings
 from casegraph.errors import CasegraphError, InputError
 from casegraph.graph.base import GraphStore, round_weight
+from casegraph.graph.driver_log import quiet_driver_log
 from casegraph.graph.records import (
     BufferEntry,
     GraphDump,
@@ -159,6 +160,7 @@ class Neo4jGraphStore(GraphStore):
         from neo4j.exceptions import AuthError, ConfigurationError, Neo4jError, ServiceUnavailable
 
         _check_uri(settings.uri)
+        quiet_driver_log()
         auth = (settings.user, settings.password) if settings.password else None
         try:  # server notifications (e.g. "null value eliminated") would be logged as warnings
             driver = GraphDatabase.driver(settings.uri, auth=auth,
