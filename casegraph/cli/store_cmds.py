@@ -70,6 +70,9 @@ def _print_report(report) -> None:  # type: ignore[no-untyped-def]
     console = Console(stderr=False, soft_wrap=True)  # one line per message, also in pipes and logs
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    for path in report.removed_leftovers:
+        console.print(f"removed {path} (left by an interrupted ingest, referenced by nothing)",
+                      markup=False)
     for name, cov in report.coverage.items():
         console.print(_coverage_line(name, cov), markup=False)
     if not report.changed:
@@ -108,6 +111,7 @@ def info_command(store: Path | None = STORE_OPTION) -> None:
 def doctor_command(
     store: Path | None = STORE_OPTION,
     full: bool = typer.Option(True, help="Re-hash every referenced bag file (slow on big stores)."),
+    fix: bool = typer.Option(False, "--fix", help="First remove the files doctor proves unreferenced (interrupted ingests, files superseded by --update); lists each one. Needs the store not in use."),
 ) -> None:
     """Check the store: referenced bag files changed or vanished, orphan files, index consistency."""
     from rich.console import Console
@@ -115,7 +119,10 @@ def doctor_command(
     from casegraph.ingest.doctor import run_checks
     from casegraph.ingest.store import Store
 
-    with Store.open(store or default_store_path(), create=False, read_only=True) as s:
+    root = store or default_store_path()
+    if fix:
+        _fix(root)
+    with Store.open(root, create=False, read_only=True) as s:
         problems = run_checks(s, rehash=full)
         problems += _index_checks(s)
     if not problems:
@@ -124,6 +131,23 @@ def doctor_command(
     for problem in problems:
         typer.echo(f"problem: {problem}")
     raise typer.Exit(1)
+
+
+def _fix(root: Path) -> None:
+    from casegraph.errors import StoreError
+    from casegraph.ingest.doctor import remove_leftovers
+    from casegraph.ingest.store import Store
+
+    try:
+        opened = Store.open(root, create=False)
+    except StoreError as exc:
+        raise StoreError(f"{exc} (doctor --fix needs the store to itself: stop any ingest, "
+                         "serve or query using it, then retry)") from None
+    with opened as s:  # read-write: DuckDB's exclusive lock proves no ingest is in flight
+        removed = remove_leftovers(s, uncommitted_only=False)
+    for path in removed:
+        typer.echo(f"removed: {path}")
+    typer.echo(f"doctor --fix: removed {len(removed)} unreferenced file(s)")
 
 
 def _index_checks(store) -> list[str]:  # type: ignore[no-untyped-def]

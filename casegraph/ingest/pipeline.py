@@ -22,6 +22,7 @@ from casegraph import __version__
 from casegraph.errors import InputError
 from casegraph.faults import crash_point
 from casegraph.ingest.bag_plan import BagPlan, plan_bags
+from casegraph.ingest.doctor import remove_leftovers
 from casegraph.ingest.parquet_files import write_genomic_file
 from casegraph.ingest.signatures import GeneGroups
 from casegraph.ingest.splits import SplitSet
@@ -77,6 +78,7 @@ class IngestReport:
     store_patients: int = 0  # store totals once this batch is in
     store_slides: int = 0
     store_slides_without_bags: int = 0
+    removed_leftovers: list[str] = field(default_factory=list)  # files of killed ingests
 
     @property
     def changed(self) -> bool:
@@ -108,6 +110,8 @@ def ingest(store: Store, request: IngestRequest) -> IngestReport:
     report.new_slides = len(bag_plan.new_slide_rows)
     report.warnings.extend(bag_plan.warnings)
     _report_coverage(store, request, report)
+    # Validation passed: clear what killed ingests left (their batches never committed).
+    report.removed_leftovers = [str(p) for p in remove_leftovers(store, uncommitted_only=True)]
     has_rows = any(p.rows for p in patient_plans)
     if not (has_rows or new_features or group_sets or split_sets or bag_plan.has_changes):
         _store_totals(store, report)

@@ -98,3 +98,50 @@ def test_ingest_lines_say_this_batch_or_store_total(tmp_path: Path) -> None:
             "store total: 3 (100%)") in out
     info = run_cli("info", "--store", store)
     assert "3 of 3 unique genes with features in the store" in " ".join(info.stdout.split())
+
+
+def test_doctor_fix_after_a_killed_ingest(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from casegraph.faults import CRASH_ENV
+    from casegraph.ingest.store import Store
+
+    table = str(write_table(tmp_path / "in"))
+    store = str(tmp_path / "store")
+    write_bags(tmp_path / "bags", ["P1-A", "P2-A"])
+    args = ("ingest", "--store", store, "--table", table, "--cohort", "tiny", "--bags",
+            str(tmp_path / "bags"), "--k", "2")
+    killed = subprocess.run([sys.executable, "-c", "from casegraph.cli import main; main()",
+                             *args], capture_output=True, text=True,
+                            env={**os.environ, CRASH_ENV: "ingest.in_transaction"})
+    assert killed.returncode == -signal.SIGKILL
+    doctor = run_cli("doctor", "--store", store)
+    assert doctor.returncode == 1 and doctor.stdout.count("left by an interrupted ingest") == 2
+    with Store.open(store, create=False):  # in use: --fix refuses and removes nothing
+        busy = run_cli("doctor", "--store", store, "--fix")
+    lines = busy.stderr.strip().splitlines()
+    assert busy.returncode == 1 and len(lines) == 1 and "needs the store to itself" in lines[0]
+    fixed = run_cli("doctor", "--store", store, "--fix")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert fixed.stdout.count("removed: ") == 2 and "removed 2 unreferenced file(s)" in fixed.stdout
+    assert "no problems found" in fixed.stdout
+    rerun = run_cli(*args)
+    assert rerun.returncode == 0 and "removed" not in rerun.stdout
+    assert run_cli("doctor", "--store", store).returncode == 0
+
+
+def test_ingest_rerun_clears_its_leftovers(tmp_path: Path) -> None:
+    import os
+
+    from casegraph.faults import CRASH_ENV
+
+    table = str(write_table(tmp_path / "in"))
+    store = str(tmp_path / "store")
+    args = ("ingest", "--store", store, "--table", table, "--cohort", "tiny")
+    subprocess.run([sys.executable, "-c", "from casegraph.cli import main; main()", *args],
+                   capture_output=True, env={**os.environ, CRASH_ENV: "ingest.in_transaction"})
+    rerun = run_cli(*args)
+    assert rerun.returncode == 0 and "3 new patients" in rerun.stdout
+    assert rerun.stdout.count("(left by an interrupted ingest, referenced by nothing)") == 1
+    assert run_cli("doctor", "--store", store).returncode == 0

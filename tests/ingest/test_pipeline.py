@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from casegraph.errors import InputError
+from casegraph.errors import InputError, StoreError
 from casegraph.faults import CRASH_ENV
+from casegraph.ingest.doctor import find_leftovers, remove_leftovers, run_checks
 from casegraph.ingest.info import store_summary
 from casegraph.ingest.pipeline import IngestRequest, ingest
 from casegraph.ingest.signatures import read_gene_groups
@@ -156,8 +157,14 @@ def test_kill_during_ingest_leaves_store_as_before(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL, "the ingest did not die at its crash point"
     with Store.open(root) as store:
         assert _snapshot(store) == before
+        left = find_leftovers(store)
+        assert {x.table for x in left} == {"genomic_rows", "slide_summaries"}
+        assert all(x.removable and not x.committed for x in left)
+        assert any("left by an interrupted ingest" in p for p in run_checks(store))
         report = ingest(store, _request(tmp_path))  # a re-run completes the batch
         assert report.new_patients == 2 and store.counts()["patients"] == 3
+        assert sorted(report.removed_leftovers) == sorted(str(x.path) for x in left)
+        assert run_checks(store) == []  # doctor is clean after the re-run
 
 
 def _write_splits(folder: Path, folds: list[tuple[list[str], list[str]]]) -> Path:
@@ -282,3 +289,40 @@ def test_gene_in_two_groups_counts_once_in_ingest_and_info(store: Store, tmp_pat
     cov = report.coverage["dup"]
     assert (cov.genes, cov.in_batch, cov.in_store) == (4, 3, 3)  # TP53 EGFR KRAS GONE
     assert store_summary(store).gene_group_sets["dup"] == (3, 3, 4)
+
+
+def test_leftovers_removed_only_when_proven(store: Store, tmp_path: Path) -> None:
+    """Ingest removes only files of batches that never committed; doctor --fix also removes
+    files a committed --update superseded; a name casegraph never writes stays."""
+    ingest(store, _request(tmp_path, bags=False))
+    first_file = next(store.genomics_dir.glob("genomics-*.parquet"))
+    changed = [r.replace("10.5", "12").replace("30.0", "31").replace("5.25", "6") for r in ROWS]
+    ingest(store, _request(tmp_path, changed, bags=False, update=True))  # supersedes first_file
+    killed = store.genomics_dir / "genomics-20000101T000000-deadbeef-0123456789ab.parquet"
+    killed_tmp = store.summaries_dir / ".20000101T000000-deadbeef-01234567.parquet.tmp"
+    foreign = [store.genomics_dir / "mine.parquet",
+               store.genomics_dir / "genomics-notabatch.parquet", store.summaries_dir / ".x.tmp"]
+    store.summaries_dir.mkdir(exist_ok=True)
+    for path in (killed, killed_tmp, *foreign):
+        path.write_bytes(b"x")
+    problems = run_checks(store)
+    assert any(f"unreferenced file {first_file} (superseded by a later --update" in p
+               for p in problems)
+    assert sum("not a name casegraph writes" in p for p in problems) == 3
+    before = _snapshot(store)
+    report = ingest(store, _request(tmp_path, changed, bags=False, update=True))
+    assert not report.changed and sorted(report.removed_leftovers) == sorted(
+        [str(killed), str(killed_tmp)])
+    assert first_file.exists() and all(p.exists() for p in foreign)
+    assert sorted(remove_leftovers(store, uncommitted_only=False)) == [first_file]
+    assert all(p.exists() for p in foreign) and _snapshot(store) == before
+    assert store.genomic_matrix(["P1"], ["TP53_rnaseq"])[0][0, 0] == pytest.approx(0.1)
+    assert [p for p in run_checks(store) if "not a name casegraph writes" not in p] == []
+
+
+def test_leftovers_are_never_removed_through_a_read_only_store(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "s") as store:
+        ingest(store, _request(tmp_path, bags=False))
+    with Store.open(tmp_path / "s", create=False, read_only=True) as store, \
+            pytest.raises(StoreError, match="read-only"):
+        remove_leftovers(store, uncommitted_only=False)
