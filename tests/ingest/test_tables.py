@@ -15,6 +15,17 @@ from casegraph.ingest.splits import read_split_dir
 from casegraph.ingest.tables import ColumnMapping, read_mcat_table, read_survpath
 from tests.ingest.helpers import HEADER, ROWS, write_signatures, write_table
 
+SURVPATH_LABELS = "case_id,slide_id,survival_months,censorship"
+
+
+def _survpath_files(tmp_path: Path, rna_text: str, label_row: str = "P1,P1-A.svs,10.5,0",
+                    header: str = SURVPATH_LABELS) -> tuple[Path, Path]:
+    """A one-patient SurvPath labels file and an RNA matrix with ``rna_text``."""
+    labels = write_table(tmp_path, [label_row], header=header, name="labels.csv")
+    rna = tmp_path / "rna_clean.csv"
+    rna.write_text(rna_text, encoding="utf-8")
+    return labels, rna
+
 
 def test_mcat_table_one_row_per_patient(tmp_path: Path) -> None:
     table = read_mcat_table(write_table(tmp_path), cohort="tiny")
@@ -228,10 +239,7 @@ def test_split_and_rna_ids_are_checked_too(tmp_path: Path) -> None:
         read_split_dir(tmp_path)
     (tmp_path / "splits_0.csv").write_text(",train,val\n0,001,P3\n1,002,\n", encoding="utf-8")
     assert read_split_dir(tmp_path).folds == {0: (["001", "002"], ["P3"])}
-    labels = write_table(tmp_path, ["P1,P1-A.svs,10.5,0"], header="case_id,slide_id,survival_months,censorship",
-                         name="labels.csv")
-    rna = tmp_path / "rna_clean.csv"
-    rna.write_text(",TP53\nP1 ,1.5\n", encoding="utf-8")
+    labels, rna = _survpath_files(tmp_path, ",TP53\nP1 ,1.5\n")
     with pytest.raises(InputError, match=r"rna_clean\.csv, row 2, column 'Unnamed: 0'.*spaces"):
         read_survpath(labels, rna, "sp")
 
@@ -260,10 +268,7 @@ def test_largest_float32_values_are_kept(tmp_path: Path, value: str) -> None:
 
 @pytest.mark.parametrize("value", ["1e308", "1e309", "inf", "-1e999"])
 def test_overflowing_rna_matrix_value_is_an_error(tmp_path: Path, value: str) -> None:
-    labels = write_table(tmp_path, ["P1,P1-A.svs,10.5,0"],
-                         header="case_id,slide_id,survival_months,censorship", name="labels.csv")
-    rna = tmp_path / "rna_clean.csv"
-    rna.write_text(f",TP53,EGFR\nP1,1.5,{value}\n", encoding="utf-8")
+    labels, rna = _survpath_files(tmp_path, f",TP53,EGFR\nP1,1.5,{value}\n")
     with pytest.raises(InputError, match=r"rna_clean\.csv, row 2, column 'EGFR'"):
         read_survpath(labels, rna, "sp")
 
@@ -295,10 +300,7 @@ def test_repeated_column_in_zip_rna_signatures_and_splits(tmp_path: Path) -> Non
         z.write(csv, arcname="tcga_blca_all_clean.csv")
     with pytest.raises(InputError, match="'TP53_cnv' appears twice"):
         read_mcat_table(zipped)
-    labels = write_table(tmp_path, ["P1,P1-A.svs,10.5,0"],
-                         header="case_id,slide_id,survival_months,censorship", name="labels.csv")
-    rna = tmp_path / "rna_clean.csv"
-    rna.write_text(",TP53,TP53\nP1,1.5,2.5\n", encoding="utf-8")
+    labels, rna = _survpath_files(tmp_path, ",TP53,TP53\nP1,1.5,2.5\n")
     with pytest.raises(InputError, match=r"rna_clean\.csv, row 1, column 'TP53': .*twice"):
         read_survpath(labels, rna, "sp")
     sig = tmp_path / "x_signatures.csv"
@@ -313,10 +315,8 @@ def test_repeated_column_in_zip_rna_signatures_and_splits(tmp_path: Path) -> Non
 
 
 def test_label_column_that_is_also_an_rna_gene_is_an_error(tmp_path: Path) -> None:
-    labels = write_table(tmp_path, ["P1,P1-A.svs,10.5,0,3"], name="labels.csv",
-                         header="case_id,slide_id,survival_months,censorship,TP53_rnaseq")
-    rna = tmp_path / "rna_clean.csv"
-    rna.write_text(",TP53\nP1,1.5\n", encoding="utf-8")
+    labels, rna = _survpath_files(tmp_path, ",TP53\nP1,1.5\n", "P1,P1-A.svs,10.5,0,3",
+                                  header=SURVPATH_LABELS + ",TP53_rnaseq")
     with pytest.raises(InputError, match=r"labels\.csv, row 1, column 'TP53_rnaseq'"):
         read_survpath(labels, rna, "sp")
 
