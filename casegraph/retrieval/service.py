@@ -184,7 +184,8 @@ def create_app(
 
     @app.get("/health", response_model=Health, tags=["service"])
     def health() -> Health:  # no lock: answers even while a long query runs
-        return Health(status="ok", version=__version__, patients=n_patients, cohorts=n_cohorts, method=method)
+        return Health(status="ok", version=__version__, patients=n_patients,
+                      cohorts=n_cohorts, method=method)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=auth)
     def openapi() -> dict[str, Any]:
