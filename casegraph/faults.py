@@ -25,6 +25,8 @@ CRASH_POINTS = frozenset({
     "ingest.in_transaction",   # all rows written, before COMMIT
     "sync.after_batch",        # a graph-sync batch committed
     "attach.in_transaction",   # a derived version written, before COMMIT
+    "version.in_transaction",  # a trained version's rows written, before COMMIT
+    "attach.after_version",    # a derived version committed, before its index update
 })
 
 _reached: Counter[str] = Counter()

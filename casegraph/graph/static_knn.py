@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +19,7 @@ import pandas as pd
 
 from casegraph.errors import InputError
 from casegraph.ingest.store import Store
+from casegraph.ingest.versions import NewVersion
 
 MODEL_NAME = "static-knn"
 SOURCES = ("auto", "wsi", "genomics")
@@ -72,9 +72,7 @@ def patient_embeddings(store: Store, source: str = "auto") -> tuple[list[str], n
 
 
 def _wsi_embeddings(store: Store) -> tuple[list[str], np.ndarray]:
-    setting = store.con.execute(
-        "SELECT k, seed FROM slide_summaries GROUP BY k, seed ORDER BY count(*) DESC, k, seed "
-        "LIMIT 1").fetchone()
+    setting = store.summary_setting()
     if setting is None:
         return [], np.zeros((0, 0), np.float32)
     slides = store.slides()
@@ -90,9 +88,7 @@ def _wsi_embeddings(store: Store) -> tuple[list[str], np.ndarray]:
 
 
 def has_trained_version(store: Store) -> bool:
-    row = store.con.execute("SELECT count(*) FROM model_versions WHERE model <> ?",
-                            [MODEL_NAME]).fetchone()
-    return bool(row and row[0])
+    return any(v.model != MODEL_NAME for v in store.versions.all())
 
 
 def ensure_static_knn(store: Store, k: int = 12, source: str = "auto") -> str | None:
@@ -106,31 +102,18 @@ def ensure_static_knn(store: Store, k: int = 12, source: str = "auto") -> str | 
         return None
     digest = hashlib.sha256(json.dumps([used, k, ids]).encode()).hexdigest()[:12]
     version_id = f"{MODEL_NAME}-{used}-k{k}-{digest}"
-    exists = store.con.execute("SELECT 1 FROM model_versions WHERE version_id = ?",
-                               [version_id]).fetchone()
-    if exists:
+    if store.versions.exists(version_id):
         return version_id
     index, sim = cosine_knn(vectors, k)
     kk = index.shape[1]
     id_array = np.asarray(ids, dtype=object)
     rows = pd.DataFrame({
-        "version_id": version_id,
         "patient_id": np.repeat(id_array, kk),
         "neighbour_id": id_array[index.ravel()],
         "rank": np.tile(np.arange(1, kk + 1, dtype=np.int32), len(ids)),
         "weight": sim.ravel().astype(np.float64),
     })
     config = {"k": k, "source": used, "metric": "cosine", "n_patients": len(ids)}
-    with store.transaction() as con:
-        con.execute(
-            "INSERT INTO model_versions (version_id, model, cohort, created_at, config, metrics)"
-            " VALUES (?, ?, NULL, ?, ?, ?)",
-            [version_id, MODEL_NAME, datetime.now(UTC).replace(tzinfo=None),
-             json.dumps(config), "{}"])
-        con.register("_static_knn_rows", rows)
-        try:
-            con.execute("INSERT INTO model_neighbours SELECT version_id, patient_id, "
-                        "neighbour_id, rank, weight FROM _static_knn_rows")
-        finally:
-            con.unregister("_static_knn_rows")
+    store.versions.create(NewVersion(model=MODEL_NAME, cohort=None, config=config,
+                                     neighbours=rows, version_id=version_id))
     return version_id

@@ -16,10 +16,11 @@ never a half-visible batch.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
@@ -28,6 +29,9 @@ import pandas as pd
 
 from casegraph.errors import StoreError
 from casegraph.ingest.parquet_files import genomic_file_columns, read_genomic_file
+
+if TYPE_CHECKING:
+    from casegraph.ingest.versions import ModelVersions
 
 DB_NAME = "store.duckdb"
 SCHEMA_VERSION = 1
@@ -86,6 +90,7 @@ class Store:
         self.con = con
         self.read_only = read_only
         self._in_transaction = False
+        self._committed = False  # a commit since opening: close() publishes a snapshot
 
     # ----------------------------------------------------------------- lifecycle
     @classmethod
@@ -108,7 +113,27 @@ class Store:
             store._migrate()
         return store
 
+    @classmethod
+    def open_snapshot(cls, root: str | Path, snapshot: str | Path) -> Store:
+        """A published snapshot file (:mod:`casegraph.ingest.publish`), read-only, as the
+        store at ``root`` (relative paths in its rows resolve against ``root``)."""
+        try:
+            con = duckdb.connect(str(snapshot), read_only=True)
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open snapshot {snapshot}: {exc}") from None
+        return cls(Path(root), con, read_only=True)
+
     def close(self) -> None:
+        """Close the connection; a writer that committed publishes a snapshot first."""
+        if self._committed and not self.read_only:
+            self._committed = False
+            from casegraph.ingest.publish import publish_snapshot
+
+            try:
+                publish_snapshot(self)
+            except (StoreError, duckdb.Error) as exc:  # the commits stand; readers keep
+                # the older snapshot
+                logging.getLogger(__name__).warning("%s", exc)
         self.con.close()
 
     def __enter__(self) -> Store:
@@ -118,7 +143,10 @@ class Store:
         self.close()
 
     def _migrate(self) -> None:
+        from casegraph.ingest.versions import SCHEMA as VERSION_SCHEMA
+
         self.con.execute(SCHEMA)
+        self.con.execute(VERSION_SCHEMA)
         self.con.execute(
             "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
             [str(SCHEMA_VERSION)],
@@ -146,8 +174,16 @@ class Store:
             raise
         else:
             self.con.execute("COMMIT")
+            self._committed = True
         finally:
             self._in_transaction = False
+
+    @property
+    def versions(self) -> ModelVersions:
+        """The model-version tables (:mod:`casegraph.ingest.versions`)."""
+        from casegraph.ingest.versions import ModelVersions
+
+        return ModelVersions(self)
 
     # ----------------------------------------------------------------- paths
     @property
@@ -298,6 +334,13 @@ class Store:
 
         return read_summary_rows(self.summaries_dir, refs)
 
+    def summary_setting(self) -> tuple[int, int] | None:
+        """The (k, seed) most slides have summaries for, or None when there are none."""
+        rows = self.con.execute(
+            "SELECT k, seed FROM slide_summaries GROUP BY k, seed "
+            "ORDER BY count(*) DESC, k, seed LIMIT 1").fetchall()
+        return None if not rows else (int(rows[0][0]), int(rows[0][1]))
+
     def model_versions(self, model: str | None = None) -> pd.DataFrame:
         sql = "SELECT * FROM model_versions"
         if model:
@@ -312,20 +355,13 @@ class Store:
         return str(rows[0][0]) if rows else None
 
     def model_neighbours(self, version_id: str) -> pd.DataFrame:
-        """Columns: patient_id, neighbour_id, rank, weight (top-K per patient)."""
-        return self.query_df(
-            "SELECT patient_id, neighbour_id, rank, weight FROM model_neighbours "
-            "WHERE version_id = ? ORDER BY patient_id, rank",
-            [version_id],
-        )
+        """Columns: patient_id, neighbour_id, rank, weight (top-K per patient, along the
+        version's lineage)."""
+        return self.versions.neighbours(version_id)
 
     def model_buffer(self, version_id: str) -> list[str]:
         """Buffer patient ids in FIFO order (position 0 = oldest)."""
-        rows = self.con.execute(
-            "SELECT patient_id FROM model_buffer WHERE version_id = ? ORDER BY position",
-            [version_id],
-        ).fetchall()
-        return [r[0] for r in rows]
+        return self.versions.buffer(version_id)
 
     def batches(self) -> pd.DataFrame:
         return self.query_df("SELECT * FROM ingest_batches ORDER BY started_at")
@@ -333,8 +369,63 @@ class Store:
     def counts(self) -> dict[str, int]:
         tables = ["cohorts", "patients", "slides", "features", "genomic_rows", "gene_groups",
                   "splits", "slide_summaries", "ingest_batches", "model_versions",
-                  "model_neighbours"]
+                  "model_neighbours", "model_predictions"]
         out = {}
         for t in tables:
             out[t] = int(self.con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0])  # our names
         return out
+
+    # ------------------------------------------------ reads for the graph sync
+    def _of_patients(self, sql: str, patient_ids: Sequence[str] | None) -> pd.DataFrame:
+        """``sql`` (our own, over a table aliased ``t``) for every patient or only these."""
+        if patient_ids is None:
+            return self.query_df(sql.format(join=""))
+        self.con.register("_sync_patients", pd.DataFrame({"patient_id": list(patient_ids)},
+                                                         dtype=object))
+        try:
+            return self.query_df(sql.format(join="JOIN _sync_patients w USING (patient_id)"))
+        finally:
+            self.con.unregister("_sync_patients")
+
+    def patient_outcomes(self, patient_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """Columns patient_id, cohort, time, event (of every patient, or these), sorted."""
+        return self._of_patients("SELECT t.patient_id, t.cohort, t.time, t.event FROM patients "
+                                 "t {join} ORDER BY t.patient_id", patient_ids)
+
+    def patient_ids_with_genomics(self, patient_ids: Sequence[str] | None = None) -> list[str]:
+        """Patients (all, or among these) holding a genomic row, sorted."""
+        frame = self._of_patients("SELECT t.patient_id FROM genomic_rows t {join} "
+                                  "ORDER BY t.patient_id", patient_ids)
+        return [str(p) for p in frame["patient_id"]]
+
+    def slide_patient_ids(self, patient_ids: Sequence[str] | None = None) -> list[str]:
+        """Patients (all, or among these) with at least one slide, sorted."""
+        frame = self._of_patients("SELECT DISTINCT t.patient_id FROM slides t {join} "
+                                  "ORDER BY t.patient_id", patient_ids)
+        return [str(p) for p in frame["patient_id"]]
+
+    def split_rows(self, patient_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """Columns patient_id, split_set, fold, role (of every patient, or these)."""
+        return self._of_patients("SELECT t.patient_id, t.split_set, t.fold, t.role FROM splits "
+                                 "t {join} ORDER BY ALL", patient_ids)
+
+    def splits_digest(self) -> str:
+        """A digest of every split row: changes whenever any split membership does."""
+        row = self.con.execute("SELECT count(*), coalesce(sum(hash(split_set, fold, patient_id, "
+                               "role)), 0) FROM splits").fetchone()
+        return f"{row[0]}-{row[1]}" if row else "0-0"
+
+    def patient_batches(self) -> pd.DataFrame:
+        """Columns patient_id, batch_id: each ingest batch whose rows (patient, genomics,
+        slides) touch the patient; '' for rows without a batch id."""
+        return self.query_df(
+            "SELECT DISTINCT patient_id, coalesce(batch_id, '') AS batch_id FROM ("
+            "SELECT patient_id, batch_id FROM patients UNION ALL "
+            "SELECT patient_id, batch_id FROM genomic_rows UNION ALL "
+            "SELECT patient_id, batch_id FROM slides)")
+
+    def own_neighbour_counts(self) -> dict[str, int]:
+        """Version id -> its own neighbour rows (not its lineage's)."""
+        rows = self.con.execute("SELECT version_id, count(*) FROM model_neighbours "
+                                "GROUP BY version_id").fetchall()
+        return {str(v): int(n) for v, n in rows}

@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from datetime import datetime
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from casegraph.config import Neo4jSettings, neo4j_settings
@@ -23,6 +23,8 @@ from casegraph.graph.base import GraphStore
 from casegraph.graph.embedded import EmbeddedGraphStore
 from casegraph.ingest.parquet_files import write_genomic_file
 from casegraph.ingest.store import Store
+from casegraph.ingest.versions import NewVersion, PredictionRows
+from casegraph.ingest.versions import NewVersion
 
 TEST_MARKER = "CasegraphTestMarker"
 COHORTS = ("blca", "brca")
@@ -59,20 +61,37 @@ def fill_store(store: Store, n: int = 8, trained: bool = True) -> None:
 
 
 def add_version(store: Store, version_id: str, ids: list[str], k: int = 3,
-                seed: int = 0) -> None:
+                seed: int = 0, parent_id: str | None = None,
+                predictions: PredictionRows | None = None,
+                buffer: list[str] | None = None) -> None:
+    """A version (through the storage API) with k random neighbours for each of ``ids``
+    (among ``ids``, and for a derived version also its parent's patients) and a buffer of
+    the first four ids (or ``buffer``)."""
     rng = np.random.default_rng(seed)
-    con = store.con
-    con.execute("INSERT INTO model_versions VALUES (?, 'msrl', 'blca', ?, ?, ?, NULL)",
-                [version_id, datetime(2026, 1, 1 + seed), json.dumps({"k": k}),
-                 json.dumps({"c_index": 0.6})])
-    for pos, pid in enumerate(ids[:4]):
-        con.execute("INSERT INTO model_buffer VALUES (?, ?, ?)", [version_id, pos, pid])
+    pool = list(ids)
+    if parent_id is not None:
+        pool += [p for p in store.versions.neighbours(parent_id)["patient_id"].unique()
+                 if p not in ids]
+    rows = []
     for pid in ids:
-        others = [o for o in ids if o != pid]
+        others = [o for o in pool if o != pid]
         picks = rng.choice(len(others), size=k, replace=False)
-        for rank, j in enumerate(picks, start=1):
-            con.execute("INSERT INTO model_neighbours VALUES (?, ?, ?, ?, ?)",
-                        [version_id, pid, others[j], rank, round(1.0 / rank, 3)])
+        rows += [(pid, others[j], rank, round(1.0 / rank, 3))
+                 for rank, j in enumerate(picks, start=1)]
+    store.versions.create(NewVersion(
+        model="msrl", cohort="blca", config={"k": k}, metrics={"c_index": 0.6},
+        version_id=version_id, parent_id=parent_id, predictions=predictions,
+        neighbours=pd.DataFrame(rows, columns=["patient_id", "neighbour_id", "rank", "weight"]),
+        buffer=ids[:4] if buffer is None else buffer))
+
+
+def predictions_for(ids: list[str], seed: int = 0, n_bins: int = 3) -> PredictionRows:
+    """Risks and non-increasing survival curves for ``ids``; the last id is ``inferred``."""
+    rng = np.random.default_rng(seed)
+    survival = np.cumprod(rng.uniform(0.5, 1.0, size=(len(ids), n_bins)), axis=1)
+    inferred = np.zeros(len(ids), dtype=bool)
+    inferred[-1:] = True
+    return PredictionRows(list(ids), rng.normal(size=len(ids)), survival, inferred)
 
 
 @pytest.fixture

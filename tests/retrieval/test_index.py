@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from casegraph.errors import StoreError
 from casegraph.ingest.store import Store
+from casegraph.ingest.versions import NewVersion
 from casegraph.retrieval.index import (
     SLIDE_MEAN,
     IndexKey,
@@ -26,16 +26,9 @@ KEY = IndexKey(SLIDE_MEAN, "wsi")
 
 def _add_model_embeddings(store: Store, version: str, ids: list[str], dim: int = 4) -> None:
     rng = np.random.default_rng(0)
-    folder = store.artifacts_dir / version
-    folder.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame({"patient_id": ids,
-                          "vector": list(rng.normal(size=(len(ids), dim)).astype(np.float32))})
-    frame.to_parquet(folder / "wsi.parquet")
-    with store.transaction() as con:
-        con.execute("INSERT INTO model_versions VALUES (?, 'baseline', 'alpha', now(), '{}', '{}', ?)",
-                    [version, str(folder)])
-        con.execute("INSERT INTO patient_embeddings VALUES (?, 'wsi', ?, ?, ?)",
-                    [version, f"artifacts/{version}/wsi.parquet", dim, len(ids)])
+    vectors = rng.normal(size=(len(ids), dim)).astype(np.float32)
+    store.versions.create(NewVersion(model="baseline", cohort="alpha", config={},
+                                     embeddings={"wsi": (ids, vectors)}, version_id=version))
 
 
 def test_keys_cover_model_embeddings_and_the_fallback(tiny_store: Store) -> None:

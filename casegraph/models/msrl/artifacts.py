@@ -5,30 +5,27 @@ Files under ``store.artifacts_dir/<version_id>/`` (written before the DuckDB com
 classes), ``state.npz`` (genomics preprocessing, buffer and reference features),
 ``embeddings-<kind>-*.parquet`` (patient_id, vector) for kinds ``wsi`` (online h),
 ``genomics`` (authentic g) and ``fused`` (authentic f = [g, h], the buffer's space).
-Rows (one transaction): ``model_versions``, ``model_buffer`` (FIFO order),
-``model_neighbours`` (each embeddable patient's top-K by learned GSL similarity, self
-excluded; weight = that similarity, clipped at 0), ``patient_embeddings``
-(file path relative to the store root).
+Rows go through the store's version API (:mod:`casegraph.ingest.versions`): the version,
+its training patients, buffer (FIFO order), each embeddable patient's top-K neighbours by
+learned GSL similarity (self excluded; weight = that similarity, clipped at 0) and the
+embedding files.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import pyarrow as pa
 import torch
 from torch import Tensor
 
 from casegraph.errors import StoreError
-from casegraph.ingest.parquet_files import write_parquet_atomic
 from casegraph.ingest.store import Store
+from casegraph.ingest.versions import NewVersion, new_version_id
 from casegraph.models.data import CohortData
 from casegraph.models.msrl.buffer import CaseBuffer
 from casegraph.models.msrl.config import MSRLConfig
@@ -39,11 +36,6 @@ from casegraph.models.preprocess import GenomicsPreprocessor
 
 if TYPE_CHECKING:
     from casegraph.models.msrl.model import MSRLModel
-
-
-def _version_id(name: str, cohort: str | None) -> str:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    return f"{name}-{cohort or 'all'}-{stamp}-{uuid.uuid4().hex[:6]}"
 
 
 @torch.no_grad()
@@ -91,20 +83,9 @@ def neighbour_rows(model: MSRLModel, ids: list[str], fused: Tensor, chunk: int =
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
 
 
-def _embedding_table(ids: list[str], vectors: Tensor) -> pa.Table:
-    arr = vectors.numpy().astype(np.float32)
-    flat = pa.array(arr.reshape(-1), type=pa.float32())
-    return pa.table({
-        "patient_id": pa.array(ids, type=pa.string()),
-        "vector": pa.FixedSizeListArray.from_arrays(flat, arr.shape[1]),
-    })
-
-
 def save_version(model: MSRLModel, store: Store, cohort: str | None) -> str:
     """Write the version's files, then its rows in one transaction; returns the version id."""
-    version_id = _version_id(model.name, cohort)
-    folder = store.artifacts_dir / version_id
-    folder.mkdir(parents=True, exist_ok=False)
+    version_id = new_version_id(model.name, cohort)
     data = CohortData.from_store(store, cohort, group_set=model.config.group_set,
                                  require_slides=True)
     if model.config.uses_genomics and data.group_sizes != model.group_sizes_:
@@ -117,41 +98,22 @@ def save_version(model: MSRLModel, store: Store, cohort: str | None) -> str:
     ref.update(zip(ids, emb["fused"], strict=True))
     model.reference_ids_ = list(ref)
     model.reference_fused_ = torch.stack(list(ref.values())) if ref else model.reference_fused_
-    torch.save({"net": model.net_.state_dict(), "target": model.target_.state_dict()},
-               folder / "weights.pt")
-    _write_config(model, folder)
-    _write_state(model, folder)
-    files = {kind: write_parquet_atomic(_embedding_table(ids, v), folder, f"embeddings-{kind}")
-             for kind, v in emb.items()}
     neighbours = neighbour_rows(model, ids, emb["fused"])
     metrics = {"pretrain_loss_last": _last(model.pretrain_history_),
                "finetune_loss_last": _last(model.finetune_history_),
                "n_buffer": len(model.buffer_), "n_embedded": len(ids)}
-    rel = folder.relative_to(store.root).as_posix()
-    with store.transaction() as con:
-        con.execute(
-            "INSERT INTO model_versions VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [version_id, model.name, cohort, datetime.now(UTC).replace(tzinfo=None),
-             json.dumps(model.config.to_dict()), json.dumps(metrics), rel],
-        )
-        con.executemany(
-            "INSERT INTO model_buffer VALUES (?, ?, ?)",
-            [[version_id, i, p] for i, p in enumerate(model.buffer_.ids)],
-        )
-        if len(neighbours):
-            frame = neighbours.assign(version_id=version_id)[
-                ["version_id", "patient_id", "neighbour_id", "rank", "weight"]]
-            con.register("_msrl_neighbours", frame)
-            try:
-                con.execute("INSERT INTO model_neighbours SELECT * FROM _msrl_neighbours")
-            finally:
-                con.unregister("_msrl_neighbours")
-        for kind, name in files.items():
-            con.execute(
-                "INSERT INTO patient_embeddings VALUES (?, ?, ?, ?, ?)",
-                [version_id, kind, f"{rel}/{name}", int(emb[kind].shape[1]), len(ids)],
-            )
-    return version_id
+    def write_files(folder: Path) -> None:
+        torch.save({"net": model.net_.state_dict(), "target": model.target_.state_dict()},
+                   folder / "weights.pt")
+        _write_config(model, folder)
+        _write_state(model, folder)
+
+    return store.versions.create(NewVersion(
+        model=model.name, cohort=cohort, config=model.config.to_dict(), metrics=metrics,
+        fitted_on=list(model.fitted_ids_), embeddings={k: (ids, v.numpy()) for k, v in emb.items()},
+        neighbours=neighbours, buffer=list(model.buffer_.ids), version_id=version_id,
+        bin_edges=None if model.bin_edges_ is None else list(model.bin_edges_)),
+        write_files=write_files)
 
 
 def _last(history: list[float]) -> float | None:
@@ -192,12 +154,7 @@ def _write_state(model: MSRLModel, folder: Path) -> None:
 def load_version(store: Store, version_id: str) -> MSRLModel:
     from casegraph.models.msrl.model import MSRLModel
 
-    row = store.con.execute(
-        "SELECT artifact_dir FROM model_versions WHERE version_id = ?", [version_id]
-    ).fetchone()
-    if row is None:
-        raise StoreError(f"no model version {version_id!r} in store {store.root}")
-    folder = store.root / str(row[0])
+    folder = store.versions.folder(store.versions.root(version_id).version_id)
     meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     config = MSRLConfig.from_options(**meta["config"])
     model = MSRLModel("msrl", **config.to_dict())
@@ -231,6 +188,7 @@ def load_version(store: Store, version_id: str) -> MSRLModel:
     model.reference_ids_ = list(meta["reference_ids"])
     model.reference_fused_ = torch.from_numpy(state["reference_fused"])
     model.pretrain_history_, model.finetune_history_ = [], []
+    model.fitted_ids_ = store.versions.fitted_on(version_id)
     model._set_buffer(buffer)
     return model
 
@@ -238,14 +196,4 @@ def load_version(store: Store, version_id: str) -> MSRLModel:
 def read_patient_embeddings(store: Store, version_id: str, kind: str
                             ) -> tuple[list[str], npt.NDArray[np.float32]]:
     """(patient ids, (n, d) vectors) of one stored embedding kind of a version."""
-    row = store.con.execute(
-        "SELECT file FROM patient_embeddings WHERE version_id = ? AND kind = ?",
-        [version_id, kind],
-    ).fetchone()
-    if row is None:
-        raise StoreError(f"no {kind!r} embeddings for model version {version_id!r}")
-    frame = pd.read_parquet(store.root / str(row[0]))
-    ids = [str(p) for p in frame["patient_id"]]
-    if not ids:
-        return ids, np.zeros((0, 0), dtype=np.float32)
-    return ids, np.stack([np.asarray(v, dtype=np.float32) for v in frame["vector"]])
+    return store.versions.embeddings(version_id, kind)

@@ -115,6 +115,7 @@ class MSRLModel:
         self.net_, self.target_ = net, target
         self._set_buffer(buffer)
         self.reference_ids_ = list(train.patient_ids)
+        self.fitted_ids_ = list(train.patient_ids)
         self.reference_fused_ = target_fused(target, wsi, groups)
         return self
 
