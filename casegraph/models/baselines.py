@@ -19,7 +19,11 @@ from casegraph.models.encoders import SNN, GatedAttentionMIL, MeanPoolMIL
 from casegraph.models.inputs import BagSource, GenomicsSource
 from casegraph.models.preprocess import GenomicsPreprocessor
 from casegraph.models.registry import MODELS
-from casegraph.models.training import DiscreteSurvivalModel
+from casegraph.models.training import (
+    DiscreteSurvivalModel,
+    preprocessor_from_state,
+    preprocessor_state,
+)
 
 POOLINGS = ("attention", "mean")
 
@@ -96,12 +100,19 @@ class _GenomicsMixin:
     def _genomics(self, data: CohortData) -> GenomicsSource:
         return GenomicsSource(self.preprocessor_.transform(data.genomics))
 
+    def _extra_state(self) -> dict[str, Any]:
+        return {"preprocessor": preprocessor_state(self.preprocessor_)}
+
+    def _set_extra_state(self, extra: dict[str, Any]) -> None:
+        self.preprocessor_ = preprocessor_from_state(extra["preprocessor"])
+
 
 @MODELS.register("snn")
 class SNNModel(_GenomicsMixin, DiscreteSurvivalModel):
     """Genomics-only SNN (MCAT ``snn``), with MCAT's L1 penalty (1e-4) on the SNN weights."""
 
     name = "snn"
+    embedding_kind = "genomics"
 
     def __init__(self, *, hidden: int = 256, dropout: float = 0.25, l1: float = 1e-4,
                  raw_clip: float | None = 10.0, z_clip: float | None = 5.0,
@@ -115,9 +126,11 @@ class SNNModel(_GenomicsMixin, DiscreteSurvivalModel):
     def _source(self, data: CohortData) -> GenomicsSource:
         return self._genomics(data)
 
-    def _build_network(self, train: CohortData) -> nn.Module:
-        in_dim = int(train.genomics_flat().shape[1])
-        return _GenomicsNet(in_dim, self.hidden, len(self.edges_) - 1, self.dropout)
+    def _network_shapes(self, train: CohortData) -> dict[str, int]:
+        return {"in_dim": int(train.genomics_flat().shape[1])}
+
+    def _network(self, shapes: dict[str, int]) -> nn.Module:
+        return _GenomicsNet(shapes["in_dim"], self.hidden, len(self.edges_) - 1, self.dropout)
 
     def _l1_parameters(self) -> list[Tensor]:
         snn = self.network_.get_submodule("snn")
@@ -149,6 +162,8 @@ class ABMILModel(_BagOptions, DiscreteSurvivalModel):
 
     name = "abmil"
     uses_slides = True
+    uses_genomics = False
+    embedding_kind = "wsi"
 
     def __init__(self, *, hidden: int = 256, dropout: float = 0.25,
                  max_patches: int | None = 4096, pooling: str = "attention",
@@ -163,9 +178,12 @@ class ABMILModel(_BagOptions, DiscreteSurvivalModel):
     def _source(self, data: CohortData) -> BagSource:
         return self._bags(data, self.seed)
 
-    def _build_network(self, train: CohortData) -> nn.Module:
-        dim = self._bags(train, self.seed).feature_dim()
-        return _BagNet(dim, self.hidden, len(self.edges_) - 1, self.dropout, self.pooling)
+    def _network_shapes(self, train: CohortData) -> dict[str, int]:
+        return {"bag_dim": self._bags(train, self.seed).feature_dim()}
+
+    def _network(self, shapes: dict[str, int]) -> nn.Module:
+        return _BagNet(shapes["bag_dim"], self.hidden, len(self.edges_) - 1, self.dropout,
+                       self.pooling)
 
 
 @MODELS.register("late_fusion")
@@ -174,6 +192,7 @@ class LateFusionModel(_GenomicsMixin, _BagOptions, DiscreteSurvivalModel):
 
     name = "late_fusion"
     uses_slides = True
+    embedding_kind = "fused"
 
     def __init__(self, *, hidden: int = 256, dropout: float = 0.25,
                  max_patches: int | None = 4096, pooling: str = "attention",
@@ -190,9 +209,11 @@ class LateFusionModel(_GenomicsMixin, _BagOptions, DiscreteSurvivalModel):
     def _source(self, data: CohortData) -> _PairSource:
         return _PairSource(self._genomics(data), self._bags(data, self.seed))
 
-    def _build_network(self, train: CohortData) -> nn.Module:
-        omic_dim = int(train.genomics_flat().shape[1])
-        bag_dim = self._bags(train, self.seed).feature_dim()
-        return _LateFusionNet(omic_dim, bag_dim, self.hidden, len(self.edges_) - 1,
-                              self.dropout, self.pooling)
+    def _network_shapes(self, train: CohortData) -> dict[str, int]:
+        return {"omic_dim": int(train.genomics_flat().shape[1]),
+                "bag_dim": self._bags(train, self.seed).feature_dim()}
+
+    def _network(self, shapes: dict[str, int]) -> nn.Module:
+        return _LateFusionNet(shapes["omic_dim"], shapes["bag_dim"], self.hidden,
+                              len(self.edges_) - 1, self.dropout, self.pooling)
 

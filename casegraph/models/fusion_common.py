@@ -25,6 +25,7 @@ from casegraph.models.data import CohortData
 from casegraph.models.losses import risk_from_survival, survival_from_logits
 from casegraph.models.preprocess import GenomicsPreprocessor
 from casegraph.models.targets import bin_edges, discretize
+from casegraph.models.training import WEIGHTS_FILE
 from casegraph.models.weights_file import array, load_weights, save_weights
 from casegraph.runtime import seed_everything
 
@@ -58,6 +59,7 @@ class PatientFusionModel:
     name = "fusion"
     in_dim_: int
     uses_slides = True  # the CV runner loads only patients with slides
+    embedding_kind = "fused"  # the embedding fuses WSI and genomics
 
     def __init__(self, *, n_bins: int = 4, epochs: int = 20, lr: float = 2e-4,
                  weight_decay: float = 1e-5, grad_accum: int = 1,
@@ -200,6 +202,14 @@ class PatientFusionModel:
         model.net_ = model._network()
         model.net_.load_state_dict(blob["state_dict"])
         return model
+
+    def save_files(self, folder: Path) -> None:
+        """The model-version contract: this model's files in a version folder."""
+        self.save(Path(folder) / WEIGHTS_FILE)
+
+    @classmethod
+    def load_files(cls, folder: Path) -> PatientFusionModel:
+        return cls.load(Path(folder) / WEIGHTS_FILE)
 
     def get_options(self) -> dict[str, Any]:
         """Constructor options (scikit-learn style: the attributes named like parameters)."""

@@ -31,8 +31,9 @@ from casegraph.models.base import Prediction
 from casegraph.models.data import CohortData
 from casegraph.models.losses import nll_survival_loss, risk_from_survival, survival_from_logits
 from casegraph.models.metrics import harrell_c
+from casegraph.models.preprocess import GenomicsPreprocessor
 from casegraph.models.targets import bin_edges, discretize
-from casegraph.models.weights_file import save_weights
+from casegraph.models.weights_file import array, load_weights, save_weights
 from casegraph.runtime import pick_device, seed_everything
 
 SELECTIONS = ("last", "inner", "eval")
@@ -69,7 +70,11 @@ class DiscreteSurvivalModel(ABC):
         """An object with ``batch(idx, device)`` giving the network's input for those rows."""
 
     @abstractmethod
-    def _build_network(self, train: CohortData) -> nn.Module:
+    def _network_shapes(self, train: CohortData) -> dict[str, int]:
+        """The input sizes the network is built from (stored with the weights)."""
+
+    @abstractmethod
+    def _network(self, shapes: dict[str, int]) -> nn.Module:
         """The network; forward(batch) -> (logits (B, n_bins), embedding (B, d))."""
 
     def _l1_parameters(self) -> list[Tensor]:
@@ -90,7 +95,8 @@ class DiscreteSurvivalModel(ABC):
                 raise ValueError("select='eval' needs the evaluation data passed as valid")
             select_data = valid
         self._fit_preprocessing(fit_data)
-        self.network_ = self._build_network(fit_data).to(self.device_)
+        self.shapes_ = self._network_shapes(fit_data)
+        self.network_ = self._network(self.shapes_).to(self.device_)
         labels = torch.as_tensor(discretize(fit_data.target.time, self.edges_))
         events = torch.as_tensor(fit_data.target.event, dtype=torch.float32)
         source = self._source(fit_data)
@@ -166,13 +172,84 @@ class DiscreteSurvivalModel(ABC):
         )
 
     def save(self, path: str | Path) -> None:
-        """Weights, bin edges and fitted preprocessing state (see :mod:`weights_file`)."""
-        save_weights(path, self.name, {"state_dict": self.network_.state_dict(),
-                                       "edges": self.edges_, "history": self.history_,
+        """Options, weights, network shapes, bin edges and the fitted preprocessing, in one
+        torch file that loads with ``weights_only=True`` (see :mod:`weights_file`)."""
+        if not hasattr(self, "network_"):
+            raise RuntimeError(f"{self.name}: save called before fit")
+        save_weights(path, self.name, {"options": self.get_options(),
+                                       "state_dict": self.network_.state_dict(),
+                                       "shapes": self.shapes_, "edges": self.edges_,
+                                       "history": self.history_,
+                                       "selected_epoch": self.selected_epoch_,
                                        "extra": self._extra_state()})
+
+    @classmethod
+    def load(cls, path: str | Path) -> DiscreteSurvivalModel:
+        """A fitted model from :meth:`save` (inference only); nothing is unpickled, so a
+        file that is not ours is an InputError."""
+        blob = load_weights(path, cls.name)
+        model = cls(**blob["options"])
+        model.device_ = pick_device(model.device)
+        model.edges_ = array(blob["edges"])
+        model.shapes_ = {k: int(v) for k, v in blob["shapes"].items()}
+        model.history_ = list(blob["history"])
+        model.selected_epoch_ = int(blob["selected_epoch"])
+        model._set_extra_state(blob["extra"])
+        model.network_ = model._network(model.shapes_)
+        model.network_.load_state_dict(blob["state_dict"])
+        model.network_.to(model.device_)
+        return model
+
+    def save_files(self, folder: Path) -> None:
+        """The model-version contract: this model's files in a version folder."""
+        self.save(Path(folder) / WEIGHTS_FILE)
+
+    @classmethod
+    def load_files(cls, folder: Path) -> DiscreteSurvivalModel:
+        return cls.load(Path(folder) / WEIGHTS_FILE)
+
+    def get_options(self) -> dict[str, Any]:
+        return constructor_options(self)
 
     def _extra_state(self) -> dict[str, Any]:
         return {}
+
+    def _set_extra_state(self, extra: dict[str, Any]) -> None:
+        """Restore what :meth:`_extra_state` saved (nothing here)."""
+        del extra
+
+
+WEIGHTS_FILE = "weights.pt"
+
+
+def constructor_options(model: object) -> dict[str, Any]:
+    """The keyword-only constructor options of ``model`` along its class hierarchy, read
+    back from the attributes of the same name (scikit-learn style)."""
+    import inspect
+
+    names: set[str] = set()
+    for klass in type(model).__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        params = inspect.signature(init).parameters
+        names |= {p for p, param in params.items()
+                  if param.kind is inspect.Parameter.KEYWORD_ONLY}
+    return {n: getattr(model, n) for n in sorted(names) if hasattr(model, n)}
+
+
+def preprocessor_state(pre: GenomicsPreprocessor) -> dict[str, Any]:
+    """A fitted :class:`GenomicsPreprocessor` as plain values (for a weights file)."""
+    return {"raw_clip": pre.raw_clip, "z_clip": pre.z_clip, "standardize": pre.standardize,
+            "mean": list(pre.mean_), "scale": list(pre.scale_), "n_fit": pre.n_fit_}
+
+
+def preprocessor_from_state(state: dict[str, Any]) -> GenomicsPreprocessor:
+    pre = GenomicsPreprocessor(state["raw_clip"], state["z_clip"], bool(state["standardize"]))
+    pre.mean_ = [array(m, np.float32) for m in state["mean"]]
+    pre.scale_ = [array(s, np.float32) for s in state["scale"]]
+    pre.n_fit_ = int(state["n_fit"])
+    return pre
 
 
 def _balanced_order(labels: Tensor, events: Tensor, rng: np.random.Generator
