@@ -8,9 +8,10 @@ nodes or relationships they *created*, so a re-run that changes nothing returns 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from casegraph.errors import CasegraphError
 from casegraph.graph.records import (
     BufferEntry,
     GraphDump,
@@ -18,6 +19,7 @@ from casegraph.graph.records import (
     ModelVersionRecord,
     Neighbour,
     PatientRecord,
+    PredictionRecord,
     SimilarEdge,
     SlideRecord,
 )
@@ -44,7 +46,9 @@ class GraphStore(ABC):
         """Upsert slides with their ``HAS_SLIDE`` link; the patients must exist."""
 
     @abstractmethod
-    def write_model_version(self, version: ModelVersionRecord) -> int: ...
+    def write_model_version(self, version: ModelVersionRecord) -> int:
+        """Upsert a version node; with ``parent_id`` also its ``DERIVED_FROM`` link to the
+        parent, and from children already present to it (a link exists iff both nodes do)."""
 
     @abstractmethod
     def write_similar(self, version_id: str, edges: Sequence[SimilarEdge]) -> int:
@@ -52,6 +56,18 @@ class GraphStore(ABC):
 
     @abstractmethod
     def write_buffer(self, version_id: str, entries: Sequence[BufferEntry]) -> int: ...
+
+    @abstractmethod
+    def write_predictions(self, version_id: str, predictions: Sequence[PredictionRecord]) -> int:
+        """Upsert ``PREDICTED`` links of one version (its own rows); patients must exist."""
+
+    @abstractmethod
+    def mark_batches_synced(self, batch_ids: Sequence[str]) -> None:
+        """Record that the patients and slides of these ingest batches are written."""
+
+    @abstractmethod
+    def synced_batches(self) -> set[str]:
+        """Ingest batch ids whose patients and slides the graph holds."""
 
     @abstractmethod
     def mark_synced(self, version_id: str, n_edges: int) -> None:
@@ -62,8 +78,16 @@ class GraphStore(ABC):
         """Version id -> edge count, for versions whose sync completed."""
 
     @abstractmethod
-    def prune_version(self, version_id: str, batch_size: int = 10_000) -> int:
-        """Delete a version's edges, buffer links, query cases and node; return edges removed."""
+    def prune_version(self, version_id: str, batch_size: int = 10_000,
+                      with_children: bool = False) -> int:
+        """Delete a version's edges, predictions, buffer links, query cases and node; return
+        edges removed. A version that other versions in the graph derive from is refused
+        (:class:`VersionHasChildren`) unless ``with_children``: then its descendants go
+        first, deepest first (their edges are counted too)."""
+
+    @abstractmethod
+    def child_versions(self, version_id: str) -> list[str]:
+        """Versions in the graph deriving directly from ``version_id`` (sorted)."""
 
     @abstractmethod
     def persist_query_case(
@@ -77,7 +101,9 @@ class GraphStore(ABC):
 
     @abstractmethod
     def neighbours(self, patient_id: str, version_id: str, k: int = 10) -> list[Neighbour]:
-        """A patient's top-k ``SIMILAR_TO`` neighbours under one version, by rank."""
+        """A patient's top-k ``SIMILAR_TO`` neighbours under one version, by rank, along its
+        lineage: the edges of the nearest version (itself, its parent, ...) that has any for
+        this patient (a derived version holds only its new patients' edges)."""
 
     @abstractmethod
     def stats(self) -> GraphStats: ...
@@ -102,3 +128,29 @@ class GraphStore(ABC):
 
 def round_weight(weight: float) -> float:
     return round(float(weight), 6)
+
+
+def round_survival(survival: Sequence[float] | None) -> tuple[float, ...] | None:
+    return None if survival is None else tuple(round_weight(s) for s in survival)
+
+
+class VersionHasChildren(CasegraphError):
+    """Pruning a version that derived versions still point at."""
+
+    def __init__(self, version_id: str, children: Sequence[str]) -> None:
+        shown = ", ".join(children[:5]) + (" ..." if len(children) > 5 else "")
+        super().__init__(f"model version {version_id} has derived versions in the graph "
+                         f"({shown}); prune them first, or prune with their children "
+                         "(`casegraph graph prune --with-children`)")
+        self.children = list(children)
+
+
+def prune_with_children(graph: GraphStore, version_id: str, with_children: bool,
+                        prune_one: Callable[[str], int]) -> int:
+    """Refuse or cascade for a version with children, then ``prune_one`` each (deepest
+    first); the total edges removed."""
+    children = graph.child_versions(version_id)
+    if children and not with_children:
+        raise VersionHasChildren(version_id, children)
+    removed = sum(prune_with_children(graph, c, True, prune_one) for c in children)
+    return removed + prune_one(version_id)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from casegraph.graph.base import GraphStore, round_weight
+from casegraph.graph.base import GraphStore, prune_with_children, round_survival, round_weight
 from casegraph.graph.records import (
     BufferEntry,
     GraphDump,
@@ -21,6 +21,7 @@ from casegraph.graph.records import (
     ModelVersionRecord,
     Neighbour,
     PatientRecord,
+    PredictionRecord,
     SimilarEdge,
     SlideRecord,
 )
@@ -50,11 +51,33 @@ CREATE TABLE IF NOT EXISTS graph_query_cases (
 CREATE TABLE IF NOT EXISTS graph_query_edges (
     case_id VARCHAR NOT NULL, neighbour_id VARCHAR NOT NULL, version_id VARCHAR NOT NULL,
     rank INTEGER NOT NULL, weight DOUBLE NOT NULL, PRIMARY KEY (case_id, neighbour_id));
+ALTER TABLE graph_versions ADD COLUMN IF NOT EXISTS parent_id VARCHAR;
+ALTER TABLE graph_versions ADD COLUMN IF NOT EXISTS batches VARCHAR[];
+CREATE TABLE IF NOT EXISTS graph_predictions (
+    version_id VARCHAR NOT NULL, patient_id VARCHAR NOT NULL, risk DOUBLE NOT NULL,
+    survival DOUBLE[], inferred BOOLEAN NOT NULL, PRIMARY KEY (version_id, patient_id));
+CREATE TABLE IF NOT EXISTS graph_synced_batches (batch_id VARCHAR PRIMARY KEY);
+"""
+# DERIVED_FROM is graph_versions.parent_id where the parent row exists (as in Neo4j, where
+# the link needs both nodes).
+_DERIVED_FROM = ("SELECT c.version_id, c.parent_id FROM graph_versions c "
+                 "JOIN graph_versions p ON p.version_id = c.parent_id")
+# The version and its ancestors present in the graph, with their distance (0 = itself);
+# the depth bound stops a (corrupt) cycle.
+_LINEAGE = """
+WITH RECURSIVE lineage(version_id, depth) AS (
+    SELECT version_id, 0 FROM graph_versions WHERE version_id = ?
+    UNION ALL
+    SELECT p.version_id, l.depth + 1 FROM lineage l
+    JOIN graph_versions c ON c.version_id = l.version_id
+    JOIN graph_versions p ON p.version_id = c.parent_id
+    WHERE l.depth < 1000)
 """
 _PATIENT_IDS = "(SELECT patient_id FROM graph_patients)"
 _VERSION_IDS = "(SELECT version_id FROM graph_versions)"
 TABLES = ["graph_query_edges", "graph_query_cases", "graph_buffer", "graph_similar",
-          "graph_versions", "graph_slides", "graph_patients", "graph_cohorts"]
+          "graph_predictions", "graph_versions", "graph_slides", "graph_patients",
+          "graph_cohorts", "graph_synced_batches"]
 
 
 class EmbeddedGraphStore(GraphStore):
@@ -134,15 +157,26 @@ class EmbeddedGraphStore(GraphStore):
         with self.store.transaction() as con:
             existed = con.execute("SELECT 1 FROM graph_versions WHERE version_id = ?",
                                   [version.version_id]).fetchone()
+            linked_before = self._count_derived(con, version.version_id)
             con.execute(
-                "INSERT INTO graph_versions VALUES (?, ?, ?, ?, ?, ?, NULL) "
+                "INSERT INTO graph_versions (version_id, model, cohort, created, params, "
+                "metrics, synced_edges, parent_id, batches) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?) "
                 "ON CONFLICT (version_id) DO UPDATE SET model = excluded.model, "
                 "cohort = excluded.cohort, created = excluded.created, "
-                "params = excluded.params, metrics = excluded.metrics",
+                "params = excluded.params, metrics = excluded.metrics, "
+                "parent_id = excluded.parent_id, batches = excluded.batches",
                 [version.version_id, version.model, version.cohort, version.created,
-                 version.params, version.metrics],
+                 version.params, version.metrics, version.parent_id, list(version.batches)],
             )
-        return 0 if existed else 1
+            linked = self._count_derived(con, version.version_id) - linked_before
+        return (0 if existed else 1) + linked
+
+    @staticmethod
+    def _count_derived(con: Any, version_id: str) -> int:
+        """DERIVED_FROM links touching ``version_id`` (as child or parent)."""
+        row = con.execute(f"SELECT count(*) FROM ({_DERIVED_FROM}) d WHERE d.version_id = ? "
+                          "OR d.parent_id = ?", [version_id, version_id]).fetchone()
+        return int(row[0]) if row else 0
 
     def write_similar(self, version_id: str, edges: Sequence[SimilarEdge]) -> int:
         frame = pd.DataFrame({
@@ -167,6 +201,28 @@ class EmbeddedGraphStore(GraphStore):
                                 where=f"f.patient_id IN {_PATIENT_IDS} AND f.version_id IN "
                                 f"{_VERSION_IDS}")
 
+    def write_predictions(self, version_id: str, predictions: Sequence[PredictionRecord]) -> int:
+        frame = pd.DataFrame({
+            "version_id": version_id,
+            "patient_id": [p.patient_id for p in predictions],
+            "risk": [float(p.risk) for p in predictions],
+            "survival": [None if p.survival is None else [float(x) for x in p.survival]
+                         for p in predictions],
+            "inferred": [bool(p.inferred) for p in predictions],
+        })
+        return self._insert_new("graph_predictions", ["version_id", "patient_id"], frame,
+                                upsert=True, where=f"f.patient_id IN {_PATIENT_IDS} AND "
+                                f"f.version_id IN {_VERSION_IDS}")
+
+    def mark_batches_synced(self, batch_ids: Sequence[str]) -> None:
+        self._insert_new("graph_synced_batches", ["batch_id"],
+                         pd.DataFrame({"batch_id": list(batch_ids)}, dtype=object), upsert=False)
+
+    def synced_batches(self) -> set[str]:
+        self.ensure_schema()
+        rows = self.store.con.execute("SELECT batch_id FROM graph_synced_batches").fetchall()
+        return {str(r[0]) for r in rows}
+
     def mark_synced(self, version_id: str, n_edges: int) -> None:
         self.ensure_schema()
         with self.store.transaction() as con:
@@ -180,15 +236,27 @@ class EmbeddedGraphStore(GraphStore):
         ).fetchall()
         return {str(v): int(n) for v, n in rows}
 
-    def prune_version(self, version_id: str, batch_size: int = 10_000) -> int:
+    def prune_version(self, version_id: str, batch_size: int = 10_000,
+                      with_children: bool = False) -> int:
         self.ensure_schema()
+        with self.store.transaction():  # a cascade is all-or-nothing here
+            return prune_with_children(self, version_id, with_children, self._prune_one)
+
+    def _prune_one(self, version_id: str) -> int:
         with self.store.transaction() as con:
             row = con.execute("SELECT count(*) FROM graph_similar WHERE version_id = ?",
                               [version_id]).fetchone()
-            for table in ["graph_similar", "graph_buffer", "graph_query_edges",
-                          "graph_query_cases", "graph_versions"]:
+            for table in ["graph_similar", "graph_predictions", "graph_buffer",
+                          "graph_query_edges", "graph_query_cases", "graph_versions"]:
                 con.execute(f"DELETE FROM {table} WHERE version_id = ?", [version_id])
         return int(row[0]) if row else 0
+
+    def child_versions(self, version_id: str) -> list[str]:
+        self.ensure_schema()
+        rows = self.store.con.execute(
+            "SELECT version_id FROM graph_versions WHERE parent_id = ? ORDER BY version_id",
+            [version_id]).fetchall()
+        return [str(r[0]) for r in rows]
 
     def persist_query_case(
         self,
@@ -216,9 +284,11 @@ class EmbeddedGraphStore(GraphStore):
     def neighbours(self, patient_id: str, version_id: str, k: int = 10) -> list[Neighbour]:
         self.ensure_schema()
         rows = self.store.con.execute(
+            _LINEAGE + ", own AS (SELECT s.*, l.depth FROM graph_similar s JOIN lineage l "
+            "USING (version_id) WHERE s.patient_id = ?) "
             "SELECT s.neighbour_id, s.rank, s.weight, p.cohort, p.time, p.event, p.modalities "
-            "FROM graph_similar s JOIN graph_patients p ON p.patient_id = s.neighbour_id "
-            "WHERE s.version_id = ? AND s.patient_id = ? ORDER BY s.rank LIMIT ?",
+            "FROM own s JOIN graph_patients p ON p.patient_id = s.neighbour_id "
+            "WHERE s.depth = (SELECT min(depth) FROM own) ORDER BY s.rank LIMIT ?",
             [version_id, patient_id, int(k)],
         ).fetchall()
         return [Neighbour(str(r[0]), int(r[1]), float(r[2]), str(r[3]), float(r[4]), bool(r[5]),
@@ -246,6 +316,8 @@ class EmbeddedGraphStore(GraphStore):
             "SIMILAR_TO": count("SELECT count(*) FROM graph_similar")
             + count("SELECT count(*) FROM graph_query_edges"),
             "IN_BUFFER": count("SELECT count(*) FROM graph_buffer"),
+            "PREDICTED": count("SELECT count(*) FROM graph_predictions"),
+            "DERIVED_FROM": count(f"SELECT count(*) FROM ({_DERIVED_FROM})"),
         }
         versions = dict(con.execute(
             "SELECT v.version_id, count(s.patient_id) FROM graph_versions v LEFT JOIN "
@@ -270,11 +342,20 @@ class EmbeddedGraphStore(GraphStore):
                              for r in rows("SELECT * FROM graph_slides")),
             versions=frozenset(r[0] for r in rows("SELECT version_id FROM graph_versions")),
             similar=frozenset((r[0], r[1], r[2], int(r[3]), round_weight(r[4]))
-                              for r in rows("SELECT * FROM graph_similar")),
-            buffer=frozenset((r[0], r[1], int(r[2])) for r in rows("SELECT * FROM graph_buffer")),
+                              for r in rows("SELECT version_id, patient_id, neighbour_id, "
+                                            "rank, weight FROM graph_similar")),
+            buffer=frozenset((r[0], r[1], int(r[2])) for r in rows(
+                "SELECT version_id, patient_id, position FROM graph_buffer")),
             query_cases=frozenset(
                 (r[0], r[2], r[1], int(r[3]), round_weight(r[4]))
                 for r in rows("SELECT * FROM graph_query_edges")),
+            predictions=frozenset(
+                (r[0], r[1], round_weight(r[2]), round_survival(r[3]), bool(r[4]))
+                for r in rows("SELECT version_id, patient_id, risk, survival, inferred "
+                              "FROM graph_predictions")),
+            derived_from=frozenset((r[0], r[1]) for r in rows(_DERIVED_FROM)),
+            synced_batches=frozenset(r[0] for r in rows("SELECT batch_id FROM "
+                                                        "graph_synced_batches")),
         )
 
     def clear(self) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from casegraph.config import Neo4jSettings
 from casegraph.errors import CasegraphError, InputError
-from casegraph.graph.base import GraphStore, round_weight
+from casegraph.graph.base import GraphStore, prune_with_children, round_survival, round_weight
 from casegraph.graph.driver_log import quiet_driver_log
 from casegraph.graph.records import (
     BufferEntry,
@@ -25,6 +25,7 @@ from casegraph.graph.records import (
     ModelVersionRecord,
     Neighbour,
     PatientRecord,
+    PredictionRecord,
     SimilarEdge,
     SlideRecord,
 )
@@ -64,7 +65,19 @@ MERGE (p)-[:HAS_SLIDE]->(s)
 WRITE_VERSION = """
 MERGE (v:ModelVersion {id: $row.version_id})
 SET v.name = $row.model, v.cohort = $row.cohort, v.created = $row.created,
-    v.params = $row.params, v.metrics = $row.metrics
+    v.params = $row.params, v.metrics = $row.metrics, v.parent_id = $row.parent_id,
+    v.batches = $row.batches
+WITH v
+CALL (v) {
+  OPTIONAL MATCH (parent:ModelVersion {id: v.parent_id})
+  WITH v, parent WHERE parent IS NOT NULL AND parent <> v
+  MERGE (v)-[:DERIVED_FROM]->(parent)
+}
+CALL (v) {
+  OPTIONAL MATCH (child:ModelVersion {parent_id: v.id})
+  WITH v, child WHERE child IS NOT NULL AND child <> v
+  MERGE (child)-[:DERIVED_FROM]->(v)
+}
 """
 WRITE_SIMILAR = """
 UNWIND $rows AS row
@@ -86,8 +99,29 @@ MATCH (p:Patient {id: row.patient_id})
 MERGE (p)-[b:IN_BUFFER]->(v)
 SET b.position = row.position
 """
+WRITE_PREDICTIONS = """
+MATCH (v:ModelVersion {id: $version})
+UNWIND $rows AS row
+MATCH (p:Patient {id: row.patient_id})
+MERGE (p)-[r:PREDICTED]->(v)
+SET r.risk = row.risk, r.survival = row.survival, r.inferred = row.inferred
+"""
+MARK_BATCHES = """
+MERGE (s:SyncState {id: 'ingest'})
+SET s.batches = [b IN coalesce(s.batches, []) WHERE NOT b IN $batches] + $batches
+"""
+# The nearest member of the lineage (the version itself, its parent, ...) holding edges of
+# this patient: a derived version holds only its new patients' edges (docs/cypher.md).
 NEIGHBOURS = """
-MATCH (:Patient {id: $patient_id})-[r:SIMILAR_TO {model_version: $version}]->(n:Patient)
+MATCH path = (:ModelVersion {id: $version})-[:DERIVED_FROM*0..]->(m:ModelVersion)
+CALL (m) {
+  MATCH (:Patient {id: $patient_id})-[r:SIMILAR_TO {model_version: m.id}]->(n:Patient)
+  RETURN r, n
+}
+WITH length(path) AS depth, r, n
+WITH collect({depth: depth, r: r, n: n}) AS rows, min(depth) AS nearest
+UNWIND [x IN rows WHERE x.depth = nearest] AS x
+WITH x.r AS r, x.n AS n
 RETURN n.id AS id, r.rank AS rank, r.weight AS weight, n.cohort AS cohort, n.time AS time,
        n.event AS event, n.modalities AS modalities
 ORDER BY r.rank LIMIT $k
@@ -226,7 +260,7 @@ class Neo4jGraphStore(GraphStore):
         return self._write(lambda tx: _summary_created(tx, WRITE_SLIDES, rows=rows))
 
     def write_model_version(self, version: ModelVersionRecord) -> int:
-        row = asdict(version)
+        row = {**asdict(version), "batches": list(version.batches)}
         return self._write(lambda tx: _summary_created(tx, WRITE_VERSION, row=row))
 
     def write_similar(self, version_id: str, edges: Sequence[SimilarEdge]) -> int:
@@ -251,6 +285,22 @@ class Neo4jGraphStore(GraphStore):
         return self._write(
             lambda tx: _summary_created(tx, WRITE_BUFFER, rows=rows, version=version_id))
 
+    def write_predictions(self, version_id: str, predictions: Sequence[PredictionRecord]) -> int:
+        rows = [{"patient_id": p.patient_id, "risk": float(p.risk),
+                 "survival": None if p.survival is None else [float(x) for x in p.survival],
+                 "inferred": bool(p.inferred)} for p in predictions]
+        return self._write(
+            lambda tx: _summary_created(tx, WRITE_PREDICTIONS, rows=rows, version=version_id))
+
+    def mark_batches_synced(self, batch_ids: Sequence[str]) -> None:
+        batches = list(batch_ids)
+        if batches:
+            self._write(lambda tx: _summary_created(tx, MARK_BATCHES, batches=batches))
+
+    def synced_batches(self) -> set[str]:
+        rows = self._read("MATCH (s:SyncState {id: 'ingest'}) RETURN s.batches AS batches")
+        return {str(b) for r in rows for b in (r["batches"] or ())}
+
     def mark_synced(self, version_id: str, n_edges: int) -> None:
         query = "MATCH (v:ModelVersion {id: $version}) SET v.synced_edges = $n"
         self._write(lambda tx: _summary_created(tx, query, version=version_id, n=int(n_edges)))
@@ -260,26 +310,40 @@ class Neo4jGraphStore(GraphStore):
                           "RETURN v.id AS id, v.synced_edges AS n")
         return {r["id"]: int(r["n"]) for r in rows}
 
-    def prune_version(self, version_id: str, batch_size: int = 10_000) -> int:
+    def prune_version(self, version_id: str, batch_size: int = 10_000,
+                      with_children: bool = False) -> int:
         """One scan of the edges, committed every ``batch_size`` deletions (``CALL { } IN
         TRANSACTIONS`` runs in an auto-commit transaction; the delete is idempotent, so a
-        failed run is simply retried)."""
+        failed run is simply retried). Children go first, so a killed cascade leaves no
+        child without its parent."""
+        return prune_with_children(self, version_id, with_children,
+                                   lambda v: self._prune_one(v, batch_size))
+
+    def child_versions(self, version_id: str) -> list[str]:
+        rows = self._read("MATCH (c:ModelVersion)-[:DERIVED_FROM]->(:ModelVersion {id: $version}) "
+                          "RETURN c.id AS id ORDER BY id", version=version_id)
+        return [str(r["id"]) for r in rows]
+
+    def _prune_one(self, version_id: str, batch_size: int) -> int:
         from neo4j.exceptions import ServiceUnavailable, TransientError
 
         count_query = ("MATCH (:Patient)-[r:SIMILAR_TO {model_version: $version}]->(:Patient) "
                        "RETURN count(r) AS n")
-        delete_query = (
+        delete_queries = (
             "MATCH (:Patient)-[r:SIMILAR_TO {model_version: $version}]->(:Patient) "
+            "CALL (r) { DELETE r } IN TRANSACTIONS OF $limit ROWS",
+            "MATCH (:Patient)-[r:PREDICTED]->(:ModelVersion {id: $version}) "
             "CALL (r) { DELETE r } IN TRANSACTIONS OF $limit ROWS")
         removed = self._count(count_query, version=version_id)
-        for attempt in range(3):
-            try:
-                with self._driver.session(database=self.database) as session:
-                    session.run(delete_query, version=version_id, limit=batch_size).consume()
-                break
-            except (ServiceUnavailable, TransientError):
-                if attempt == 2:
-                    raise
+        for delete_query in delete_queries:
+            for attempt in range(3):
+                try:
+                    with self._driver.session(database=self.database) as session:
+                        session.run(delete_query, version=version_id, limit=batch_size).consume()
+                    break
+                except (ServiceUnavailable, TransientError):
+                    if attempt == 2:
+                        raise
         self._write(lambda tx: _summary_created(
             tx, "MATCH (q:QueryCase {model_version: $version}) DETACH DELETE q",
             version=version_id))
@@ -310,7 +374,7 @@ class Neo4jGraphStore(GraphStore):
 
     def stats(self) -> GraphStats:
         labels = ["Cohort", "Patient", "Slide", "ModelVersion", "QueryCase"]
-        types = ["IN_COHORT", "HAS_SLIDE", "SIMILAR_TO", "IN_BUFFER"]
+        types = ["IN_COHORT", "HAS_SLIDE", "SIMILAR_TO", "IN_BUFFER", "PREDICTED", "DERIVED_FROM"]
         nodes = {label: self._count(f"MATCH (n:{label}) RETURN count(n) AS n") for label in labels}
         relationships = {t: self._count(f"MATCH ()-[r:{t}]->() RETURN count(r) AS n")
                          for t in types}
@@ -338,6 +402,11 @@ class Neo4jGraphStore(GraphStore):
                             "RETURN v.id AS v, p.id AS p, b.position AS position")
         cases = self._read("MATCH (q:QueryCase)-[r:SIMILAR_TO]->(b:Patient) RETURN q.id AS q, "
                            "r.model_version AS v, b.id AS b, r.rank AS rank, r.weight AS w")
+        predictions = self._read(
+            "MATCH (p:Patient)-[r:PREDICTED]->(v:ModelVersion) RETURN v.id AS v, p.id AS p, "
+            "r.risk AS risk, r.survival AS survival, r.inferred AS inferred")
+        derived = self._read("MATCH (c:ModelVersion)-[:DERIVED_FROM]->(p:ModelVersion) "
+                             "RETURN c.id AS c, p.id AS p")
         return GraphDump(
             cohorts=frozenset(r["name"] for r in self._read("MATCH (c:Cohort) "
                                                              "RETURN c.name AS name")),
@@ -354,6 +423,11 @@ class Neo4jGraphStore(GraphStore):
             buffer=frozenset((r["v"], r["p"], int(r["position"])) for r in buffer),
             query_cases=frozenset((r["q"], r["v"], r["b"], int(r["rank"]), round_weight(r["w"]))
                                   for r in cases),
+            predictions=frozenset((r["v"], r["p"], round_weight(r["risk"]),
+                                   round_survival(r["survival"]), bool(r["inferred"]))
+                                  for r in predictions),
+            derived_from=frozenset((r["c"], r["p"]) for r in derived),
+            synced_batches=frozenset(self.synced_batches()),
         )
 
     def clear(self, batch_size: int = 20_000) -> None:

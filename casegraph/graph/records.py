@@ -30,7 +30,9 @@ class SlideRecord:
 
 @dataclass(frozen=True)
 class ModelVersionRecord:
-    """A ``:ModelVersion`` node. ``params`` and ``metrics`` are JSON text."""
+    """A ``:ModelVersion`` node. ``params`` and ``metrics`` are JSON text. ``parent_id``: the
+    version it derives from (``(:ModelVersion)-[:DERIVED_FROM]->(:ModelVersion)``, written
+    when both nodes exist); ``batches``: the ingest batches its own rows cover."""
 
     version_id: str
     model: str
@@ -38,6 +40,8 @@ class ModelVersionRecord:
     created: str
     params: str = "{}"
     metrics: str = "{}"
+    parent_id: str | None = None
+    batches: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,18 @@ class SimilarEdge:
     neighbour_id: str
     rank: int
     weight: float
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    """``(:Patient)-[:PREDICTED {risk, survival, inferred}]->(:ModelVersion)``: one version's
+    own prediction for a patient. ``survival``: S(t) at the end of each bin of the version's
+    ``bin_edges`` (None for risk-only models); ``inferred``: genomics inferred, not given."""
+
+    patient_id: str
+    risk: float
+    survival: tuple[float, ...] | None = None
+    inferred: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,3 +107,7 @@ class GraphDump:
     similar: frozenset[tuple[str, str, str, int, float]]  # version, patient, neighbour, rank, w
     buffer: frozenset[tuple[str, str, int]]  # version, patient, position
     query_cases: frozenset[tuple[str, str, str, int, float]]  # case, version, neighbour, rank, w
+    # version, patient, risk, survival (rounded), inferred
+    predictions: frozenset[tuple[str, str, float, tuple[float, ...] | None, bool]] = frozenset()
+    derived_from: frozenset[tuple[str, str]] = frozenset()  # child version, parent version
+    synced_batches: frozenset[str] = frozenset()  # ingest batches whose patients are written

@@ -1,8 +1,11 @@
-"""Read the graph's records from the store (patients, slides, model versions, edges)."""
+"""Read the graph's records from the store (patients, slides, model versions, edges,
+predictions), all through the store's API, and find what a sync still has to write."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,59 +15,98 @@ from casegraph.graph.records import (
     BufferEntry,
     ModelVersionRecord,
     PatientRecord,
+    PredictionRecord,
     SimilarEdge,
     SlideRecord,
 )
 from casegraph.ingest.store import Store
 
+SPLITS_TOKEN = "splits:"  # prefix of the pseudo-batch standing for the store's split rows
 
-def patient_records(store: Store) -> list[PatientRecord]:
-    """Every patient with its authentic modalities and split memberships."""
-    patients = store.patients()
-    modalities = _modalities(store)
-    splits = _splits(store)
+
+@dataclass(frozen=True)
+class PatientDelta:
+    """What a sync writes of the patients: ``patient_ids`` (None = every patient) and the
+    batch ids to mark synced once they are written."""
+
+    patient_ids: list[str] | None
+    batches: list[str]
+
+    @property
+    def empty(self) -> bool:
+        return self.patient_ids is not None and not self.patient_ids
+
+
+def patient_delta(store: Store, synced_batches: set[str]) -> PatientDelta:
+    """The patients touched by an ingest batch the graph does not hold yet.
+
+    A patient belongs to every batch that wrote one of its rows (its patient row, re-written
+    by an ``--update``; its genomic row; a slide). Split memberships carry no batch id: they
+    count as one pseudo-batch named by a digest of all split rows, so a changed split set
+    rewrites every patient (splits change rarely).
+    """
+    frame = store.patient_batches()
+    splits = SPLITS_TOKEN + store.splits_digest()
+    new = sorted((set(frame["batch_id"]) | {splits}) - synced_batches)
+    if splits in new:
+        return PatientDelta(None, new)
+    touched = frame.loc[frame["batch_id"].isin(new), "patient_id"]
+    return PatientDelta(sorted({str(p) for p in touched}), new)
+
+
+def patient_records(store: Store, patient_ids: Sequence[str] | None = None) -> list[PatientRecord]:
+    """Patients (all, or these) with their authentic modalities and split memberships."""
+    patients = store.patient_outcomes(patient_ids)
+    ids = [str(i) for i in patients["patient_id"]]
+    scope = None if patient_ids is None else ids
+    modalities = _modalities(store, ids, scope)
+    splits = _splits(store, scope)
     return [
         PatientRecord(
-            patient_id=str(row.patient_id),
+            patient_id=pid,
             cohort=str(row.cohort),
             time=float(row.time),
             event=bool(row.event),
-            modalities=tuple(sorted(modalities.get(str(row.patient_id), ()))),
-            splits=tuple(sorted(splits.get(str(row.patient_id), ()))),
+            modalities=tuple(sorted(modalities.get(pid, ()))),
+            splits=tuple(sorted(splits.get(pid, ()))),
         )
-        for row in patients.itertuples(index=False)
+        for pid, row in zip(ids, patients.itertuples(index=False), strict=True)
     ]
 
 
-def _modalities(store: Store) -> dict[str, set[str]]:
-    """Genomic modalities with stored (measured) values, plus ``wsi`` for patients with slides."""
-    ids = [str(i) for i in store.patients()["patient_id"]]
+def _modalities(store: Store, ids: list[str], scope: list[str] | None) -> dict[str, set[str]]:
+    """Genomic modalities with stored (measured) values, plus ``wsi`` for patients with slides.
+    ``scope``: the patients to look up (None = all)."""
     out: dict[str, set[str]] = {pid: set() for pid in ids}
-    matrix_ids = [r[0] for r in store.con.execute("SELECT patient_id FROM genomic_rows").fetchall()]
+    matrix_ids = store.patient_ids_with_genomics(scope)
     if matrix_ids:
         _, names, present = store.genomic_matrix(matrix_ids)
-        modality_of = dict(zip(store.feature_table()["name"], store.feature_table()["modality"],
-                               strict=True))
+        features = store.feature_table()
+        modality_of = dict(zip(features["name"], features["modality"], strict=True))
         modality = np.array([modality_of.get(n, "unknown") for n in names], dtype=object)
         for kind in sorted(set(modality)):
             has = present[:, modality == kind].any(axis=1)
             for pid in np.asarray(matrix_ids, dtype=object)[has]:
                 out.setdefault(str(pid), set()).add(str(kind))
-    for (pid,) in store.con.execute("SELECT DISTINCT patient_id FROM slides").fetchall():
-        out.setdefault(str(pid), set()).add("wsi")
+    for pid in store.slide_patient_ids(scope):
+        out.setdefault(pid, set()).add("wsi")
     return out
 
 
-def _splits(store: Store) -> dict[str, list[str]]:
-    rows = store.con.execute("SELECT patient_id, split_set, fold, role FROM splits").fetchall()
+def _splits(store: Store, ids: list[str] | None) -> dict[str, list[str]]:
+    rows = store.split_rows(ids)
     out: dict[str, list[str]] = {}
-    for pid, split_set, fold, role in rows:
+    for pid, split_set, fold, role in zip(rows["patient_id"], rows["split_set"], rows["fold"],
+                                          rows["role"], strict=True):
         out.setdefault(str(pid), []).append(f"{split_set}/{int(fold)}/{role}")
     return out
 
 
-def slide_records(store: Store) -> list[SlideRecord]:
+def slide_records(store: Store, patient_ids: Sequence[str] | None = None) -> list[SlideRecord]:
+    """Slides (all, or those of these patients)."""
     slides = store.slides()
+    if patient_ids is not None:
+        slides = slides[slides["patient_id"].isin(set(patient_ids))]
     return [
         SlideRecord(
             slide_id=str(row.slide_id),
@@ -77,17 +119,19 @@ def slide_records(store: Store) -> list[SlideRecord]:
 
 
 def model_version_records(store: Store) -> list[ModelVersionRecord]:
-    versions = store.model_versions()
+    """Every version, oldest first (a parent before its children)."""
     return [
         ModelVersionRecord(
-            version_id=str(row.version_id),
-            model=str(row.model),
-            cohort=None if row.cohort is None or pd.isna(row.cohort) else str(row.cohort),
-            created=pd.Timestamp(row.created_at).isoformat(),
-            params=_json_text(row.config),
-            metrics=_json_text(row.metrics),
+            version_id=v.version_id,
+            model=v.model,
+            cohort=v.cohort,
+            created=pd.Timestamp(v.created_at).isoformat(),
+            params=_json_text(v.config),
+            metrics=_json_text(v.metrics),
+            parent_id=v.parent_id,
+            batches=tuple(str(b) for b in v.batches),
         )
-        for row in versions.itertuples(index=False)
+        for v in store.versions.all()
     ]
 
 
@@ -100,7 +144,8 @@ def _json_text(value: Any) -> str:
 
 
 def similar_edges(store: Store, version_id: str) -> list[SimilarEdge]:
-    frame = store.model_neighbours(version_id)
+    """The version's own edges (a derived version's: only its new patients')."""
+    frame = store.versions.neighbours(version_id, own_only=True)
     return [
         SimilarEdge(str(a), str(b), int(r), float(w))
         for a, b, r, w in zip(frame["patient_id"], frame["neighbour_id"], frame["rank"],
@@ -108,5 +153,17 @@ def similar_edges(store: Store, version_id: str) -> list[SimilarEdge]:
     ]
 
 
+def prediction_records(store: Store, version_id: str) -> list[PredictionRecord]:
+    """The version's own predictions."""
+    frame = store.versions.predictions(version_id, own_only=True)
+    return [
+        PredictionRecord(str(p), float(r), None if s is None else tuple(float(x) for x in s),
+                         bool(i))
+        for p, r, s, i in zip(frame["patient_id"], frame["risk"], frame["survival"],
+                              frame["inferred"], strict=True)
+    ]
+
+
 def buffer_entries(store: Store, version_id: str) -> list[BufferEntry]:
-    return [BufferEntry(pid, i) for i, pid in enumerate(store.model_buffer(version_id))]
+    """The version's whole buffer (every version stores its own)."""
+    return [BufferEntry(pid, i) for i, pid in enumerate(store.versions.buffer(version_id))]

@@ -1,14 +1,32 @@
-"""Copy the store's patients, slides and model versions into a GraphStore, incrementally.
+"""Copy the store into a GraphStore by deltas: only what the graph does not hold yet.
 
-Order: schema, cohorts, patients, slides, then per model version: its node, buffer links,
-SIMILAR_TO edges (batches), and last a ``synced_edges`` mark on the version node. Every
-batch is one transaction of MERGEs, so:
+Order: schema, cohorts, the patients and slides of ingest batches not yet synced, a mark
+of those batches, then per model version not yet synced (oldest first, so a parent before
+its children): its node with its ``DERIVED_FROM`` link, buffer links, ``PREDICTED`` links,
+its own ``SIMILAR_TO`` edges (batches), and last a ``synced_edges`` mark on the version
+node (its own edge count).
 
-- a re-run creates nothing (the report's ``created`` counts stay 0);
-- a sync killed mid-way leaves a prefix of batches; the re-run MERGEs everything again and
-  ends in the same graph as an uninterrupted sync (the version's mark is missing until its
-  last edge batch committed, so its edges are redone);
-- a version already marked with the expected edge count is skipped (incremental).
+What "not yet synced" means:
+
+- patients: the graph records the ingest batch ids whose patients and slides it holds
+  (``graph_synced_batches`` / the ``:SyncState`` node). A patient belongs to each batch that
+  wrote one of its rows (patient row — an ``--update`` re-writes it under the new batch —,
+  genomic row, slide), so a sync writes the patients touched by new batches and their
+  slides. Split memberships have no batch: a digest of all split rows stands in as one
+  pseudo-batch, and a change rewrites every patient;
+- versions: a version is written once, complete; a derived version (``casegraph attach``)
+  holds only its own rows, so after attaching 1,000 patients to a 100,000-patient version
+  the sync writes ~1,000 patients, their edges and predictions, the buffer and one node.
+
+Every batch is one transaction of MERGEs, so:
+
+- a re-run creates nothing (the report's ``created`` counts stay 0) and writes nothing but
+  the cohorts;
+- a sync killed mid-way leaves a prefix of batches; the marks come after what they cover
+  (batches after their patients and slides, a version's after its last edge batch), so
+  the re-run redoes exactly the unmarked part and ends in the same graph as an
+  uninterrupted sync;
+- a version already marked with its own edge count is skipped (incremental).
 """
 
 from __future__ import annotations
@@ -30,12 +48,20 @@ DEFAULT_BATCH = 5_000
 
 @dataclass
 class SyncReport:
+    """``patients``/``slides``/``edges``: store totals (edges: the versions' own edges);
+    ``*_written``: what this sync sent to the graph; ``created``: what the graph created."""
+
     backend: str
     patients: int = 0
     slides: int = 0
     versions_written: list[str] = field(default_factory=list)
     versions_skipped: list[str] = field(default_factory=list)
     edges: int = 0
+    patients_written: int = 0
+    slides_written: int = 0
+    edges_written: int = 0
+    predictions_written: int = 0
+    buffer_written: int = 0
     created: int = 0  # nodes + relationships created (0 on a re-run)
     batches: int = 0
     seconds: float = 0.0
@@ -77,42 +103,71 @@ def sync_graph(
     graph.ensure_schema()
     if not has_trained_version(store):
         ensure_static_knn(store, k=static_k)
+    _sync_patients(store, graph, step, batch_size)
+    _sync_versions(store, graph, step, versions, batch_size)
+    report.seconds = time.perf_counter() - started
+    return report
 
-    patients = source.patient_records(store)
+
+def _sync_patients(store: Store, graph: GraphStore, step: _BatchCounter,
+                   batch_size: int) -> None:
+    report = step.report
+    delta = source.patient_delta(store, graph.synced_batches())
+    patients = [] if delta.empty else source.patient_records(store, delta.patient_ids)
     step.run(lambda: graph.write_cohorts(sorted(set(store.cohorts()) |
                                                 {p.cohort for p in patients})))
     for chunk in batched(patients, batch_size):
         step.run(lambda c=chunk: graph.write_patients(c))  # type: ignore[misc]
-    slides = source.slide_records(store)
+    slides = [] if delta.empty else source.slide_records(store, delta.patient_ids)
     for slide_chunk in batched(slides, batch_size):
         step.run(lambda c=slide_chunk: graph.write_slides(c))  # type: ignore[misc]
-    report.patients, report.slides = len(patients), len(slides)
+    graph.mark_batches_synced(delta.batches)
+    totals = store.counts()
+    report.patients, report.slides = totals["patients"], totals["slides"]
+    report.patients_written, report.slides_written = len(patients), len(slides)
 
+
+def _sync_versions(store: Store, graph: GraphStore, step: _BatchCounter,
+                   versions: Sequence[str] | None, batch_size: int) -> None:
+    report = step.report
     records = source.model_version_records(store)
-    wanted = set(versions) if versions is not None else None
-    if wanted is not None:
-        _check_known(wanted, {r.version_id for r in records})
+    wanted = None if versions is None else _with_ancestors(store, versions,
+                                                          {r.version_id for r in records})
     synced = graph.synced_versions()
+    own_edges = store.own_neighbour_counts()
     for record in records:
-        if wanted is not None and record.version_id not in wanted:
+        version_id = record.version_id
+        if wanted is not None and version_id not in wanted:
             continue
-        edges = source.similar_edges(store, record.version_id)
-        report.edges += len(edges)
-        if synced.get(record.version_id) == len(edges):
-            report.versions_skipped.append(record.version_id)
+        n_edges = own_edges.get(version_id, 0)
+        report.edges += n_edges
+        if synced.get(version_id) == n_edges:
+            report.versions_skipped.append(version_id)
             continue
         step.run(lambda r=record: graph.write_model_version(r))  # type: ignore[misc]
-        buffer = source.buffer_entries(store, record.version_id)
+        buffer = source.buffer_entries(store, version_id)
         for buffer_chunk in batched(buffer, batch_size):
-            step.run(lambda c=buffer_chunk, v=record.version_id:  # type: ignore[misc]
+            step.run(lambda c=buffer_chunk, v=version_id:  # type: ignore[misc]
                      graph.write_buffer(v, c))
+        predictions = source.prediction_records(store, version_id)
+        for prediction_chunk in batched(predictions, batch_size):
+            step.run(lambda c=prediction_chunk, v=version_id:  # type: ignore[misc]
+                     graph.write_predictions(v, c))
+        edges = source.similar_edges(store, version_id)
         for edge_chunk in batched(edges, batch_size):
-            step.run(lambda c=edge_chunk, v=record.version_id:  # type: ignore[misc]
+            step.run(lambda c=edge_chunk, v=version_id:  # type: ignore[misc]
                      graph.write_similar(v, c))
-        graph.mark_synced(record.version_id, len(edges))
-        report.versions_written.append(record.version_id)
-    report.seconds = time.perf_counter() - started
-    return report
+        graph.mark_synced(version_id, len(edges))
+        report.versions_written.append(version_id)
+        report.buffer_written += len(buffer)
+        report.predictions_written += len(predictions)
+        report.edges_written += len(edges)
+
+
+def _with_ancestors(store: Store, versions: Sequence[str], known: set[str]) -> set[str]:
+    """The asked versions and their lineages (a child's DERIVED_FROM needs its parent)."""
+    _check_known(set(versions), known)
+    return {member for v in versions for member in store.versions.lineage(v)}
 
 
 def _check_known(wanted: set[str], known: set[str]) -> None:

@@ -411,9 +411,9 @@ class Store:
 
     def splits_digest(self) -> str:
         """A digest of every split row: changes whenever any split membership does."""
-        row = self.con.execute("SELECT count(*), coalesce(sum(hash(split_set, fold, patient_id, "
-                               "role)), 0) FROM splits").fetchone()
-        return f"{row[0]}-{row[1]}" if row else "0-0"
+        rows = self.con.execute("SELECT count(*), coalesce(sum(hash(split_set, fold, patient_id, "
+                                "role)), 0) FROM splits").fetchall()
+        return f"{rows[0][0]}-{rows[0][1]}"
 
     def patient_batches(self) -> pd.DataFrame:
         """Columns patient_id, batch_id: each ingest batch whose rows (patient, genomics,

@@ -24,10 +24,26 @@ from casegraph.graph.embedded import EmbeddedGraphStore
 from casegraph.ingest.parquet_files import write_genomic_file
 from casegraph.ingest.store import Store
 from casegraph.ingest.versions import NewVersion, PredictionRows
-from casegraph.ingest.versions import NewVersion
 
 TEST_MARKER = "CasegraphTestMarker"
 COHORTS = ("blca", "brca")
+
+
+class _Runner:
+    """``execute`` that also fetches (DuckDB refuses ``register`` with a pending result)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def execute(self, sql: str, params: list[object] | None = None) -> None:
+        self.store.con.execute(sql, params or []).fetchall()
+
+
+def add_patient(store: Store, patient_id: str, cohort: str = "blca", batch: str = "b1",
+                time: float = 5.0, event: bool = True) -> None:
+    """One more patient row (no slide, no genomics) of ingest batch ``batch``."""
+    _Runner(store).execute("INSERT INTO patients VALUES (?, ?, ?, ?, 'x', '{}', ?)",
+                           [patient_id, cohort, time, event, batch])
 
 
 def fill_store(store: Store, n: int = 8, trained: bool = True) -> None:
@@ -36,7 +52,7 @@ def fill_store(store: Store, n: int = 8, trained: bool = True) -> None:
     neighbours and a 4-patient buffer."""
     rng = np.random.default_rng(0)
     ids = [f"P{i:03d}" for i in range(n)]
-    con = store.con
+    con = _Runner(store)
     for cohort in COHORTS:
         con.execute("INSERT INTO cohorts VALUES (?, 'test', 'b0')", [cohort])
     for i, pid in enumerate(ids):

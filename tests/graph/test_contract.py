@@ -8,7 +8,7 @@ from casegraph.graph.base import GraphStore
 from casegraph.graph.records import PatientRecord, SimilarEdge
 from casegraph.graph.sync import default_version, sync_graph
 from casegraph.ingest.store import Store
-from tests.graph.conftest import add_version, fill_store
+from tests.graph.conftest import add_patient, add_version, fill_store
 
 
 def test_sync_writes_the_graph(graph: GraphStore, store: Store) -> None:
@@ -44,7 +44,7 @@ def test_sync_is_incremental(graph: GraphStore, store: Store) -> None:
     sync_graph(store, graph)
     first = graph.dump()
     ids = sorted(p.patient_id for p in first.patients)
-    store.con.execute("INSERT INTO patients VALUES ('P100', 'blca', 5.0, true, 'x', '{}', 'b1')")
+    add_patient(store, "P100")
     add_version(store, "msrl-test-2", [*ids, "P100"], k=2, seed=1)
     report = sync_graph(store, graph)
     assert report.versions_written == ["msrl-test-2"]

@@ -16,7 +16,7 @@ from casegraph.graph.base import GraphStore
 from casegraph.graph.embedded import EmbeddedGraphStore
 from casegraph.graph.sync import sync_graph
 from casegraph.ingest.store import Store
-from tests.graph.conftest import add_version, client_env, fill_store
+from tests.graph.conftest import add_patient, add_version, client_env, fill_store
 
 SYNC = "from casegraph.cli import main; main()"
 
@@ -84,9 +84,9 @@ def test_injection_through_patient_id_and_cohort_is_just_data(
     graph: GraphStore, store: Store
 ) -> None:
     fill_store(store)
-    store.con.execute("INSERT INTO cohorts VALUES (?, 'evil', 'b1')", [INJECTED_COHORT])
-    store.con.execute("INSERT INTO patients VALUES (?, ?, 1.0, true, 'x', '{}', 'b1')",
-                      [INJECTED_ID, INJECTED_COHORT])
+    store.con.execute("INSERT INTO cohorts VALUES (?, 'evil', 'b1')",
+                      [INJECTED_COHORT]).fetchall()
+    add_patient(store, INJECTED_ID, INJECTED_COHORT, time=1.0)
     ids = [f"P{i:03d}" for i in range(8)] + [INJECTED_ID]
     add_version(store, "msrl-evil", ids, k=2, seed=4)
     sync_graph(store, graph)
