@@ -73,13 +73,17 @@ def serve_command(
     port: int = typer.Option(8000, help="TCP port."),
     max_body_mb: int = typer.Option(256, help="Largest request body accepted (MiB)."),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes (each opens the "
-                                "store read-only and loads its own model)."),
+                                "store's published snapshot and loads its own model)."),
     threads: int = typer.Option(1, min=1, help="torch/FAISS threads per process (1 is "
                                 "fastest for one query's many small ops, and requests run "
                                 "in parallel)."),
     store: Path | None = STORE_OPTION,
 ) -> None:
-    """Serve the REST API (API keys from CASEGRAPH_API_KEYS or CASEGRAPH_API_KEYS_FILE)."""
+    """Serve the REST API (API keys from CASEGRAPH_API_KEYS or CASEGRAPH_API_KEYS_FILE).
+
+    The service answers from the store's newest published snapshot and switches to a newer
+    one within CASEGRAPH_RELOAD_SECONDS (default 2) of a writer's publish, without a
+    restart; ingest, attach and graph sync may run meanwhile."""
     import os
 
     import uvicorn
@@ -103,13 +107,33 @@ def _check_serve_config(root: Path) -> None:
     """Fail here, with one line, on what would make every worker fail at start-up."""
     from casegraph.config import api_keys, bag_limits
     from casegraph.errors import CasegraphError
-    from casegraph.ingest.store import Store
 
     if not api_keys():
         raise CasegraphError("no API keys configured: set CASEGRAPH_API_KEYS (comma "
                              "separated) or CASEGRAPH_API_KEYS_FILE")
     bag_limits()
-    Store.open(root, create=False, read_only=True).close()
+    _ensure_published(root)
+
+
+def _ensure_published(root: Path) -> None:
+    """Publish the store once when nobody has (a store from before snapshots), so the
+    service reads a snapshot and writers can run beside it; else check the snapshot opens."""
+    from casegraph.errors import StoreError
+    from casegraph.ingest.publish import open_published, publish_snapshot, read_current
+    from casegraph.ingest.store import Store
+
+    try:
+        current = read_current(root)
+    except StoreError as exc:
+        typer.echo(f"{exc}; publishing a new snapshot", err=True)
+        current = None
+    if current is None:
+        with Store.open(root, create=False) as writable:
+            info = publish_snapshot(writable)
+        typer.echo(f"published snapshot {info.snapshot_id} of {root}", err=True)
+        return
+    snapshot, _ = open_published(root)
+    snapshot.close()
 
 
 def _set_threads(n: int) -> None:

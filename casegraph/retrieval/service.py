@@ -4,7 +4,11 @@
   from ``CASEGRAPH_API_KEYS`` / ``CASEGRAPH_API_KEYS_FILE`` (:func:`casegraph.config.api_keys`).
   A key is never accepted in the URL, and the access log (:func:`log_config`) drops every
   URL's query string, so a key sent there by mistake is not written down either.
-- The store is opened read-only (DuckDB allows one writer process; ingest may run beside).
+- The service reads the store's current *published snapshot* (:mod:`casegraph.ingest.publish`)
+  and follows it: :class:`LiveState` polls ``published/CURRENT.json`` every
+  ``CASEGRAPH_RELOAD_SECONDS`` (default 2) and switches to a newer snapshot without a
+  restart, so ingest, attach and graph sync (writers) run beside it. A request uses the
+  state it started with to the end. A store nobody published is opened read-only as is.
 - Request bodies above ``max_body_bytes`` get 413 (checked on Content-Length and while
   streaming), bags over the patch or decompressed-size limit
   (:class:`~casegraph.config.BagLimits`) 413 naming the limit; user errors get 400 with one
@@ -12,7 +16,7 @@
   Errors and results name an upload by its own file name, never the server's temp path.
 - :func:`app_from_environment` is the factory ``casegraph serve`` hands uvicorn (an import
   string, so several worker processes can each build their own app).
-- One lock serialises access to the store's DuckDB connection and the caches.
+- One lock per served state serialises access to its DuckDB connection and caches.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import logging
 import re
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,12 +47,16 @@ from casegraph.config import (
 from casegraph.config import api_keys as configured_api_keys
 from casegraph.errors import CasegraphError, InputError, StoreError
 from casegraph.ingest.bags import BAG_SUFFIXES, BagTooLarge
+from casegraph.ingest.publish import SnapshotInfo, published_dir, read_current, store_facts
 from casegraph.ingest.store import Store
+from casegraph.retrieval import msrl_adapter
+from casegraph.retrieval.index import SLIDE_MEAN, IndexKey, LoadedIndex, slide_mean_embeddings
 from casegraph.retrieval.options import MAX_K, QueryOptions
 from casegraph.retrieval.query import QueryEngine
 from casegraph.retrieval.results import CohortRecord, PatientRecord, QueryResult
 
 MAX_FILES = 16
+DEFAULT_RELOAD_SECONDS = 2
 API_KEY_HEADER = "X-API-Key"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -63,6 +72,186 @@ class Health(BaseModel):
     patients: int
     cohorts: int
     method: str
+    snapshot: str | None = None
+    """The published snapshot served (None: the store itself, nobody published it)."""
+    published_at: str | None = None
+    batch: str | None = None
+    """The newest ingest batch in the served state."""
+    model_versions: dict[str, str] = {}
+    """Model -> its newest version id in the served state (MSRL's is the one queried)."""
+
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class ServedState:
+    """One state of the store the service answers from: a snapshot (or the store itself,
+    ``snapshot`` None), its query engine, the lock serialising its DuckDB connection and
+    caches, and its /health facts (fixed for its lifetime). ``users`` counts the requests
+    running on it; a retired state is closed when the last of them finishes."""
+
+    snapshot: str | None
+    store: Store
+    engine: QueryEngine
+    health: Health
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    users: int = 0
+    retired: bool = False
+
+    def close(self) -> None:
+        with self.lock:
+            self.store.close()
+
+
+def open_state(root: Path, limits: BagLimits | None) -> ServedState:
+    """The store's current snapshot (or, when nothing was published, the store itself,
+    read-only) with a warmed-up engine: its indexes loaded and in step with its rows."""
+    info = read_current(root)
+    store = (Store.open(root, create=False, read_only=True) if info is None
+             else Store.open_snapshot(root, published_dir(root) / info.snapshot))
+    try:
+        engine = QueryEngine(store, limits)
+        method = _warm_up(engine)
+        return ServedState(info.snapshot_id if info else None, store, engine,
+                           _health(engine, method, info))
+    except BaseException:
+        store.close()
+        raise
+
+
+def _health(engine: QueryEngine, method: str, info: SnapshotInfo | None) -> Health:
+    facts = store_facts(engine.store)
+    return Health(status="ok", version=__version__, patients=len(engine.catalog.table),
+                  cohorts=int(engine.catalog.table["cohort"].nunique()), method=method,
+                  snapshot=info.snapshot_id if info else None,
+                  published_at=info.published_at if info else None,
+                  batch=facts.batch, model_versions=facts.model_versions)
+
+
+def _warm_up(engine: QueryEngine) -> str:
+    """Load what the first query would (model, indexes), so no request pays for it, and
+    bring the model-free index up to the state's patients; the method ``auto`` uses."""
+    store = engine.store
+    if store.summary_setting() is not None:
+        _catch_up(engine.index(IndexKey(SLIDE_MEAN, "wsi")), engine)
+    version, _ = msrl_adapter.choose_version(store, "auto", None)
+    if version is None:
+        return "embedding-knn"
+    engine.model(version)
+    engine.index(IndexKey(version, msrl_adapter.GSL_KIND))
+    return "msrl-gsl"
+
+
+def _catch_up(loaded: LoadedIndex, engine: QueryEngine) -> None:
+    """Add the state's patients the saved slide-mean index lacks (ingested after it was
+    saved) and drop those the state does not hold, in memory only: the saved index is
+    shared by every state and process, and the service writes nothing."""
+    wanted = {str(p) for p in engine.catalog.table.index}
+    indexed = set(loaded.index.ids())
+    loaded.index.remove(indexed - wanted)
+    ids, vectors = slide_mean_embeddings(engine.store, sorted(wanted - indexed))
+    if ids:
+        loaded.index.add(ids, vectors - loaded.center if loaded.center is not None
+                         else vectors)
+
+
+class LiveState:
+    """The state the service answers from, following the store's published snapshots.
+
+    :meth:`use` hands a request the current state (counted); :meth:`reload` builds the
+    state of a newer snapshot outside any request's lock and swaps it in; the old state is
+    closed as soon as no request uses it (at once when idle). So a request in flight ends
+    on the state it started with, and only states with requests running stay open.
+    A failed reload (a corrupt or vanished snapshot) logs one line and keeps the old state.
+    """
+
+    def __init__(self, root: Path, limits: BagLimits | None,
+                 reload_seconds: float = DEFAULT_RELOAD_SECONDS) -> None:
+        self.root = root
+        self.reload_seconds = reload_seconds
+        self._limits = limits
+        self._guard = threading.Lock()  # guards _current and every state's users/retired
+        self._current = open_state(root, limits)
+        self._failed: str | None = None  # the snapshot whose reload failed (logged once)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def current(self) -> ServedState:
+        return self._current
+
+    @contextmanager
+    def use(self) -> Iterator[ServedState]:
+        with self._guard:
+            state = self._current
+            state.users += 1
+        try:
+            yield state
+        finally:
+            with self._guard:
+                state.users -= 1
+                idle = state.retired and state.users == 0
+            if idle:
+                state.close()
+
+    def reload(self) -> bool:
+        """Switch to the current snapshot when it is newer than the state served; whether
+        it switched."""
+        try:
+            info = read_current(self.root)
+        except StoreError as exc:
+            self._log_failure(str(exc), str(exc))
+            return False
+        if info is None or info.snapshot_id in (self._current.snapshot, self._failed):
+            return False
+        try:
+            state = open_state(self.root, self._limits)
+        except Exception as exc:  # any failure keeps the old state
+            self._log_failure(info.snapshot_id, f"cannot load snapshot {info.snapshot_id}: "
+                                                f"{exc}")
+            return False
+        self._failed = None
+        with self._guard:
+            old, self._current = self._current, state
+            old.retired = True
+            idle = old.users == 0
+        if idle:
+            old.close()
+        log.info("serving snapshot %s (batch %s, %d patients)", state.snapshot,
+                 state.health.batch, state.health.patients)
+        return True
+
+    def _log_failure(self, key: str, line: str) -> None:
+        if key != self._failed:
+            self._failed = key
+            log.warning("%s; still serving %s", line, self._current.snapshot or "the store")
+
+    def start(self) -> None:
+        """Poll for new snapshots in a daemon thread until :meth:`close`."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._poll, name="casegraph-reload",
+                                            daemon=True)
+            self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.reload_seconds):
+            try:
+                self.reload()
+            except Exception as exc:  # the poller outlives any one failure
+                self._log_failure(repr(exc), f"reload failed: {exc}")
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        with self._guard:
+            state = self._current
+            state.retired = True
+            idle = state.users == 0
+        if idle:
+            state.close()
 
 
 class ErrorDetail(BaseModel):
@@ -134,21 +323,36 @@ def create_app(
     keys: frozenset[str] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     bag_limits: BagLimits | None = None,
+    reload_seconds: float | None = None,
 ) -> FastAPI:
-    """The service for the store at ``store_path`` (opened read-only); ``bag_limits``
-    bound each request's bags (default: the environment's, :func:`casegraph.config.bag_limits`)."""
+    """The service for the store at ``store_path`` (its published snapshot, read-only);
+    ``bag_limits`` bound each request's bags (default: the environment's,
+    :func:`casegraph.config.bag_limits`). While the app runs (its lifespan), a thread
+    looks for a newer snapshot every ``reload_seconds`` (default
+    ``CASEGRAPH_RELOAD_SECONDS``, 2)."""
     allowed_keys = configured_api_keys() if keys is None else keys
     if not allowed_keys:
         raise CasegraphError("no API keys configured: set CASEGRAPH_API_KEYS (comma separated) "
                              "or CASEGRAPH_API_KEYS_FILE")
-    store = Store.open(store_path, read_only=True)
-    engine = QueryEngine(store, bag_limits)
-    lock = threading.Lock()
+    seconds = (positive_int_env("CASEGRAPH_RELOAD_SECONDS", DEFAULT_RELOAD_SECONDS)
+               if reload_seconds is None else reload_seconds)
+    import torch  # noqa: F401 - now, not in the first .pt upload's request (seconds)
+
+    live = LiveState(Path(store_path), bag_limits, seconds)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        live.start()
+        try:
+            yield
+        finally:
+            live.close()
+
     app = FastAPI(title="casegraph", version=__version__, openapi_url=None, docs_url=None,
-                  redoc_url=None,
+                  redoc_url=None, lifespan=lifespan,
                   description="WSI-only queries over a casegraph store: similar historical "
                               "patients, their outcomes, and the predicted survival.")
-    app.state.engine, app.state.store = engine, store
+    app.state.live = live
     header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
                           description="one of the keys in CASEGRAPH_API_KEYS")
 
@@ -176,16 +380,9 @@ def create_app(
     async def _casegraph_error(request: Request, exc: CasegraphError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
-    from casegraph.retrieval.msrl_adapter import msrl_versions
-
-    method = "msrl-gsl" if msrl_versions(store) else "embedding-knn"
-    n_patients = len(engine.catalog.table)
-    n_cohorts = int(engine.catalog.table["cohort"].nunique())
-
     @app.get("/health", response_model=Health, tags=["service"])
     def health() -> Health:  # no lock: answers even while a long query runs
-        return Health(status="ok", version=__version__, patients=n_patients,
-                      cohorts=n_cohorts, method=method)
+        return live.current.health
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=auth)
     def openapi() -> dict[str, Any]:
@@ -194,15 +391,15 @@ def create_app(
     @app.get("/cohorts", response_model=list[CohortRecord], dependencies=auth,
              responses=ERRORS, tags=["patients"])
     def cohorts() -> list[CohortRecord]:
-        with lock:
-            return engine.catalog.cohort_records()
+        with live.use() as state, state.lock:
+            return state.engine.catalog.cohort_records()
 
     @app.get("/patients/{patient_id}", response_model=PatientRecord, dependencies=auth,
              responses={**ERRORS, 404: {"model": ErrorDetail}}, tags=["patients"])
     def patient(patient_id: str) -> PatientRecord:
-        with lock:
-            _known(engine, patient_id)
-            return engine.catalog.record(patient_id)
+        with live.use() as state, state.lock:
+            _known(state.engine, patient_id)
+            return state.engine.catalog.record(patient_id)
 
     @app.get("/patients/{patient_id}/similar", response_model=QueryResult, dependencies=auth,
              responses={**ERRORS, 404: {"model": ErrorDetail}}, tags=["query"])
@@ -213,11 +410,11 @@ def create_app(
         require: Annotated[list[str] | None, Query()] = None,
         method: Annotated[str, Query(pattern="^(auto|knn|msrl)$")] = "auto",
     ) -> QueryResult:
-        with lock:
-            _known(engine, patient_id)
+        with live.use() as state, state.lock:
+            _known(state.engine, patient_id)
             opts = QueryOptions(k=k, n_candidates=max(100, k), cohorts=tuple(cohort or ()),
                                 require=tuple(require or ()), method=method)
-            return engine.similar(patient_id, opts)
+            return state.engine.similar(patient_id, opts)
 
     @app.post("/query", response_model=QueryResult, dependencies=auth,
               responses={**ERRORS, 404: {"model": ErrorDetail}}, tags=["query"])
@@ -238,14 +435,15 @@ def create_app(
         opts = QueryOptions(k=k, n_candidates=max(n_candidates, k),
                             cohorts=tuple(cohort or ()), require=tuple(require or ()),
                             method=method)
-        with tempfile.TemporaryDirectory(prefix="casegraph-query-") as tmp:
+        with live.use() as state, \
+                tempfile.TemporaryDirectory(prefix="casegraph-query-") as tmp:
             paths = [_save_upload(u, Path(tmp), i) for i, u in enumerate(uploads)]
             names = {str(p): p.name for p in paths}
             try:
-                with lock:
+                with state.lock:
                     if patient_id is not None:
-                        _known(engine, patient_id)
-                    result = engine.query(paths, patient_id, opts)
+                        _known(state.engine, patient_id)
+                    result = state.engine.query(paths, patient_id, opts)
             except InputError as exc:
                 raise _without_temp_paths(exc, Path(tmp), names) from None
         return result.model_copy(update={"query_files": [names.get(f, f)

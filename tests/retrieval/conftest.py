@@ -186,4 +186,4 @@ def serve(root: Path, bag_limits: BagLimits | None = None) -> Iterator[LiveServe
     server.should_exit = True
     thread.join()
     sock.close()
-    app.state.store.close()
+    app.state.live.close()

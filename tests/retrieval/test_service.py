@@ -139,7 +139,7 @@ def test_keys_from_a_file(tiny_store_dir: Path, tmp_path: Path,
         assert client.get("/cohorts", headers={"X-API-Key": "k-two"}).status_code == 200
         assert client.get("/cohorts", headers={"X-API-Key": "# comment"}).status_code == 401
     finally:
-        app.state.store.close()
+        app.state.live.close()
 
 
 def _bag_bytes(n: int, seed: int, compression: str | None = None) -> bytes:

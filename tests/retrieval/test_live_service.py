@@ -1,0 +1,223 @@
+"""A live service: a running server follows the store's published snapshots while a real
+``casegraph ingest`` runs beside it, under concurrent load, without a restart or a 5xx."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from casegraph.errors import StoreError
+from casegraph.ingest.publish import CURRENT_FILE, published_dir, read_current
+from casegraph.ingest.store import Store
+from casegraph.retrieval.index import SLIDE_MEAN, IndexKey, build_index
+from casegraph.retrieval.service import LiveState, ServedState, create_app
+from tests.retrieval.conftest import API_KEY, MAX_BODY, LiveServer, _write_cohort, copy_store
+
+CASEGRAPH = str(Path(sys.executable).with_name("casegraph"))
+HEADERS = {"X-API-Key": API_KEY}
+N_CLIENTS = 4
+MAX_REQUESTS_PER_CLIENT = 400
+NEW_PATIENTS = 6
+
+
+@pytest.fixture
+def store_root(tiny_store_dir: Path, tmp_path: Path) -> Path:
+    root = copy_store(tiny_store_dir, tmp_path / "store")
+    with Store.open(root) as writable:
+        build_index(writable, IndexKey(SLIDE_MEAN, "wsi"))
+    return root
+
+
+@contextmanager
+def running(root: Path, reload_seconds: float) -> Iterator[tuple[LiveServer, LiveState]]:
+    """uvicorn with the app's lifespan on (so the reload thread runs), in a thread."""
+    import uvicorn
+
+    app = create_app(root, keys=frozenset({API_KEY}), max_body_bytes=MAX_BODY,
+                     reload_seconds=reload_seconds)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield (LiveServer(f"http://127.0.0.1:{sock.getsockname()[1]}", HEADERS),
+               app.state.live)
+    finally:
+        server.should_exit = True
+        thread.join()
+        sock.close()
+
+
+def _hammer(url: str, bag: bytes, stop: threading.Event, seen: Counter[int],
+            failures: list[str], guard: threading.Lock) -> None:
+    """One client: the four kinds of request in turn until ``stop`` or the bound."""
+    with httpx.Client(base_url=url, headers=HEADERS, timeout=120) as client:
+        for i in range(MAX_REQUESTS_PER_CLIENT):
+            if stop.is_set():
+                return
+            kind = i % 4
+            if kind == 0:
+                r = client.get("/health")
+            elif kind == 1:
+                r = client.get("/patients/A01")
+            elif kind == 2:
+                r = client.get("/patients/A01/similar", params={"k": 3})
+            else:
+                r = client.post("/query", files=[("files", ("q.h5", bag))], data={"k": "3"})
+            with guard:
+                seen[r.status_code] += 1
+                if r.status_code != 200:
+                    failures.append(f"{r.request.method} {r.request.url.path}: "
+                                    f"{r.status_code} {r.text[:200]}")
+
+
+@pytest.mark.slow
+def test_ingest_while_serving_under_load(store_root: Path, tiny_store_dir: Path,
+                                        tmp_path: Path) -> None:
+    table = _write_cohort(tmp_path / "batch2", "C", NEW_PATIENTS, genomics=False, offset=3)
+    bag = (tiny_store_dir.parent / "data" / "bags_A" / "A01-S1.h5").read_bytes()
+    with running(store_root, reload_seconds=0.2) as (server, live):
+        before = httpx.get(f"{server.url}/health").json()
+        assert before["snapshot"] is not None and before["patients"] == 40
+        first_state = live.current
+        stop, guard = threading.Event(), threading.Lock()
+        seen: Counter[int] = Counter()
+        failures: list[str] = []
+        workers = [threading.Thread(target=_hammer, args=(server.url, bag, stop, seen,
+                                                          failures, guard))
+                   for _ in range(N_CLIENTS)]
+        for worker in workers:
+            worker.start()
+        try:
+            done = subprocess.run(
+                [CASEGRAPH, "ingest", "--store", str(store_root), "--table", str(table),
+                 "--cohort", "gamma", "--bags", str(tmp_path / "batch2" / "bags_C"),
+                 "--encoder", "simulator"], capture_output=True, text=True, check=False)
+            assert done.returncode == 0, done.stdout + done.stderr
+            published = read_current(store_root)
+            assert published is not None and published.patients == 40 + NEW_PATIENTS
+            health = _wait_for_batch(server.url, published.batch, seconds=10)
+            assert health["snapshot"] == published.snapshot_id
+            assert health["patients"] == 40 + NEW_PATIENTS
+            with guard:
+                served_before = sum(seen.values())
+            while True:  # the load goes on over the new state, too
+                with guard:
+                    if sum(seen.values()) >= served_before + 2 * N_CLIENTS:
+                        break
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join()
+        assert failures == [], failures[:5]
+        assert set(seen) == {200} and sum(seen.values()) >= 4 * N_CLIENTS
+        with httpx.Client(base_url=server.url, headers=HEADERS, timeout=120) as client:
+            record = client.get("/patients/C01")
+            assert record.status_code == 200 and record.json()["cohort"] == "gamma"
+            new_bag = (tmp_path / "batch2" / "bags_C" / "C01-S1.h5").read_bytes()
+            found = client.post("/query", files=[("files", ("query.h5", new_bag))],
+                                data={"k": "3"}).json()
+            assert found["neighbours"][0]["patient_id"] == "C01"
+            similar = client.get("/patients/A01/similar", params={"k": 45}).json()
+            assert {n["patient_id"] for n in similar["neighbours"]} >= {
+                f"C{i:02d}" for i in range(NEW_PATIENTS)}
+        # the old state was closed once its last request finished
+        assert first_state.retired and first_state.users == 0
+        assert _closed(first_state)
+
+
+def _wait_for_batch(url: str, batch: str | None, seconds: float) -> dict[str, object]:
+    deadline = time.monotonic() + seconds
+    while True:
+        health: dict[str, object] = httpx.get(f"{url}/health").json()
+        if health["batch"] == batch:
+            return health
+        assert time.monotonic() < deadline, f"still serving {health} after {seconds} s"
+        time.sleep(0.1)
+
+
+def test_a_request_in_flight_keeps_its_state_and_a_bad_snapshot_is_skipped(
+        store_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    live = LiveState(store_root, None, reload_seconds=60)
+    try:
+        old = live.current
+        assert live.reload() is False  # nothing new
+        with live.use() as in_flight:
+            _republish(store_root)
+            assert live.reload() is True and live.current is not old
+            assert in_flight is old and not _closed(old)  # still in use: still open
+            assert len(in_flight.engine.catalog.table) == 40
+        assert _closed(old)  # its last request finished
+        good = live.current
+        folder = published_dir(store_root)
+        bad = folder / "20991231T000000000000Z-badbad.duckdb"
+        bad.write_bytes(b"not a database" * 100)
+        current = (folder / CURRENT_FILE).read_text(encoding="utf-8")
+        (folder / CURRENT_FILE).write_text(
+            current.replace(good.snapshot or "", bad.stem), encoding="utf-8")
+        with caplog.at_level(logging.WARNING, logger="casegraph.retrieval.service"):
+            assert live.reload() is False and live.reload() is False
+        assert live.current is good and not _closed(good)
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1 and "badbad" in lines[0] and "still serving" in lines[0]
+    finally:
+        live.close()
+
+
+def test_a_store_nobody_published_is_served_as_it_is(store_root: Path) -> None:
+    shutil.rmtree(published_dir(store_root))
+    live = LiveState(store_root, None)
+    try:
+        assert live.current.snapshot is None and live.current.health.snapshot is None
+        assert live.current.health.patients == 40 and live.current.health.batch is not None
+    finally:
+        live.close()
+
+
+def test_serve_publishes_an_unpublished_store_once(store_root: Path) -> None:
+    from casegraph.cli.query_cmds import _ensure_published
+
+    shutil.rmtree(published_dir(store_root))
+    _ensure_published(store_root)
+    first = read_current(store_root)
+    assert first is not None and first.patients == 40
+    _ensure_published(store_root)  # published already: nothing new
+    assert read_current(store_root) == first
+    (published_dir(store_root) / first.snapshot).unlink()
+    with pytest.raises(StoreError):
+        read_current(store_root)
+    _ensure_published(store_root)  # a broken pointer is replaced
+    assert read_current(store_root) not in (None, first)
+
+
+def _republish(root: Path) -> None:
+    from casegraph.ingest.publish import publish_snapshot
+
+    with Store.open(root) as writable:
+        publish_snapshot(writable)
+
+
+def _closed(state: ServedState) -> bool:
+    try:
+        state.store.cohorts()
+    except Exception:  # DuckDB's closed-connection error
+        return True
+    return False
