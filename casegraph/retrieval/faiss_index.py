@@ -244,11 +244,7 @@ class FaissIndex(VectorIndex):
         for name, array in (arrays or {}).items():
             np.save(tmp / f"{name}.npy", array)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        old = directory.with_name(f".{directory.name}.old-{uuid.uuid4().hex[:8]}")
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
+        _replace_directory(tmp, directory)
 
     @staticmethod
     def load(directory: str | Path) -> FaissIndex:
@@ -257,9 +253,10 @@ class FaissIndex(VectorIndex):
 
         directory = Path(directory)
         try:
-            meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
-            id_map = json.loads((directory / "ids.json").read_text(encoding="utf-8"))
-            raw = faiss.read_index(str(directory / "index.faiss"))
+            files = _read_index_files(directory)
+            meta = json.loads(files["meta.json"])
+            id_map = json.loads(files["ids.json"])
+            raw = faiss.deserialize_index(np.frombuffer(files["index.faiss"], dtype=np.uint8))
         except (OSError, ValueError, RuntimeError) as exc:
             raise StoreError(f"cannot read vector index {directory}: {exc}; "
                              "run `casegraph index rebuild`") from None
@@ -277,6 +274,60 @@ class FaissIndex(VectorIndex):
     @classmethod
     @abstractmethod
     def _from_faiss(cls, raw: Any, meta: dict[str, Any]) -> FaissIndex: ...
+
+
+_RENAME_EXCHANGE = 2  # renameat2 flag (Linux >= 3.15)
+_AT_FDCWD = -100
+_INDEX_FILES = ("meta.json", "ids.json", "index.faiss")
+
+
+def _replace_directory(new: Path, directory: Path) -> None:
+    """Put folder ``new`` in ``directory``'s place. Where Linux can swap two names in one
+    step (``renameat2(RENAME_EXCHANGE)``), a reader always finds a whole index there, old
+    or new; elsewhere there is a moment with no folder (a reader then retries or builds)."""
+    old = directory.with_name(f".{directory.name}.old-{uuid.uuid4().hex[:8]}")
+    if directory.exists() and _exchange(new, directory):
+        shutil.rmtree(new, ignore_errors=True)  # ``new`` now holds the old index
+        return
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(new, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the names ``a`` and ``b`` atomically; False where the system cannot."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    return int(renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b),
+                         _RENAME_EXCHANGE)) == 0
+
+
+def _read_index_files(directory: Path, attempts: int = 3) -> dict[str, bytes]:
+    """The index's files, all from one folder: opened through one handle on it, so a save
+    that swaps the folder meanwhile cannot mix an old file with a new one. A folder deleted
+    under the read (its replacement is in place by then) is read again."""
+    for attempt in range(attempts):
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                return {name: _read_at(fd, name) for name in _INDEX_FILES}
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _read_at(dir_fd: int, name: str) -> bytes:
+    fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
 
 
 class FlatIndex(FaissIndex):

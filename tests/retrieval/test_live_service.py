@@ -221,3 +221,43 @@ def _closed(state: ServedState) -> bool:
     except Exception:  # DuckDB's closed-connection error
         return True
     return False
+
+
+def test_an_index_replaced_while_it_is_read_is_always_read_whole(tmp_path: Path) -> None:
+    import numpy as np
+
+    from casegraph.retrieval.faiss_index import FaissIndex, FlatIndex
+
+    folder = tmp_path / "idx"
+    rng = np.random.default_rng(0)
+
+    def save(n: int) -> None:
+        index = FlatIndex(4, use_gpu=False)
+        index.add([f"P{i}" for i in range(n)], rng.normal(size=(n, 4)).astype(np.float32))
+        index.save(folder, extra_meta={"n": n})
+
+    save(1)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                # open_index builds an index whose meta.json it does not find
+                assert (folder / "meta.json").exists(), "a moment without an index"
+                FaissIndex.load(folder)  # checks its id map against the FAISS file
+            except BaseException as exc:  # any failure is the test's failure
+                errors.append(exc)
+                return
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for n in range(2, 60):  # sizes differ, so a mixed read fails the id-map check
+            save(n)
+    finally:
+        stop.set()
+        reader.join()
+    assert errors == []
+    assert len(FaissIndex.load(folder).ids()) == 59
+    assert [p.name for p in tmp_path.iterdir()] == ["idx"]  # no temp or old folder left
