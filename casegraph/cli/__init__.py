@@ -8,7 +8,15 @@ import sys
 import typer
 
 from casegraph import __version__
-from casegraph.cli import demo_cmds, graph_cmds, query_cmds, simulate_cmds, store_cmds, train_cmds
+from casegraph.cli import (
+    demo_cmds,
+    graph_cmds,
+    query_cmds,
+    simulate_cmds,
+    store_cmds,
+    train_cmds,
+    version_cmds,
+)
 
 app = typer.Typer(
     name="casegraph",
@@ -36,7 +44,8 @@ def _root(
         os.environ["CASEGRAPH_DEBUG"] = "1"
 
 
-for _module in (store_cmds, simulate_cmds, demo_cmds, train_cmds, graph_cmds, query_cmds):
+for _module in (store_cmds, simulate_cmds, demo_cmds, train_cmds, graph_cmds, query_cmds,
+                version_cmds):
     _module.register(app)
 
 

@@ -63,9 +63,10 @@ def train(
     group_set: str = typer.Option("mcat", "--group-set", help="Gene-group set for genomics."),
     threads: int = typer.Option(None, "--threads", help="torch CPU threads."),
     save_version: bool = typer.Option(False, "--save-version",
-                                      help="MSRL models: also fit on the training patients of "
-                                      "--version-fold and store the model version (weights, "
-                                      "buffer, top-K neighbours, embeddings)."),
+                                      help="Also fit on the training patients of --version-fold "
+                                      "and store a model version (weights, fitted patients, "
+                                      "every cohort patient's risk and survival curve, "
+                                      "embeddings; MSRL: also buffer and top-K neighbours)."),
     version_fold: str = typer.Option("0", "--version-fold",
                                      help="Fold whose training patients fit the saved version; "
                                      "'all' uses every patient (none is then held out)."),
@@ -201,16 +202,18 @@ def evaluate(
 def _save_version(store: Any, model: str, cohort: str, version_fold: str,
                   options: dict[str, Any], group_set: str, seed: int) -> None:
     from casegraph.errors import InputError
-    from casegraph.models.msrl.api import train_version
+    from casegraph.models.versioning import train_version
 
-    if not model.startswith("msrl"):
-        raise InputError(f"--save-version stores MSRL model versions; {model!r} is not one",
-                         column="--save-version", fix="use --model msrl (or an msrl_* variant)")
+    if version_fold != "all" and not version_fold.isdigit():
+        raise InputError(f"bad --version-fold {version_fold!r}", column="--version-fold",
+                         fix="give a fold number, or 'all'")
     fold = None if version_fold == "all" else int(version_fold)
-    version = train_version(store, cohort, model=model, fold=fold,
-                            **{"group_set": group_set, "seed": seed, **options})
-    typer.echo(f"stored model version {version} (buffer {len(store.model_buffer(version))} "
-               f"cases, {len(store.model_neighbours(version))} neighbour edges)")
+    chosen = {"seed": seed, **options}
+    groups = str(chosen.pop("group_set", group_set))
+    version = train_version(store, cohort, model=model, fold=fold, group_set=groups, **chosen)
+    counts = store.versions.get(version).counts
+    shown = ", ".join(f"{k} {v}" for k, v in counts.items())
+    typer.echo(f"stored model version {version} ({shown})")
 
 
 def models() -> None:
