@@ -138,8 +138,11 @@ def _warm_up(engine: QueryEngine) -> str:
     version, _ = msrl_adapter.choose_version(store, "auto", None)
     if version is None:
         return "embedding-knn"
-    engine.model(version)
-    engine.index(IndexKey(version, msrl_adapter.GSL_KIND))
+    try:
+        engine.model(version)
+        engine.index(IndexKey(version, msrl_adapter.GSL_KIND))
+    except CasegraphError as exc:  # the queries that need it will say so; the rest work
+        log.warning("model version %s does not load: %s", version, exc)
     return "msrl-gsl"
 
 
