@@ -298,6 +298,8 @@ class ModelVersions:
         return [version_id] if own_only else self.lineage(version_id)
 
     def _rows(self, sql: str, versions: list[str], extra: Sequence[Any] = ()) -> pd.DataFrame:
+        """``sql`` with every ``{versions}`` a list of marks for ``versions``; ``extra``
+        parameters follow those of each occurrence in order."""
         marks = ", ".join("?" for _ in versions)
         return self._store.query_df(sql.format(versions=marks), [*versions, *extra])
 
@@ -374,13 +376,14 @@ class ModelVersions:
         scope = self.lineage(version_id)
         frame = self._rows("SELECT patient_id FROM model_fitted_patients WHERE version_id IN "
                            "({versions}) UNION SELECT patient_id FROM model_predictions "
-                           "WHERE version_id IN ({versions})", scope + scope)
+                           "WHERE version_id IN ({versions})", scope, scope)
         return {str(p) for p in frame["patient_id"]}
 
-    def unseen_patients(self, version_id: str) -> list[str]:
-        """Store patients the version has not seen, sorted."""
+    def unseen_patients(self, version_id: str, cohort: str | None = None) -> list[str]:
+        """Store patients (of ``cohort``, or all) the version has not seen, sorted."""
         covered = self.covered_patients(version_id)
-        return [str(p) for p in self._store.patients()["patient_id"] if str(p) not in covered]
+        return [str(p) for p in self._store.patients(cohort)["patient_id"]
+                if str(p) not in covered]
 
     def batches_since(self, version_id: str) -> list[str]:
         """Ingest batches none of the lineage's versions covers, oldest first."""

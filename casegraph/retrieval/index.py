@@ -57,6 +57,7 @@ __all__ = [
     "VectorIndex",
     "build_index",
     "check_indexes",
+    "derive_index",
     "index_keys",
     "open_index",
     "rebuild_indexes",
@@ -101,9 +102,8 @@ class LoadedIndex:
 def index_keys(store: Store) -> list[IndexKey]:
     """Every index the store's rows call for: one per embeddings row, plus the fallback
     when any slide has a stored summary."""
-    rows = store.con.execute(
-        "SELECT version_id, kind FROM patient_embeddings ORDER BY version_id, kind").fetchall()
-    keys = [IndexKey(str(v), str(k)) for v, k in rows]
+    keys = [IndexKey(v, kind) for v in store.versions.ids()
+            for kind in store.versions.embedding_kinds(v)]
     keys += [IndexKey(v, msrl_adapter.GSL_KIND) for v in msrl_adapter.msrl_versions(store)]
     keys.sort(key=str)
     if _summary_setting(store) is not None:
@@ -117,43 +117,15 @@ def source_embeddings(store: Store, key: IndexKey) -> tuple[list[str], FloatArra
         return slide_mean_embeddings(store)
     if key.kind == msrl_adapter.GSL_KIND:
         return msrl_adapter.reference_vectors(msrl_adapter.load(store, key.version_id))
-    row = store.con.execute(
-        "SELECT file, dim, n FROM patient_embeddings WHERE version_id = ? AND kind = ?",
-        [key.version_id, key.kind],
-    ).fetchone()
-    if row is None:
+    if key.kind not in store.versions.embedding_kinds(key.version_id):
         raise StoreError(f"no {key.kind!r} embeddings for model version {key.version_id!r}; "
                          f"stored: {', '.join(map(str, index_keys(store))) or 'none'}")
-    return _read_embedding_file(store, str(row[0]), int(row[1]))
-
-
-def _read_embedding_file(store: Store, name: str, dim: int) -> tuple[list[str], FloatArray]:
-    path = Path(name)
-    if not path.is_absolute():
-        path = next((c for c in (store.root / path, store.artifacts_dir / path) if c.exists()),
-                    store.root / path)
-    try:
-        frame = pd.read_parquet(path)
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"cannot read embeddings {path}: {exc}") from None
-    ids = [str(p) for p in frame["patient_id"]]
-    vec_col = next((c for c in ("vector", "embedding") if c in frame.columns), None)
-    if vec_col is not None:
-        vectors = np.stack([np.asarray(v, dtype=np.float32) for v in frame[vec_col]]) if ids \
-            else np.zeros((0, dim), np.float32)
-    else:
-        vectors = frame.drop(columns=["patient_id"]).to_numpy(dtype=np.float32)
-    if vectors.shape[1] != dim:
-        raise StoreError(f"embeddings {path} have dim {vectors.shape[1]}, its row says {dim}")
-    return ids, vectors
+    return store.versions.embeddings(key.version_id, key.kind)
 
 
 def _summary_setting(store: Store) -> tuple[int, int] | None:
     """The (k, seed) most slides have summaries for, or None when there are none."""
-    row = store.con.execute(
-        "SELECT k, seed FROM slide_summaries GROUP BY k, seed ORDER BY count(*) DESC, k, seed "
-        "LIMIT 1").fetchone()
-    return None if row is None else (int(row[0]), int(row[1]))
+    return store.summary_setting()
 
 
 def slide_mean_embeddings(
@@ -221,12 +193,33 @@ def open_index(store: Store, key: IndexKey, *, build: bool = True) -> LoadedInde
         if not build:
             raise StoreError(f"no vector index {key} in {store.root}; run `casegraph index "
                              "rebuild`")
-        return build_index(store, key)
+        return derive_index(store, key) or build_index(store, key)
     index = FaissIndex.load(directory)
     meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
     center_file = directory / "center.npy"
     center = np.load(center_file).astype(np.float32) if center_file.exists() else None
     return LoadedIndex(key, index, meta, center)
+
+
+def derive_index(store: Store, key: IndexKey) -> LoadedIndex | None:
+    """A derived version's index as its parent's plus the patients it added (a delta: the
+    parent's vectors are not recomputed or re-added); None for a trained version."""
+    if key.version_id == SLIDE_MEAN or not store.versions.exists(key.version_id):
+        return None
+    parent = store.versions.get(key.version_id).parent_id
+    if parent is None:
+        return None
+    loaded = open_index(store, IndexKey(parent, key.kind))
+    ids, vectors = source_embeddings(store, key)
+    present = set(loaded.index.ids())
+    new = [i for i, p in enumerate(ids) if p not in present]
+    if new:
+        loaded.index.add([ids[i] for i in new], vectors[new])
+    loaded.key = key
+    loaded.meta = {**loaded.meta, "version_id": key.version_id, "derived_from": parent,
+                   "added": len(new)}
+    save_index(store, loaded)
+    return loaded
 
 
 def sync_index(store: Store, key: IndexKey) -> tuple[int, int]:
@@ -280,7 +273,7 @@ def check_indexes(store: Store) -> list[str]:
     (empty when consistent). An index not built yet is not a problem (built on first use)."""
     problems: list[str] = []
     known = set(index_keys(store))
-    patients = {str(p) for (p,) in store.con.execute("SELECT patient_id FROM patients").fetchall()}
+    patients = {str(p) for p in store.patients()["patient_id"]}
     for key in sorted(_saved_keys(store), key=str):
         fix = f"run `casegraph index rebuild --version {key.version_id}`"
         if key not in known:

@@ -15,7 +15,6 @@ which is exactly the similarity the graph learner ranks neighbours by (``learned
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection
 from typing import Any
 
@@ -34,18 +33,13 @@ GSL_KIND = "gsl"
 def msrl_versions(store: Store) -> list[str]:
     """MSRL versions that answer WSI-only survival queries, oldest first (``msrl_multi``,
     which needs authentic genomics, and classification versions are left out)."""
-    rows = store.con.execute(
-        "SELECT version_id, config FROM model_versions WHERE lower(model) LIKE 'msrl%' "
-        "ORDER BY created_at").fetchall()
     out = []
-    for version, config in rows:
-        try:
-            options = json.loads(config) if isinstance(config, str) else dict(config or {})
-        except ValueError:
-            continue
-        if options.get("genomics_mode") != "authentic" and options.get("task",
-                                                                          "survival") == "survival":
-            out.append(str(version))
+    for version in store.versions.all():
+        options = version.config
+        if (version.model.lower().startswith("msrl")
+                and options.get("genomics_mode") != "authentic"
+                and options.get("task", "survival") == "survival"):
+            out.append(version.version_id)
     return out
 
 

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from casegraph.errors import StoreError
 from casegraph.ingest.store import Store
-from casegraph.ingest.versions import NewVersion, new_version_id
+from casegraph.ingest.versions import NewVersion, PredictionRows, new_version_id
 from casegraph.models.data import CohortData
 from casegraph.models.msrl.buffer import CaseBuffer
 from casegraph.models.msrl.config import MSRLConfig
@@ -93,15 +93,23 @@ def save_version(model: MSRLModel, store: Store, cohort: str | None) -> str:
                          f"{data.group_sizes}, the model was trained on {model.group_sizes_}")
     emb = store_embeddings(model, data)
     ids = list(data.patient_ids)
-    # the reference set for candidate queries becomes every patient of the store
+    authentic = authentic_rows(store, model, ids)
+    fused_ids = [p for p, a in zip(ids, authentic, strict=True) if a]
+    fused = emb["fused"][torch.from_numpy(authentic)]
+    # the reference set for candidate queries: every patient with authentic modalities
     ref = dict(zip(model.reference_ids_, model.reference_fused_, strict=True))
-    ref.update(zip(ids, emb["fused"], strict=True))
+    ref.update(zip(fused_ids, fused, strict=True))
     model.reference_ids_ = list(ref)
     model.reference_fused_ = torch.stack(list(ref.values())) if ref else model.reference_fused_
-    neighbours = neighbour_rows(model, ids, emb["fused"])
+    neighbours = neighbour_rows(model, fused_ids, fused)
+    prediction = model.predict(data)
     metrics = {"pretrain_loss_last": _last(model.pretrain_history_),
                "finetune_loss_last": _last(model.finetune_history_),
                "n_buffer": len(model.buffer_), "n_embedded": len(ids)}
+    embeddings = {k: (ids, v.numpy()) for k, v in emb.items() if k != "fused"}
+    embeddings["fused"] = (fused_ids, fused.numpy())
+    predictions = PredictionRows(ids, prediction.risk, prediction.survival, ~authentic)
+
     def write_files(folder: Path) -> None:
         torch.save({"net": model.net_.state_dict(), "target": model.target_.state_dict()},
                    folder / "weights.pt")
@@ -110,10 +118,20 @@ def save_version(model: MSRLModel, store: Store, cohort: str | None) -> str:
 
     return store.versions.create(NewVersion(
         model=model.name, cohort=cohort, config=model.config.to_dict(), metrics=metrics,
-        fitted_on=list(model.fitted_ids_), embeddings={k: (ids, v.numpy()) for k, v in emb.items()},
+        fitted_on=list(model.fitted_ids_), embeddings=embeddings, predictions=predictions,
         neighbours=neighbours, buffer=list(model.buffer_.ids), version_id=version_id,
         bin_edges=None if model.bin_edges_ is None else list(model.bin_edges_)),
         write_files=write_files)
+
+
+def authentic_rows(store: Store, model: MSRLModel, patient_ids: list[str]
+                   ) -> npt.NDArray[np.bool_]:
+    """(n,) True where the patient's fused features are authentic: always for models
+    without genomics, else when the store holds any genomic value of the patient."""
+    if not model.config.uses_genomics:
+        return np.ones(len(patient_ids), dtype=bool)
+    _, _, present = store.genomic_matrix(patient_ids)
+    return np.asarray(present.any(axis=1), dtype=bool).reshape(len(patient_ids))
 
 
 def _last(history: list[float]) -> float | None:
@@ -189,8 +207,33 @@ def load_version(store: Store, version_id: str) -> MSRLModel:
     model.reference_fused_ = torch.from_numpy(state["reference_fused"])
     model.pretrain_history_, model.finetune_history_ = [], []
     model.fitted_ids_ = store.versions.fitted_on(version_id)
+    if store.versions.get(version_id).is_derived:
+        buffer, ids, fused = _derived_state(store, version_id, buffer.capacity)
+        model.reference_ids_, model.reference_fused_ = ids, torch.from_numpy(fused)
     model._set_buffer(buffer)
     return model
+
+
+BUFFER_FEATURES = "buffer_features.npy"
+
+
+def save_derived_buffer(folder: Path, features: Tensor) -> None:
+    """A derived version's whole buffer (FIFO order, (n, f_dim)), next to its rows."""
+    np.save(folder / BUFFER_FEATURES, features.numpy().astype(np.float32), allow_pickle=False)
+
+
+def _derived_state(store: Store, version_id: str, capacity: int
+                   ) -> tuple[CaseBuffer, list[str], npt.NDArray[np.float32]]:
+    """(buffer, reference ids, reference fused features) of a derived version: its own
+    buffer file and every authentic fused embedding along its lineage."""
+    features = np.load(store.versions.folder(version_id) / BUFFER_FEATURES, allow_pickle=False)
+    ids = store.versions.buffer(version_id)
+    if features.shape[0] != len(ids):
+        raise StoreError(f"model version {version_id}: {len(ids)} buffer rows but "
+                         f"{features.shape[0]} buffer features")
+    buffer = CaseBuffer.from_state(ids, torch.from_numpy(features), capacity=capacity)
+    ref_ids, fused = store.versions.embeddings(version_id, "fused")
+    return buffer, ref_ids, fused
 
 
 def read_patient_embeddings(store: Store, version_id: str, kind: str
