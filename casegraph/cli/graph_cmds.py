@@ -87,6 +87,9 @@ def graph_sync(
     typer.echo(f"synced into {report.backend}: {report.patients} patients, {report.slides} "
                f"slides, {report.edges} similarity edges in {report.batches} batches, "
                f"{report.created} nodes/relationships created, {report.seconds:.1f} s")
+    typer.echo(f"  written (the delta): {report.patients_written} patients, "
+               f"{report.slides_written} slides, {report.edges_written} edges, "
+               f"{report.predictions_written} predictions, {report.buffer_written} buffer links")
     for v in report.versions_written:
         typer.echo(f"  wrote version {v}")
     for v in report.versions_skipped:
@@ -123,13 +126,17 @@ def graph_prune(
     version: list[str] = typer.Option(..., "--version", "-v", help="Version id to remove."),
     store: Path | None = STORE_OPTION,
     backend: str = BACKEND_OPTION,
+    with_children: bool = typer.Option(
+        False, "--with-children", help="Also remove the versions derived from it (attach)."),
 ) -> None:
-    """Remove a model version's edges, buffer links and query cases from the graph."""
+    """Remove a model version's edges, predictions, buffer links and query cases from the
+    graph. A version others derive from is refused unless --with-children."""
     from casegraph.graph import open_graph_store
 
     with _open(store) as s, open_graph_store(s, backend) as graph:
         for v in version:
-            typer.echo(f"pruned {v}: {graph.prune_version(v)} similarity edges removed")
+            removed = graph.prune_version(v, with_children=with_children)
+            typer.echo(f"pruned {v}: {removed} similarity edges removed")
 
 
 def cypher(

@@ -140,7 +140,25 @@ class EmbeddedGraphStore(GraphStore):
                 "modalities": [list(p.modalities) for p in patients],
                 "splits": [list(p.splits) for p in patients],
             })
-            return created + self._insert_new("graph_patients", ["patient_id"], frame, upsert=True)
+            moved = self._count_moved(frame)
+            new = self._insert_new("graph_patients", ["patient_id"], frame, upsert=True)
+            # as in Neo4j: a new patient is a node and its IN_COHORT link; a patient moved
+            # to another cohort gets a new link
+            return created + 2 * new + moved
+
+    def _count_moved(self, frame: pd.DataFrame) -> int:
+        """Patients of ``frame`` the graph holds under another cohort."""
+        self.ensure_schema()
+        if frame.empty:
+            return 0
+        con = self.store.con
+        con.register("_graph_moved", frame[["patient_id", "cohort"]])
+        try:
+            rows = con.execute("SELECT count(*) FROM _graph_moved f JOIN graph_patients t "
+                               "USING (patient_id) WHERE t.cohort <> f.cohort").fetchall()
+        finally:
+            con.unregister("_graph_moved")
+        return int(rows[0][0])
 
     def write_slides(self, slides: Sequence[SlideRecord]) -> int:
         frame = pd.DataFrame({
@@ -149,8 +167,9 @@ class EmbeddedGraphStore(GraphStore):
             "n_patches": pd.array([s.n_patches for s in slides], dtype="Int32"),
             "encoder": [s.encoder for s in slides],
         })
-        return self._insert_new("graph_slides", ["slide_id"], frame, upsert=True,
-                                where=f"f.patient_id IN {_PATIENT_IDS}")
+        new = self._insert_new("graph_slides", ["slide_id"], frame, upsert=True,
+                               where=f"f.patient_id IN {_PATIENT_IDS}")
+        return 2 * new  # the node and its HAS_SLIDE link, as in Neo4j
 
     def write_model_version(self, version: ModelVersionRecord) -> int:
         self.ensure_schema()

@@ -54,6 +54,11 @@ MERGE (p:Patient {id: row.patient_id})
 SET p.cohort = row.cohort, p.time = row.time, p.event = row.event,
     p.modalities = row.modalities, p.splits = row.splits
 MERGE (p)-[:IN_COHORT]->(c)
+WITH p, c
+CALL (p, c) {
+  OPTIONAL MATCH (p)-[old:IN_COHORT]->(other:Cohort) WHERE other <> c
+  DELETE old
+}
 """
 WRITE_SLIDES = """
 UNWIND $rows AS row
@@ -61,6 +66,11 @@ MATCH (p:Patient {id: row.patient_id})
 MERGE (s:Slide {id: row.slide_id})
 SET s.n_patches = row.n_patches, s.encoder = row.encoder
 MERGE (p)-[:HAS_SLIDE]->(s)
+WITH p, s
+CALL (p, s) {
+  OPTIONAL MATCH (other:Patient)-[old:HAS_SLIDE]->(s) WHERE other <> p
+  DELETE old
+}
 """
 WRITE_VERSION = """
 MERGE (v:ModelVersion {id: $row.version_id})
