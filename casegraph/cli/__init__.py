@@ -9,6 +9,7 @@ import typer
 
 from casegraph import __version__
 from casegraph.cli import (
+    attach_cmds,
     demo_cmds,
     graph_cmds,
     query_cmds,
@@ -45,7 +46,7 @@ def _root(
 
 
 for _module in (store_cmds, simulate_cmds, demo_cmds, train_cmds, graph_cmds, query_cmds,
-                version_cmds):
+                attach_cmds, version_cmds):
     _module.register(app)
 
 
