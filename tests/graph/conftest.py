@@ -104,7 +104,8 @@ def add_version(store: Store, version_id: str, ids: list[str], k: int = 3,
 def predictions_for(ids: list[str], seed: int = 0, n_bins: int = 3) -> PredictionRows:
     """Risks and non-increasing survival curves for ``ids``; the last id is ``inferred``."""
     rng = np.random.default_rng(seed)
-    survival = np.cumprod(rng.uniform(0.5, 1.0, size=(len(ids), n_bins)), axis=1)
+    survival = np.cumprod(rng.uniform(0.5, 1.0, size=(len(ids), n_bins)), axis=1,
+                         dtype=np.float64)
     inferred = np.zeros(len(ids), dtype=bool)
     inferred[-1:] = True
     return PredictionRows(list(ids), rng.normal(size=len(ids)), survival, inferred)
