@@ -7,6 +7,7 @@ state ending in ``_``; stochastic code takes an explicit ``seed``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -39,3 +40,15 @@ class SurvivalModel(Protocol):
     def fit(self, train: CohortData, valid: CohortData | None = None) -> SurvivalModel: ...
 
     def predict(self, data: CohortData) -> Prediction: ...
+
+
+@runtime_checkable
+class VersionedModel(SurvivalModel, Protocol):
+    """A model that stores itself as a model version (:mod:`casegraph.models.versioning`):
+    its own files in the version's folder, loaded back without unpickling anything. MSRL
+    persists through ``save_version`` / ``load_version`` instead."""
+
+    def save_files(self, folder: Path) -> None: ...
+
+    @classmethod
+    def load_files(cls, folder: Path) -> VersionedModel: ...

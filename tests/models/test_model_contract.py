@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from casegraph.ingest.store import Store
+from casegraph.models.base import VersionedModel
 from casegraph.models.data import CohortData
 from casegraph.models.registry import build_model, model_names
 from casegraph.models.versioning import is_msrl
@@ -50,6 +51,7 @@ def save_and_load(model: Any, store: Store, folder: Path) -> Any:
         version = model.save_version(store, "synth")
         return type(model).load_version(store, version)
     folder.mkdir()
+    assert isinstance(model, VersionedModel)
     model.save_files(folder)
     return type(model).load_files(folder)
 
