@@ -223,6 +223,13 @@ def _misfit(spec: InputSpec, bags: list[Path], dims: set[int], has_genomics: boo
     return None
 
 
+def cohort_with_misfits(store: Store, patient_ids: Sequence[str], spec: InputSpec
+                        ) -> tuple[CohortData, dict[str, str]]:
+    """Like :func:`cohort_for`, but patients that do not fit are reported (patient id ->
+    why), not raised; the CohortData still lists every patient."""
+    return _assemble(store, patient_ids, spec)
+
+
 def cohort_for(store: Store, patient_ids: Sequence[str], spec: InputSpec) -> CohortData:
     """Stored patients with exactly ``spec``'s genomic columns and their bags; an
     InputError naming the first patient that does not fit."""

@@ -191,3 +191,27 @@ def test_attach_killed_then_rerun_equals_an_uninterrupted_run(
     if rows is None:
         assert _cli_attach(killed).returncode == 0
     assert _content(killed, version) == _content(clean, version)
+
+
+def test_a_fusion_version_attaches_predictions_and_fused_embeddings(tmp_path: Path) -> None:
+    from casegraph.models.versioning import predict_stored, train_version
+    from casegraph.retrieval.index import IndexKey, open_index
+
+    torch.set_num_threads(1)
+    with Store.open(build_store(tmp_path)) as store:
+        version = train_version(store, "alpha", "late_fusion", fold=None, epochs=2,
+                                hidden=8, max_patches=16)
+        parent_index = open_index(store, IndexKey(version, "fused"))
+        ingest(store, _second_batch(tmp_path))
+        with pytest.raises(InputError, match=r"patient W00 .*genomic"):
+            attach_patients(store, version)  # a genomics + WSI model cannot read them
+        report = attach_patients(store, version, skip_unfit=True)
+        assert report.version_id is not None
+        assert [p for p, _ in report.skipped] == NEW_WSI_ONLY
+        own = store.versions.predictions(report.version_id, own_only=True)
+        assert list(own["patient_id"]) == NEW_WITH_GENOMICS
+        again = predict_stored(store, report.version_id, NEW_WITH_GENOMICS)
+        np.testing.assert_allclose(own["risk"], again.risk, rtol=1e-6)
+        derived_index = open_index(store, IndexKey(report.version_id, "fused"))
+        assert len(derived_index.index) == len(parent_index.index) + 4
+        assert derived_index.meta["derived_from"] == version
