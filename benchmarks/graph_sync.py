@@ -111,6 +111,11 @@ def query_params(name: str, rng: np.random.Generator, n: int) -> dict[str, Any]:
         "shared-neighbours": {"version": "bench-v1", "min_shared": 3, "limit": 50},
         "buffer-anchors": {"version": "bench-v1", "limit": 20},
         "version-diff": {"old": "bench-v1", "new": "bench-v2", "limit": 50},
+        # this graph has no predictions or derived versions: these time the empty case
+        "lineage-neighbours": {"patient": patient, "version": "bench-v1", "k": 10},
+        "risk-change": {"old": "bench-v1", "new": "bench-v2", "limit": 50},
+        "attach-added": {"version": "bench-v2"},
+        "lineage": {"version": "bench-v1"},
     }[name]
 
 

@@ -14,11 +14,14 @@ from casegraph.graph.neo4j_store import Neo4jGraphStore
 from casegraph.graph.records import SimilarEdge
 from casegraph.graph.sync import sync_graph
 from casegraph.ingest.store import Store
-from tests.graph.conftest import add_version, fill_store
+from tests.graph.conftest import add_patient, add_version, fill_store, predictions_for
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cypher.md"
 EXPECTED = {"neighbours", "neighbourhood-survival", "cross-cohort", "shared-neighbours",
-            "buffer-anchors", "version-diff"}
+            "buffer-anchors", "version-diff", "lineage-neighbours", "risk-change",
+            "attach-added", "lineage"}
+IDS = [f"P{i:03d}" for i in range(8)]
+NEW = ["P100", "P101"]
 
 pytestmark = pytest.mark.neo4j
 
@@ -29,8 +32,13 @@ def test_the_doc_has_every_cookbook_query() -> None:
 
 @pytest.fixture
 def synced(neo4j_graph: Neo4jGraphStore, store: Store) -> Iterator[Neo4jGraphStore]:
-    fill_store(store)
-    add_version(store, "msrl-new", [f"P{i:03d}" for i in range(8)], k=3, seed=5)
+    fill_store(store, trained=False)
+    add_version(store, "msrl-test", IDS, k=3, predictions=predictions_for(IDS))
+    add_version(store, "msrl-new", IDS, k=3, seed=5, predictions=predictions_for(IDS, seed=5))
+    for pid in NEW:
+        add_patient(store, pid, batch="b1")
+    add_version(store, "msrl-test-a1", NEW, k=3, seed=6, parent_id="msrl-test",
+                predictions=predictions_for(NEW, seed=6))
     sync_graph(store, neo4j_graph)
     neo4j_graph.persist_query_case("Q1", "msrl-test", [SimilarEdge("Q1", "P000", 1, 0.9)])
     yield neo4j_graph
@@ -97,6 +105,52 @@ def test_version_diff(synced: Neo4jGraphStore, store: Store) -> None:
         assert row.kept == len(kept)
         assert set(row.dropped) == old[row.patient] - kept
         assert row.jaccard == pytest.approx(len(kept) / len(old[row.patient] | new[row.patient]))
+
+
+def test_lineage_neighbours(synced: Neo4jGraphStore, store: Store) -> None:
+    own = store.versions.neighbours("msrl-test-a1", own_only=True)
+    got = _run(synced, "lineage-neighbours", patient="P100", version="msrl-test-a1", k=10)
+    assert list(got["neighbour"]) == list(own.query("patient_id == 'P100'")["neighbour_id"])
+    assert set(got["written_by"]) == {"msrl-test-a1"}
+    old = _run(synced, "lineage-neighbours", patient="P002", version="msrl-test-a1", k=2)
+    parent = store.model_neighbours("msrl-test").query("patient_id == 'P002'").head(2)
+    assert list(old["neighbour"]) == list(parent["neighbour_id"])
+    assert set(old["written_by"]) == {"msrl-test"}
+    assert [n.patient_id for n in synced.neighbours("P002", "msrl-test-a1", k=2)] == list(
+        old["neighbour"])
+
+
+def test_risk_change(synced: Neo4jGraphStore, store: Store) -> None:
+    got = _run(synced, "risk-change", old="msrl-test", new="msrl-new", limit=100)
+    old = store.versions.predictions("msrl-test").set_index("patient_id")["risk"]
+    new = store.versions.predictions("msrl-new").set_index("patient_id")["risk"]
+    change = (new - old).loc[IDS]
+    assert list(got["patient"]) == list(change.abs().sort_values(ascending=False).index)
+    assert list(got["change"]) == pytest.approx(list(change.loc[list(got["patient"])]))
+    old_rank = old.loc[IDS].rank(ascending=False).astype(int)
+    assert list(got["old_rank"]) == list(old_rank.loc[list(got["patient"])])
+
+
+def test_attach_added(synced: Neo4jGraphStore, store: Store) -> None:
+    got = _run(synced, "attach-added", version="msrl-test-a1")
+    own = store.versions.neighbours("msrl-test-a1", own_only=True)
+    predictions = store.versions.predictions("msrl-test-a1", own_only=True)
+    assert list(got["patient"]) == NEW and set(got["parent"]) == {"msrl-test"}
+    assert list(got["risk"]) == pytest.approx(list(predictions["risk"]))
+    assert list(got["inferred"]) == list(predictions["inferred"])
+    for row in got.itertuples():
+        expected = list(own[own["patient_id"] == row.patient]["neighbour_id"])
+        assert row.neighbours == expected
+        assert row.new_neighbours == sum(n in NEW for n in expected)
+
+
+def test_lineage(synced: Neo4jGraphStore) -> None:
+    got = _run(synced, "lineage", version="msrl-test-a1")
+    assert list(got["version"]) == ["msrl-test-a1", "msrl-test"]
+    assert list(got["depth"]) == [0, 1]
+    assert list(got["own_edges"]) == [2 * 3, 8 * 3]
+    assert list(got["own_predictions"]) == [2, 8]
+    assert all(isinstance(b, list) for b in got["batches"])  # the fixture has no ingest rows
 
 
 def test_cookbook_runs_read_only(neo4j_config: Neo4jSettings) -> None:
