@@ -15,8 +15,12 @@ def test_demo_runs_every_step(tmp_path: Path) -> None:
     result = run_cli("demo", "--store", str(store), "--patches", "32", "--dim", "16",
                      "--epochs", "2")
     assert result.returncode == 0, result.stderr[-2000:]
-    for step in ("1. ingest", "2. train a baseline", "3. train MSRL", "4. case graph",
-                 "5. WSI-only query", "demo finished"):
+    for step in ("1. ingest the first batch", "2. train MSRL", "3. case graph",
+                 "4. ingest the second batch", "5. attach", "6. case graph, by delta",
+                 "7. train a baseline", "8. WSI-only query", "demo finished"):
         assert step in result.stdout
-    assert "198 new patients" in result.stdout
+    assert "168 new patients" in result.stdout and "30 new patients" in result.stdout
+    assert "30 patients attached" in result.stdout
+    attached = result.stdout.split("neighbours that arrived after training (attached): ")[1]
+    assert not attached.startswith("none"), result.stdout[-3000:]
     assert (store / "store.duckdb").is_file()
