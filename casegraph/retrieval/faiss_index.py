@@ -20,6 +20,7 @@ are found or the search was exhaustive.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -284,27 +285,42 @@ _INDEX_FILES = ("meta.json", "ids.json", "index.faiss")
 def _replace_directory(new: Path, directory: Path) -> None:
     """Put folder ``new`` in ``directory``'s place. Where Linux can swap two names in one
     step (``renameat2(RENAME_EXCHANGE)``), a reader always finds a whole index there, old
-    or new; elsewhere there is a moment with no folder (a reader then retries or builds)."""
+    or new, and two processes saving at once both succeed (the last one wins); elsewhere
+    there is a moment with no folder (a reader then retries or builds)."""
+    for _ in range(8):
+        swapped = _exchange(new, directory)
+        if swapped is None:
+            break
+        if swapped == 0:
+            shutil.rmtree(new, ignore_errors=True)  # ``new`` now holds the old index
+            return
+        try:  # no folder there yet (ENOENT from the swap)
+            os.rename(new, directory)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise  # another save put its folder there meanwhile: swap with that one
     old = directory.with_name(f".{directory.name}.old-{uuid.uuid4().hex[:8]}")
-    if directory.exists() and _exchange(new, directory):
-        shutil.rmtree(new, ignore_errors=True)  # ``new`` now holds the old index
-        return
     if directory.exists():
         os.replace(directory, old)
     os.replace(new, directory)
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap the names ``a`` and ``b`` atomically; False where the system cannot."""
+def _exchange(a: Path, b: Path) -> int | None:
+    """Swap the names ``a`` and ``b`` atomically: 0, or the errno (ENOENT: ``b`` is
+    missing); None where the system cannot swap."""
     import ctypes
 
     try:
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
     except (AttributeError, OSError):
-        return False
-    return int(renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b),
-                         _RENAME_EXCHANGE)) == 0
+        return None
+    if int(renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b),
+                     _RENAME_EXCHANGE)) == 0:
+        return 0
+    code = ctypes.get_errno()
+    return None if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP) else code
 
 
 def _read_index_files(directory: Path, attempts: int = 3) -> dict[str, bytes]:
