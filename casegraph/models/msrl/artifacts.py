@@ -33,6 +33,7 @@ from casegraph.models.msrl.gsl import cosine_similarity_matrix
 from casegraph.models.msrl.inputs import genomics_tensors, wsi_inputs
 from casegraph.models.msrl.nets import MSRLNetwork
 from casegraph.models.preprocess import GenomicsPreprocessor
+from casegraph.models.weights_file import load_weights, save_weights
 
 if TYPE_CHECKING:
     from casegraph.models.msrl.model import MSRLModel
@@ -111,17 +112,31 @@ def save_version(model: MSRLModel, store: Store, cohort: str | None) -> str:
     predictions = PredictionRows(ids, prediction.risk, prediction.survival, ~authentic)
 
     def write_files(folder: Path) -> None:
-        torch.save({"net": model.net_.state_dict(), "target": model.target_.state_dict()},
-                   folder / "weights.pt")
+        save_weights(folder / "weights.pt", model.name,
+                     {"net": model.net_.state_dict(), "target": model.target_.state_dict()})
         _write_config(model, folder)
         _write_state(model, folder)
 
     return store.versions.create(NewVersion(
-        model=model.name, cohort=cohort, config=model.config.to_dict(), metrics=metrics,
+        model=model.name, cohort=cohort, config={**model.config.to_dict(),
+                                                 "inputs": _inputs(store, model, cohort)},
+        metrics=metrics,
         fitted_on=list(model.fitted_ids_), embeddings=embeddings, predictions=predictions,
         neighbours=neighbours, buffer=list(model.buffer_.ids), version_id=version_id,
         bin_edges=None if model.bin_edges_ is None else list(model.bin_edges_)),
         write_files=write_files)
+
+
+def _inputs(store: Store, model: MSRLModel, cohort: str | None) -> dict[str, Any]:
+    """The InputSpec (casegraph.models.versioning) of the version: exactly which genomic
+    columns and patch dim it reads at inference (genomics only for msrl_multi; the others
+    answer from slides), so it reads the same however the store grows."""
+    from casegraph.models.versioning import spec_for_store
+
+    spec = spec_for_store(store, cohort, model.config.group_set,
+                          model.config.genomics_mode == "authentic", True)
+    spec.bag_dim = int(model.bag_dim_)
+    return spec.to_dict()
 
 
 def authentic_rows(store: Store, model: MSRLModel, patient_ids: list[str]
@@ -181,7 +196,7 @@ def load_version(store: Store, version_id: str) -> MSRLModel:
     model.bin_edges_ = None if meta["bin_edges"] is None else np.array(meta["bin_edges"])
     model.classes_ = list(meta["classes"])
     n_out = config.n_bins if config.task == "survival" else len(model.classes_)
-    weights = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
+    weights = load_weights(folder / "weights.pt", str(meta["name"]))
     model.net_ = MSRLNetwork(config, model.bag_dim_, model.group_sizes_, n_out)
     model.net_.load_state_dict(weights["net"])
     model.net_.eval()
