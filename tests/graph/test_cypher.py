@@ -14,7 +14,7 @@ from casegraph.errors import InputError
 from casegraph.graph.cypher import CypherWriteRefused, parse_params, write_clauses
 from casegraph.graph.neo4j_store import Neo4jGraphStore
 from casegraph.ingest.store import Store
-from tests.graph.conftest import fill_store
+from tests.graph.conftest import add_patient, add_version, fill_store, predictions_for
 
 
 @pytest.mark.parametrize("query", [
@@ -68,6 +68,31 @@ def test_graph_sync_and_stats_embedded(store: Store, monkeypatch: pytest.MonkeyP
     pruned = runner.invoke(app, ["graph", "prune", "--store", root, "--backend", "embedded",
                                  "--version", "msrl-test"])
     assert "24 similarity edges removed" in pruned.output
+
+
+def test_graph_sync_prints_the_delta_and_prune_guards_children(store: Store) -> None:
+    from casegraph.graph.base import VersionHasChildren
+
+    fill_store(store)
+    add_patient(store, "P100")
+    add_version(store, "msrl-test-a1", ["P100"], k=2, seed=1, parent_id="msrl-test",
+                predictions=predictions_for(["P100"]), buffer=["P100"])
+    store.con.execute("CHECKPOINT").fetchall()
+    root = str(store.root)
+    store.close()
+    runner = CliRunner()
+    args = ["--store", root, "--backend", "embedded"]
+    out = runner.invoke(app, ["graph", "sync", *args])
+    assert out.exit_code == 0, out.output
+    assert "written (the delta): 9 patients, 9 slides, 26 edges, 1 predictions" in out.output
+    again = runner.invoke(app, ["graph", "sync", *args])
+    assert "written (the delta): 0 patients, 0 slides, 0 edges, 0 predictions" in again.output
+    refused = runner.invoke(app, ["graph", "prune", *args, "--version", "msrl-test"])
+    assert isinstance(refused.exception, VersionHasChildren)
+    assert "msrl-test-a1" in str(refused.exception) and "\n" not in str(refused.exception)
+    pruned = runner.invoke(app, ["graph", "prune", *args, "--version", "msrl-test",
+                                 "--with-children"])
+    assert pruned.exit_code == 0 and "26 similarity edges removed" in pruned.output
 
 
 @pytest.mark.neo4j
