@@ -31,6 +31,7 @@ from casegraph.errors import StoreError
 from casegraph.ingest.parquet_files import genomic_file_columns, read_genomic_file
 
 if TYPE_CHECKING:
+    from casegraph.ingest.cv_results import CVResultTables
     from casegraph.ingest.versions import ModelVersions
 
 DB_NAME = "store.duckdb"
@@ -143,10 +144,12 @@ class Store:
         self.close()
 
     def _migrate(self) -> None:
+        from casegraph.ingest.cv_results import SCHEMA as CV_RESULTS_SCHEMA
         from casegraph.ingest.versions import SCHEMA as VERSION_SCHEMA
 
         self.con.execute(SCHEMA)
         self.con.execute(VERSION_SCHEMA)
+        self.con.execute(CV_RESULTS_SCHEMA)
         self.con.execute(
             "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
             [str(SCHEMA_VERSION)],
@@ -184,6 +187,13 @@ class Store:
         from casegraph.ingest.versions import ModelVersions
 
         return ModelVersions(self)
+
+    @property
+    def cv_results(self) -> CVResultTables:
+        """The cross-validation result tables (:mod:`casegraph.ingest.cv_results`)."""
+        from casegraph.ingest.cv_results import CVResultTables
+
+        return CVResultTables(self)
 
     # ----------------------------------------------------------------- paths
     @property

@@ -1,37 +1,22 @@
-"""Cross-validation results in the store's DuckDB: runs, per-fold metrics, per-patient
-predictions; summaries (mean +/- std) and the markdown table shaped like the papers'
-(rows = models, columns = cohorts, cells = mean +/- std C-index over folds).
+"""Cross-validation results: runs, per-fold metrics, per-patient predictions (kept in the
+store's ``cv_*`` tables, owned by :mod:`casegraph.ingest.cv_results`); summaries
+(mean +/- std) and the markdown table shaped like the papers' (rows = models, columns =
+cohorts, cells = mean +/- std C-index over folds).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from casegraph.ingest.cv_results import FoldRow, RunRow
 from casegraph.ingest.store import Store
 from casegraph.models.base import Prediction
 from casegraph.models.evaluate import METRICS
-
-RESULTS_DDL = """
-CREATE TABLE IF NOT EXISTS cv_runs (
-    run_id VARCHAR PRIMARY KEY, model VARCHAR NOT NULL, cohort VARCHAR NOT NULL,
-    split_set VARCHAR NOT NULL, selection VARCHAR NOT NULL, bins VARCHAR NOT NULL,
-    seed INTEGER NOT NULL, config JSON, created_at TIMESTAMP NOT NULL);
-CREATE TABLE IF NOT EXISTS cv_fold_results (
-    run_id VARCHAR NOT NULL, fold INTEGER NOT NULL, n_train INTEGER, n_eval INTEGER,
-    c_index DOUBLE, c_index_uno DOUBLE, mean_auc DOUBLE, ibs DOUBLE, seconds DOUBLE,
-    selected_epoch INTEGER, finished_at TIMESTAMP, PRIMARY KEY (run_id, fold));
-CREATE TABLE IF NOT EXISTS cv_predictions (
-    run_id VARCHAR NOT NULL, fold INTEGER NOT NULL, patient_id VARCHAR NOT NULL,
-    risk DOUBLE NOT NULL, time DOUBLE NOT NULL, event BOOLEAN NOT NULL, survival DOUBLE[],
-    PRIMARY KEY (run_id, fold, patient_id));
-ALTER TABLE cv_fold_results ADD COLUMN IF NOT EXISTS note VARCHAR;
-"""
 
 
 @dataclass
@@ -46,32 +31,22 @@ class FoldResult:
 
 
 class ResultStore:
-    """Reads and writes the cv_* tables of one open store."""
+    """Cross-validation runs of one open store: what a run and a fold result are, kept
+    in the store's ``cv_*`` tables (:mod:`casegraph.ingest.cv_results`)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        store.ensure_schema(RESULTS_DDL)
-
-    def _has_tables(self) -> bool:
-        row = self.store.con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'cv_runs'"
-        ).fetchone()
-        return bool(row and row[0])
+        self._tables = store.cv_results
 
     def start_run(self, run_id: str, config: dict[str, Any]) -> None:
-        with self.store.transaction() as con:
-            con.execute(
-                "INSERT INTO cv_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [run_id, config["model"], config["cohort"], config["splits"], config["select"],
-                 config["bins"], int(config["seed"]), json.dumps(config, sort_keys=True),
-                 datetime.now(UTC).replace(tzinfo=None)])
+        """Record a run (a :class:`~casegraph.models.cv.CVConfig` as a dict)."""
+        self._tables.add_run(RunRow(
+            run_id=run_id, model=config["model"], cohort=config["cohort"],
+            split_set=config["splits"], selection=config["select"], bins=config["bins"],
+            seed=int(config["seed"]), config=config))
 
     def finished_folds(self, run_id: str) -> set[int]:
-        if not self._has_tables():
-            return set()
-        rows = self.store.con.execute(
-            "SELECT fold FROM cv_fold_results WHERE run_id = ?", [run_id]).fetchall()
-        return {int(r[0]) for r in rows}
+        return self._tables.finished_folds(run_id)
 
     def save_fold(self, run_id: str, result: FoldResult, pred: Prediction,
                   time: np.ndarray, event: np.ndarray) -> None:
@@ -79,41 +54,22 @@ class ResultStore:
         surv = [None] * len(pred.patient_ids) if pred.survival is None else [
             [float(v) for v in row] for row in pred.survival]
         frame = pd.DataFrame({
-            "run_id": run_id, "fold": result.fold, "patient_id": pred.patient_ids,
-            "risk": np.asarray(pred.risk, dtype=np.float64), "time": time,
-            "event": np.asarray(event, dtype=bool), "survival": surv})
-        m = result.metrics
-        with self.store.transaction() as con:
-            con.execute("DELETE FROM cv_predictions WHERE run_id = ? AND fold = ?",
-                        [run_id, result.fold])
-            con.register("_fold_predictions", frame)
-            try:
-                con.execute("INSERT INTO cv_predictions SELECT run_id, fold, patient_id, risk, "
-                            "time, event, survival FROM _fold_predictions")
-            finally:
-                con.unregister("_fold_predictions")
-            con.execute(
-                "INSERT OR REPLACE INTO cv_fold_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [run_id, result.fold, result.n_train, result.n_eval,
-                 *[_nullable(m.get(k)) for k in METRICS], result.seconds,
-                 result.selected_epoch, datetime.now(UTC).replace(tzinfo=None), result.note])
+            "patient_id": pred.patient_ids, "risk": np.asarray(pred.risk, dtype=np.float64),
+            "time": time, "event": np.asarray(event, dtype=bool), "survival": surv})
+        self._tables.save_fold(FoldRow(
+            run_id=run_id, fold=result.fold, n_train=result.n_train, n_eval=result.n_eval,
+            metrics={k: _nullable(result.metrics.get(k)) for k in METRICS},
+            seconds=result.seconds, selected_epoch=result.selected_epoch,
+            note=result.note), frame)
 
     def runs(self) -> pd.DataFrame:
-        if not self._has_tables():
-            return pd.DataFrame(columns=["run_id", "model", "cohort", "split_set", "selection",
-                                         "bins", "seed", "config", "created_at"])
-        return self.store.query_df("SELECT * FROM cv_runs ORDER BY created_at")
+        return self._tables.runs()
 
     def fold_results(self, run_id: str) -> pd.DataFrame:
-        if not self._has_tables():
-            return pd.DataFrame()
-        return self.store.query_df(
-            "SELECT * FROM cv_fold_results WHERE run_id = ? ORDER BY fold", [run_id])
+        return self._tables.fold_results(run_id)
 
     def predictions(self, run_id: str) -> pd.DataFrame:
-        return self.store.query_df(
-            "SELECT fold, patient_id, risk, time, event FROM cv_predictions WHERE run_id = ? "
-            "ORDER BY fold, patient_id", [run_id])
+        return self._tables.predictions(run_id)
 
     def summary(self) -> pd.DataFrame:
         """One row per run: model, cohort, selection, folds, mean and std of every metric."""
