@@ -100,7 +100,8 @@ def train(
         select = "eval"
     config = CVConfig(model=model, cohort=cohort, splits=splits, n_folds=n_folds, seed=seed,
                       bins=bins, select=select, options=options,
-                      folds=[int(f) for f in folds.split(",")] if folds else None)
+                      folds=[int(f) for f in folds.split(",")] if folds else None,
+                      group_set=group_set)
     config.validate()
     is_msrl = bool(getattr(factory, "uses_stage1_cache", False))
     if stage != "all" and not is_msrl:
@@ -124,6 +125,7 @@ def train(
             fold_map = kfold_folds(data, n_folds, seed)
         else:
             fold_map = stored_folds(data, store, splits)
+        config = config.for_data(data, fold_map)
         if select == "eval":
             typer.echo("NOTE: --select-on-eval: epochs are chosen on the evaluation fold; the "
                        "metrics below are OPTIMISTIC (not an honest estimate).")

@@ -15,7 +15,7 @@ import inspect
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,14 @@ class CVConfig:
     select: str = "last"
     options: dict[str, Any] = field(default_factory=dict)
     folds: list[int] | None = None  # run only these folds (None = all)
+    group_set: str = "mcat"
+    data: str = ""  # fingerprint of the cohort data and fold membership (for_data)
+
+    def for_data(self, data: CohortData, folds: Folds) -> CVConfig:
+        """This configuration bound to the data it runs on: any change of the patients,
+        their outcomes, genomic columns or values, slides, or fold membership changes the
+        run id, so a run never reuses another run's folds."""
+        return replace(self, data=data_fingerprint(data, folds))
 
     def validate(self) -> None:
         if self.bins not in BIN_SOURCES:
@@ -69,6 +77,22 @@ class CVConfig:
         payload["options"] = {k: v for k, v in self.options.items() if k not in RUNTIME_OPTIONS}
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
         return f"{self.model}-{self.cohort}-{digest.hexdigest()[:10]}"
+
+
+def data_fingerprint(data: CohortData, folds: Folds) -> str:
+    """sha256 (16 hex) over what a CV run sees: ids, outcomes, cohorts, gene groups and
+    their values, slide files, and each fold's (train, evaluation) rows."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([data.patient_ids, data.cohorts, data.groups, data.group_sizes,
+                              [[str(p) for p in bags] for bags in data.bags]]).encode())
+    digest.update(np.ascontiguousarray(data.target.time, dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(data.target.event, dtype=bool).tobytes())
+    for values in data.genomics:
+        digest.update(np.ascontiguousarray(values, dtype=np.float32).tobytes())
+    for fold, (train, evaluation) in sorted(folds.items()):
+        digest.update(json.dumps([int(fold), np.asarray(train).tolist(),
+                                  np.asarray(evaluation).tolist()]).encode())
+    return digest.hexdigest()[:16]
 
 
 def stored_folds(data: CohortData, store: Store, split_set: str) -> Folds:
@@ -160,8 +184,11 @@ def run_cv(
     checkpoint_dir: Path | None = None,
     log: Callable[[str], None] = lambda _msg: None,
 ) -> list[FoldResult]:
-    """Train and evaluate ``config.model`` on every fold; finished folds are skipped."""
+    """Train and evaluate ``config.model`` on every fold; finished folds are skipped.
+    ``config`` is bound to ``data`` and ``folds`` (its ``data`` fingerprint is set), so
+    ``config.run_id()`` afterwards names this run."""
     config.validate()
+    config.data = data_fingerprint(data, folds)  # the caller's config names this run after
     check_no_leak(folds, data.patient_ids)
     load_model_modules()
     factory = MODELS.get(config.model)

@@ -122,6 +122,7 @@ class CohortData:
                 for j, (gene, mod) in enumerate(zip(feats["gene"], feats["modality"], strict=True))
                 if (gene_set is None or gene in gene_set) and mod in wanted
             ]
+            cols.sort(key=lambda j: names[j])  # by name: independent of ingest order
             if cols:
                 groups.append(group)
                 genomics.append(np.ascontiguousarray(matrix[:, cols]))

@@ -143,8 +143,8 @@ def spec_for_store(store: Store, cohort: str | None, group_set: str, genomics: b
             if feats is None:
                 break
             wanted = None if genes is None else set(genes)
-            cols = [name for name, gene in zip(names, feats["gene"], strict=True)
-                    if wanted is None or gene in wanted]
+            cols = sorted(name for name, gene in zip(names, feats["gene"], strict=True)
+                          if wanted is None or gene in wanted)  # as CohortData.from_store
             if cols:
                 groups.append((group, cols))
         if not groups:
