@@ -14,6 +14,7 @@ from sksurv.metrics import concordance_index_censored
 from casegraph.errors import InputError
 from casegraph.ingest.store import Store
 from casegraph.models.data import CohortData
+from casegraph.models.evaluate import evaluate_prediction
 from casegraph.models.msrl import ABLATIONS, MSRLModel
 from casegraph.models.msrl.artifacts import read_patient_embeddings
 from casegraph.models.registry import build_model
@@ -55,6 +56,8 @@ def test_variants_fit_and_predict(cohort: CohortData, variant: str) -> None:
     assert pred.risk.shape == (10,) and np.isfinite(pred.risk).all()
     assert pred.embedding is not None and pred.embedding.shape == (10, 32)
     assert not set(model.buffer_ids) & set(test.patient_ids)
+    metrics = evaluate_prediction(pred, train.target, test.target)
+    assert np.isfinite(metrics["ibs"]) and 0 < metrics["ibs"] < 1  # was NaN: no bin edges
 
 
 def test_wsi_only_inference_never_reads_query_genomics(cohort: CohortData) -> None:

@@ -203,6 +203,9 @@ class MSRLModel:
             risk=risk.numpy().astype(np.float64),
             survival=None if surv is None else surv.numpy().astype(np.float64),
             embedding=z.numpy().astype(np.float32),
+            # the bins the survival columns refer to: without them the IBS cannot be computed
+            bin_edges=None if surv is None or self.bin_edges_ is None
+            else np.asarray(self.bin_edges_, dtype=np.float64).copy(),
         )
 
     def embed_wsi(self, bags: list[npt.NDArray[np.floating]]) -> npt.NDArray[np.float32]:
