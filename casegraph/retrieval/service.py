@@ -14,6 +14,10 @@
   (:class:`~casegraph.config.BagLimits`) 413 naming the limit; user errors get 400 with one
   readable line, unknown patients 404, malformed parameters 422 (FastAPI's validation).
   Errors and results name an upload by its own file name, never the server's temp path.
+- Model versions: ``GET /versions`` (newest first), ``GET /versions/{id}``, a stored
+  patient's prediction ``GET /versions/{id}/predictions/{patient}`` (the stored row along
+  the version's lineage, else computed) and a new patient's ``POST /versions/{id}/predict``
+  (patch-feature uploads and/or a ``genomics`` upload: one CSV row or a JSON object).
 - :func:`app_from_environment` is the factory ``casegraph serve`` hands uvicorn (an import
   string, so several worker processes can each build their own app).
 - One lock per served state serialises access to its DuckDB connection and caches.
@@ -21,14 +25,17 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hmac
 import logging
+import math
 import re
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -49,13 +56,21 @@ from casegraph.errors import CasegraphError, InputError, StoreError
 from casegraph.ingest.bags import BAG_SUFFIXES, BagTooLarge
 from casegraph.ingest.publish import SnapshotInfo, published_dir, read_current, store_facts
 from casegraph.ingest.store import Store
+from casegraph.ingest.versions import ModelVersion
+from casegraph.models.versioning import read_genomics_row
 from casegraph.retrieval import msrl_adapter
 from casegraph.retrieval.index import SLIDE_MEAN, IndexKey, LoadedIndex, slide_mean_embeddings
 from casegraph.retrieval.options import MAX_K, QueryOptions
-from casegraph.retrieval.query import QueryEngine
+from casegraph.retrieval.predictions import PredictionResult, predict_for
+from casegraph.retrieval.query import QueryEngine, read_bags
 from casegraph.retrieval.results import CohortRecord, PatientRecord, QueryResult
 
 MAX_FILES = 16
+EXACT = ("MSRL: build the graph over the version's whole buffer (no FAISS pruning), "
+         "so buffer members a refresh added are candidates")
+GENOMICS_SUFFIXES = (".csv", ".tsv", ".txt", ".json")
+# the CLI's option names in the errors the shared prediction code raises, as REST names them
+_REST_NAMES = {"--patient": "patient_id", "--slide": "files", "--genomics": "genomics"}
 DEFAULT_RELOAD_SECONDS = 2
 API_KEY_HEADER = "X-API-Key"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -79,6 +94,30 @@ class Health(BaseModel):
     """The newest ingest batch in the served state."""
     model_versions: dict[str, str] = {}
     """Model -> its newest version id in the served state (MSRL's is the one queried)."""
+
+
+class VersionRecord(BaseModel):
+    version_id: str
+    model: str
+    cohort: str | None
+    parent_id: str | None
+    """The version it was derived from (``casegraph attach``); null for a trained one."""
+    created_at: datetime
+    counts: dict[str, Any]
+
+
+class VersionDetail(VersionRecord):
+    batches: list[str]
+    """Ingest batches whose patients this version's own rows cover."""
+    lineage: list[str]
+    """The version, its parent, ..., the trained root (whose weights it uses)."""
+    children: list[str]
+
+
+def _version_record(version: ModelVersion) -> VersionRecord:
+    return VersionRecord(version_id=version.version_id, model=version.model,
+                         cohort=version.cohort, parent_id=version.parent_id,
+                         created_at=version.created_at, counts=version.counts)
 
 
 log = logging.getLogger(__name__)
@@ -412,11 +451,12 @@ def create_app(
         cohort: Annotated[list[str] | None, Query()] = None,
         require: Annotated[list[str] | None, Query()] = None,
         method: Annotated[str, Query(pattern="^(auto|knn|msrl)$")] = "auto",
+        exact: Annotated[bool, Query(description=EXACT)] = False,
     ) -> QueryResult:
         with live.use() as state, state.lock:
             _known(state.engine, patient_id)
             opts = QueryOptions(k=k, n_candidates=max(100, k), cohorts=tuple(cohort or ()),
-                                require=tuple(require or ()), method=method)
+                                require=tuple(require or ()), method=method, exact=exact)
             return state.engine.similar(patient_id, opts)
 
     @app.post("/query", response_model=QueryResult, dependencies=auth,
@@ -430,6 +470,7 @@ def create_app(
         cohort: Annotated[list[str] | None, Form()] = None,
         require: Annotated[list[str] | None, Form()] = None,
         method: Annotated[str, Form(pattern="^(auto|knn|msrl)$")] = "auto",
+        exact: Annotated[bool, Form(description=EXACT)] = False,
     ) -> QueryResult:
         uploads = [f for f in files or [] if f.filename or f.size]
         if len(uploads) > MAX_FILES:
@@ -437,7 +478,7 @@ def create_app(
                              column="files")
         opts = QueryOptions(k=k, n_candidates=max(n_candidates, k),
                             cohorts=tuple(cohort or ()), require=tuple(require or ()),
-                            method=method)
+                            method=method, exact=exact)
         with live.use() as state, \
                 tempfile.TemporaryDirectory(prefix="casegraph-query-") as tmp:
             paths = [_save_upload(u, Path(tmp), i) for i, u in enumerate(uploads)]
@@ -452,6 +493,66 @@ def create_app(
         return result.model_copy(update={"query_files": [names.get(f, f)
                                                          for f in result.query_files]})
 
+    @app.get("/versions", response_model=list[VersionRecord], dependencies=auth,
+             responses=ERRORS, tags=["versions"])
+    def versions() -> list[VersionRecord]:
+        with live.use() as state, state.lock:
+            rows = state.store.versions.all()
+        return [_version_record(v) for v in reversed(rows)]
+
+    @app.get("/versions/{version_id}", response_model=VersionDetail, dependencies=auth,
+             responses={**ERRORS, 404: {"model": ErrorDetail}}, tags=["versions"])
+    def version(version_id: str) -> VersionDetail:
+        with live.use() as state, state.lock:
+            found = _known_version(state.store, version_id)
+            lineage = state.store.versions.lineage(version_id)
+            children = state.store.versions.children(version_id)
+        return VersionDetail(**_version_record(found).model_dump(), batches=found.batches,
+                             lineage=lineage, children=children)
+
+    @app.get("/versions/{version_id}/predictions/{patient_id}",
+             response_model=PredictionResult, dependencies=auth,
+             responses={**ERRORS, 404: {"model": ErrorDetail}}, tags=["versions"])
+    def stored_prediction(version_id: str, patient_id: str) -> PredictionResult:
+        with live.use() as state, state.lock:
+            _known_version(state.store, version_id)
+            _known(state.engine, patient_id)
+            return _predicted(state.store, version_id, patient_id=patient_id)
+
+    @app.post("/versions/{version_id}/predict", response_model=PredictionResult,
+              dependencies=auth, responses={**ERRORS, 404: {"model": ErrorDetail}},
+              tags=["versions"])
+    def predict(
+        version_id: str,
+        files: Annotated[list[UploadFile] | None, File(
+            description="patch-feature files of one new patient (.h5 / .pt)")] = None,
+        genomics: Annotated[UploadFile | None, File(
+            description="the new patient's genomics: one CSV row in the cohort table's "
+                        "format (<gene>_rnaseq/_cnv/_mut columns) or a JSON object "
+                        "{feature: value}")] = None,
+        patient_id: Annotated[str | None, Form(description="a stored patient instead")] = None,
+    ) -> PredictionResult:
+        uploads = [f for f in files or [] if f.filename or f.size]
+        if len(uploads) > MAX_FILES:
+            raise InputError(f"at most {MAX_FILES} files per prediction, got {len(uploads)}",
+                             column="files")
+        with live.use() as state, \
+                tempfile.TemporaryDirectory(prefix="casegraph-predict-") as tmp:
+            paths = [_save_upload(u, Path(tmp), i) for i, u in enumerate(uploads)]
+            names = {str(p): p.name for p in paths}
+            try:
+                values = (None if genomics is None
+                          else _genomics_values(genomics, Path(tmp), names))
+                with state.lock:
+                    _known_version(state.store, version_id)
+                    if patient_id is not None:
+                        _known(state.engine, patient_id)
+                    read_bags(paths, state.engine.limits)  # the service's limits: 413
+                    return _predicted(state.store, version_id, patient_id=patient_id,
+                                      bag_paths=paths, genomics=values)
+            except InputError as exc:
+                raise _without_temp_paths(exc, Path(tmp), names) from None
+
     app.openapi_schema = None
     app.state.max_body_bytes = max_body_bytes
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)  # type: ignore[arg-type]
@@ -461,6 +562,67 @@ def create_app(
 def _known(engine: QueryEngine, patient_id: str) -> None:
     if patient_id not in engine.catalog:
         raise HTTPException(404, f"unknown patient {patient_id!r}")
+
+
+def _known_version(store: Store, version_id: str) -> ModelVersion:
+    if not store.versions.exists(version_id):
+        raise HTTPException(404, f"unknown model version {version_id!r}")
+    return store.versions.get(version_id)
+
+
+def _predicted(store: Store, version_id: str, **inputs: Any) -> PredictionResult:
+    """:func:`predict_for`, its errors naming the REST fields; a non-finite answer is
+    refused (JSON has no NaN)."""
+    try:
+        result = predict_for(store, version_id, **inputs)
+    except InputError as exc:
+        raise _rest_names(exc) from None
+    values = [result.risk, *(p.survival for p in result.survival)]
+    if not all(math.isfinite(v) for v in values):
+        raise InputError(f"model version {version_id} gave a non-finite prediction for these "
+                         "inputs", fix="check the patient's inputs")
+    return result
+
+
+def _rest_names(exc: InputError) -> InputError:
+    def rest(text: str | None) -> str | None:
+        if text is None:
+            return None
+        for cli, field in _REST_NAMES.items():
+            text = text.replace(cli, field)
+        return text
+
+    return dataclasses.replace(exc, column=rest(exc.column), problem=rest(exc.problem) or "",
+                               fix=rest(exc.fix))
+
+
+def _genomics_values(upload: UploadFile, folder: Path, names: dict[str, str]
+                     ) -> dict[str, float]:
+    """The genomics upload's feature -> value, read by :func:`read_genomics_row` from a
+    file whose suffix says its format: the upload's own (.csv/.tsv/.txt/.json), else JSON
+    when it starts with ``{``, else CSV. ``names`` learns the file's upload name."""
+    name = Path(upload.filename or "").name or "genomics"
+    suffix = Path(name).suffix.lower()
+    data = upload.file.read()
+    if suffix not in GENOMICS_SUFFIXES:
+        suffix = ".json" if data.lstrip()[:1] == b"{" else ".csv"
+    own = folder / "genomics"
+    own.mkdir()
+    path = own / f"genomics{suffix}"
+    path.write_bytes(data)
+    names[str(path)] = name
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("the genomics upload is not UTF-8 text", file=name, column="genomics",
+                         fix="upload one CSV row like the cohort table, or a JSON object"
+                         ) from None
+    try:
+        return read_genomics_row(path)
+    except (csv.Error, RecursionError) as exc:  # a cell over csv's limit, JSON nested deep
+        raise InputError(f"the genomics upload cannot be read ({str(exc)[:80]})", file=name,
+                         column="genomics", fix="upload one CSV row like the cohort table, "
+                         "or a flat JSON object") from None
 
 
 def _save_upload(upload: UploadFile, folder: Path, position: int) -> Path:

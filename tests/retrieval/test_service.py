@@ -39,7 +39,9 @@ def test_health_needs_no_key_and_everything_else_does(live_server: LiveServer) -
 def test_openapi_schema_lists_the_routes(live_server: LiveServer) -> None:
     schema = httpx.get(f"{live_server.url}/openapi.json", headers=live_server.headers).json()
     assert {"/query", "/patients/{patient_id}", "/patients/{patient_id}/similar", "/cohorts",
-            "/health"} <= set(schema["paths"])
+            "/health", "/versions", "/versions/{version_id}",
+            "/versions/{version_id}/predictions/{patient_id}",
+            "/versions/{version_id}/predict"} <= set(schema["paths"])
     assert "APIKeyHeader" in schema["components"]["securitySchemes"]
 
 
