@@ -385,6 +385,11 @@ class Store:
             out[t] = int(self.con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0])  # our names
         return out
 
+    def cohort_sources(self) -> dict[str, str | None]:
+        """Cohort name -> the source it was ingested from (None when not recorded)."""
+        rows = self.con.execute("SELECT name, source FROM cohorts ORDER BY name").fetchall()
+        return {str(n): None if s is None else str(s) for n, s in rows}
+
     # ------------------------------------------------ reads for the graph sync
     def _of_patients(self, sql: str, patient_ids: Sequence[str] | None) -> pd.DataFrame:
         """``sql`` (our own, over a table aliased ``t``) for every patient or only these."""

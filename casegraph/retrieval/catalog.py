@@ -49,11 +49,8 @@ class PatientCatalog:
     def from_store(cls, store: Store) -> PatientCatalog:
         patients = store.patients()
         slides = store.slides()
-        cohorts = store.query_df("SELECT name, source FROM cohorts")
-        sources = {str(n): (None if pd.isna(s) else str(s))
-                   for n, s in zip(cohorts["name"], cohorts["source"], strict=True)}
-        with_genomics = {str(p) for (p,) in store.con.execute(
-            "SELECT DISTINCT patient_id FROM genomic_rows").fetchall()}
+        sources = store.cohort_sources()
+        with_genomics = set(store.patient_ids_with_genomics())
         n_slides = slides.groupby("patient_id").size()
         featured = slides[slides["feature_path"].notna()]
         n_featured = featured.groupby("patient_id").size()
