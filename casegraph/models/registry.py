@@ -22,6 +22,7 @@ MODEL_MODULES = (
     "casegraph.models.murrenet",
     "casegraph.models.ccl",
     "casegraph.models.msrl",
+    "casegraph.models.retrieval_impute",
 )
 
 _loaded = False

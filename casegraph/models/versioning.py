@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,12 @@ class InputSpec:
     uses_genomics: bool
     uses_slides: bool
     bag_dim: int | None = None
+    genomics_at_inference: bool = True  # False: genomics train the model, slides answer
+
+    @property
+    def reads_genomics(self) -> bool:
+        """Whether a patient's genomics are an input at prediction time."""
+        return self.uses_genomics and self.genomics_at_inference
 
     @property
     def feature_names(self) -> list[str]:
@@ -62,7 +68,7 @@ class InputSpec:
         return {"group_set": self.group_set,
                 "groups": [[group, list(names)] for group, names in self.groups],
                 "uses_genomics": self.uses_genomics, "uses_slides": self.uses_slides,
-                "bag_dim": self.bag_dim}
+                "bag_dim": self.bag_dim, "genomics_at_inference": self.genomics_at_inference}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> InputSpec:
@@ -70,7 +76,8 @@ class InputSpec:
                    groups=[(str(g), [str(n) for n in names]) for g, names in raw["groups"]],
                    uses_genomics=bool(raw["uses_genomics"]),
                    uses_slides=bool(raw["uses_slides"]),
-                   bag_dim=None if raw.get("bag_dim") is None else int(raw["bag_dim"]))
+                   bag_dim=None if raw.get("bag_dim") is None else int(raw["bag_dim"]),
+                   genomics_at_inference=bool(raw.get("genomics_at_inference", True)))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -218,7 +225,7 @@ def _misfit(spec: InputSpec, bags: list[Path], dims: set[int], has_genomics: boo
         if wrong:
             return (f"has slide features of dimension {wrong[0]}; this version reads "
                     f"dimension {spec.bag_dim}")
-    if spec.uses_genomics and not has_genomics:
+    if spec.reads_genomics and not has_genomics:
         return "has no genomic values for this version's features; this version reads genomics"
     return None
 
@@ -397,9 +404,13 @@ def train_version(store: Store, cohort: str | None, model: str, fold: int | None
                                   group_set=group_set, **options)
     fitted = build_model(model, **options)
     spec = spec_for_store(store, cohort, group_set, uses_genomics(fitted), uses_slides(fitted))
+    spec.genomics_at_inference = bool(getattr(fitted, "genomics_at_inference", True))
     data, misfits = _assemble(store, list(store.patients(cohort)["patient_id"]), spec)
     fits = [p for p in data.patient_ids if p not in misfits]
     train_ids = _training_ids(store, fits, fold, split_set)
+    if spec.uses_genomics and not spec.reads_genomics:  # genomics are needed to train only
+        _, untrainable = _assemble(store, train_ids, replace(spec, genomics_at_inference=True))
+        train_ids = [p for p in train_ids if p not in untrainable]
     if not train_ids:
         raise InputError(f"cohort {cohort or 'all'} has no training patients with the inputs "
                          f"{model} reads", fix="ingest them, or check --version-fold")
@@ -477,7 +488,7 @@ def refuse_modalities(store: Store, version_id: str, spec: InputSpec, bag_paths:
                       genomics: dict[str, float] | None) -> None:
     """An InputError when a new patient's inputs do not match what the version reads."""
     model = store.versions.root(version_id).model
-    if genomics is not None and not spec.uses_genomics:
+    if genomics is not None and not spec.reads_genomics:
         how = ("infers genomics from the slides" if is_msrl(model) and model != "msrl_h"
                else "was trained without genomics")
         raise InputError(f"version {version_id} ({model}) {how}", column="--genomics",
@@ -488,7 +499,7 @@ def refuse_modalities(store: Store, version_id: str, spec: InputSpec, bag_paths:
     if spec.uses_slides and not bag_paths:
         raise InputError(f"version {version_id} ({model}) reads slides", column="--slide",
                          fix="give the patient's patch-feature files with --slide")
-    if spec.uses_genomics and genomics is None:
+    if spec.reads_genomics and genomics is None:
         raise InputError(f"version {version_id} ({model}) reads genomics", column="--genomics",
                          fix="give the patient's genomics with --genomics FILE (.csv or .json)")
 
@@ -502,7 +513,7 @@ def predict_external(store: Store, version_id: str, bag_paths: Sequence[str | Pa
     refuse_modalities(store, version_id, spec, bag_paths, genomics)
     pre = getattr(model, "preprocessor_", None)
     fill = None if pre is None or not hasattr(pre, "mean_") else pre.mean_
-    data, coverage = external_cohort(spec, bag_paths, genomics if spec.uses_genomics else None,
+    data, coverage = external_cohort(spec, bag_paths, genomics if spec.reads_genomics else None,
                                      fill=fill)
     root = store.versions.root(version_id)
     inferred = is_msrl(root.model) and not spec.uses_genomics and root.model != "msrl_h"

@@ -26,6 +26,7 @@ TINY: dict[str, dict[str, Any]] = {
     "late_fusion": {"epochs": 2, "hidden": 8, "max_patches": 8},
     "murrenet": {"dim": 8, "heads": 2, "epochs": 1, "max_patches": 16},
     "ccl": {"dim": 8, "heads": 2, "epochs": 1},
+    "retrieval_impute": {"k": 3},
 }
 
 
