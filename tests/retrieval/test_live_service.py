@@ -11,9 +11,10 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +25,7 @@ from casegraph.ingest.store import Store
 from casegraph.retrieval.index import SLIDE_MEAN, IndexKey, build_index
 from casegraph.retrieval.service import LiveState, ServedState, create_app
 from tests.retrieval.conftest import API_KEY, MAX_BODY, LiveServer, _write_cohort, copy_store
+from tests.retrieval.test_attach import _trained
 
 CASEGRAPH = str(Path(sys.executable).with_name("casegraph"))
 HEADERS = {"X-API-Key": API_KEY}
@@ -66,21 +68,25 @@ def running(root: Path, reload_seconds: float) -> Iterator[tuple[LiveServer, Liv
 
 
 def _hammer(url: str, bag: bytes, stop: threading.Event, seen: Counter[int],
-            failures: list[str], guard: threading.Lock) -> None:
-    """One client: the four kinds of request in turn until ``stop`` or the bound."""
+            failures: list[str], guard: threading.Lock, extra: tuple[str, ...] = (),
+            max_requests: int = MAX_REQUESTS_PER_CLIENT) -> None:
+    """One client: the four kinds of request, then the ``extra`` GET paths, in turn until
+    ``stop`` or the bound."""
     with httpx.Client(base_url=url, headers=HEADERS, timeout=120) as client:
-        for i in range(MAX_REQUESTS_PER_CLIENT):
+        for i in range(max_requests):
             if stop.is_set():
                 return
-            kind = i % 4
+            kind = i % (4 + len(extra))
             if kind == 0:
                 r = client.get("/health")
             elif kind == 1:
                 r = client.get("/patients/A01")
             elif kind == 2:
                 r = client.get("/patients/A01/similar", params={"k": 3})
-            else:
+            elif kind == 3:
                 r = client.post("/query", files=[("files", ("q.h5", bag))], data={"k": "3"})
+            else:
+                r = client.get(extra[kind - 4])
             with guard:
                 seen[r.status_code] += 1
                 if r.status_code != 200:
@@ -145,13 +151,102 @@ def test_ingest_while_serving_under_load(store_root: Path, tiny_store_dir: Path,
 
 
 def _wait_for_batch(url: str, batch: str | None, seconds: float) -> dict[str, object]:
+    return _wait_for(url, lambda health: health["batch"] == batch, seconds)
+
+
+def _wait_for(url: str, served: Callable[[dict[str, Any]], bool], seconds: float
+              ) -> dict[str, Any]:
+    """/health once ``served(health)``; fails after ``seconds``."""
     deadline = time.monotonic() + seconds
     while True:
-        health: dict[str, object] = httpx.get(f"{url}/health").json()
-        if health["batch"] == batch:
+        health: dict[str, Any] = httpx.get(f"{url}/health").json()
+        if served(health):
             return health
         assert time.monotonic() < deadline, f"still serving {health} after {seconds} s"
         time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_ingest_and_attach_while_serving_under_load(tmp_path: Path) -> None:
+    """A trained MSRL version; a second batch of its cohort is ingested and attached (with a
+    buffer refresh) by the CLI while clients query the server; the service follows both."""
+    root, version = _trained(tmp_path)
+    with Store.open(root) as writable:
+        build_index(writable, IndexKey(SLIDE_MEAN, "wsi"))
+    table = _write_cohort(tmp_path / "batch2", "N", NEW_PATIENTS, genomics=True, offset=3)
+    new_ids = {f"N{i:02d}" for i in range(NEW_PATIENTS)}
+    bag = (root.parent / "data" / "bags_A" / "A01-S1.h5").read_bytes()
+    with running(root, reload_seconds=0.2) as (server, _):
+        before = httpx.get(f"{server.url}/health").json()
+        assert before["method"] == "msrl-gsl" and before["model_versions"]["msrl"] == version
+        stop, guard = threading.Event(), threading.Lock()
+        seen: Counter[int] = Counter()
+        failures: list[str] = []
+        extra = ("/versions", f"/versions/{version}/predictions/A01")
+        workers = [threading.Thread(target=_hammer, args=(server.url, bag, stop, seen, failures,
+                                                          guard, extra, 100_000))
+                   for _ in range(N_CLIENTS)]
+        for worker in workers:
+            worker.start()
+        try:
+            _cli("ingest", "--store", str(root), "--table", str(table), "--cohort", "alpha",
+                 "--bags", str(tmp_path / "batch2" / "bags_N"), "--encoder", "simulator")
+            ingested = read_current(root)
+            assert ingested is not None and ingested.patients == 40 + NEW_PATIENTS
+            _wait_for_batch(server.url, ingested.batch, seconds=10)
+            _cli("attach", "--store", str(root), "--version", version, "--refresh-buffer")
+            attached = read_current(root)
+            assert attached is not None and attached.batch == ingested.batch
+            derived = attached.model_versions["msrl"]
+            assert derived != version
+            health = _wait_for(server.url, lambda h: h["model_versions"].get("msrl") == derived,
+                               seconds=10)
+            assert health["batch"] == ingested.batch and health["method"] == "msrl-gsl"
+            _more_load_on_the_new_state(seen, guard, workers)
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join()
+        assert failures == [], failures[:5]
+        assert set(seen) == {200} and sum(seen.values()) >= 6 * N_CLIENTS
+        with Store.open(root, read_only=True) as store:
+            buffered = set(store.versions.buffer(derived)) & new_ids
+        assert buffered  # the refresh put authentic new cases in the buffer
+        with httpx.Client(base_url=server.url, headers=HEADERS, timeout=120) as client:
+            record = client.get("/patients/N01")
+            assert record.status_code == 200 and record.json()["cohort"] == "alpha"
+            listed = client.get("/versions").json()
+            assert listed[0]["version_id"] == derived and listed[0]["parent_id"] == version
+            predicted = client.get(f"/versions/{derived}/predictions/N01")
+            assert predicted.status_code == 200, predicted.text
+            assert predicted.json()["stored"] and predicted.json()["version_id"] == derived
+            assert client.get(f"/versions/{version}/predictions/N01").json()["stored"] is False
+            similar = client.get("/patients/A01/similar", params={"k": 50, "exact": "true"})
+            assert similar.status_code == 200, similar.text
+            assert similar.json()["model_version"] == derived
+            assert buffered <= {n["patient_id"] for n in similar.json()["neighbours"]}
+            new_bag = (tmp_path / "batch2" / "bags_N" / "N02-S1.h5").read_bytes()
+            found = client.post("/query", files=[("files", ("query.h5", new_bag))],
+                                data={"k": "50", "exact": "true"}).json()
+            assert buffered - {"N02"} <= {n["patient_id"] for n in found["neighbours"]}
+
+
+def _cli(*args: str) -> None:
+    done = subprocess.run([CASEGRAPH, *args], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _more_load_on_the_new_state(seen: Counter[int], guard: threading.Lock,
+                                workers: list[threading.Thread]) -> None:
+    """Wait until every client could have sent two requests after the switch."""
+    with guard:
+        target = sum(seen.values()) + 2 * N_CLIENTS
+    while any(w.is_alive() for w in workers):
+        with guard:
+            if sum(seen.values()) >= target:
+                return
+        time.sleep(0.05)
+    raise AssertionError("the clients stopped before the new state was served")
 
 
 def test_a_request_in_flight_keeps_its_state_and_a_bad_snapshot_is_skipped(
