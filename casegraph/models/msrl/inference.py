@@ -22,8 +22,8 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch_geometric.utils import coalesce
 
+from casegraph.models.msrl.graph_ops import coalesce
 from casegraph.models.msrl.gsl import post_process
 from casegraph.models.msrl.nets import MSRLNetwork
 from casegraph.models.msrl.patched import PatchedGraph, SymmetricGraph
@@ -103,7 +103,7 @@ def query_graph(net: MSRLNetwork, buf: BufferGraph, f_q: Tensor) -> QueryGraph:
     v = torch.cat([vals, extra_v, q_vals, torch.ones(m + 1)]) if m else torch.ones(1)
     # symmetrise (A + A^T) / 2, then ReLU, then D^-1/2 A D^-1/2
     edge_index = torch.stack([torch.cat([r, cc]), torch.cat([cc, r])])
-    edge_index, weight = coalesce(edge_index, torch.cat([v, v]) / 2.0, m + 1, reduce="sum")
+    edge_index, weight = coalesce(edge_index, torch.cat([v, v]) / 2.0, m + 1)
     weight = weight.clamp_min(0.0)
     deg = torch.zeros(m + 1).index_add_(0, edge_index[0], weight)
     inv = deg.clamp_min(1e-12).pow(-0.5)

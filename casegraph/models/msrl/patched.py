@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch_geometric.utils import coalesce
+
+from casegraph.models.msrl.graph_ops import coalesce
 
 
 @dataclass
@@ -38,8 +39,7 @@ class SymmetricGraph:
         loops = torch.arange(m)
         edge_index = torch.stack([torch.cat([rows, flat_idx, loops]),
                                   torch.cat([flat_idx, rows, loops])])
-        edge_index, pre = coalesce(edge_index, torch.cat([half, half, torch.ones(m)]), m,
-                                   reduce="sum")
+        edge_index, pre = coalesce(edge_index, torch.cat([half, half, torch.ones(m)]), m)
         rowptr = torch.zeros(m + 1, dtype=torch.long)
         rowptr[1:] = torch.bincount(edge_index[0], minlength=m).cumsum(0)
         degree = torch.zeros(m).index_add_(0, edge_index[0], pre.clamp_min(0.0))
