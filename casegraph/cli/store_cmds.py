@@ -112,6 +112,7 @@ def doctor_command(
     store: Path | None = STORE_OPTION,
     full: bool = typer.Option(True, help="Re-hash every referenced bag file (slow on big stores)."),
     fix: bool = typer.Option(False, "--fix", help="First remove the files doctor proves unreferenced (interrupted ingests, files superseded by --update); lists each one. Needs the store not in use."),
+    deep: bool = typer.Option(False, "--deep", help="Also recompute the vectors of MSRL's gsl indexes with the model and compare them (loads torch; slow). Without it their ids are compared with the version's reference patients."),
 ) -> None:
     """Check the store: referenced bag files changed or vanished, orphan files, index consistency."""
     from rich.console import Console
@@ -124,7 +125,7 @@ def doctor_command(
         _fix(root)
     with Store.open(root, create=False, read_only=True) as s:
         problems = run_checks(s, rehash=full)
-        problems += _index_checks(s)
+        problems += _index_checks(s, deep)
     if not problems:
         Console().print("[green]ok[/green]: no problems found")
         return
@@ -150,9 +151,9 @@ def _fix(root: Path) -> None:
     typer.echo(f"doctor --fix: removed {len(removed)} unreferenced file(s)")
 
 
-def _index_checks(store) -> list[str]:  # type: ignore[no-untyped-def]
+def _index_checks(store, deep: bool) -> list[str]:  # type: ignore[no-untyped-def]
     try:
         from casegraph.retrieval.index import check_indexes
     except ImportError:
         return []
-    return list(check_indexes(store))
+    return list(check_indexes(store, deep=deep))

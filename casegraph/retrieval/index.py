@@ -268,47 +268,60 @@ def _saved_keys(store: Store) -> set[IndexKey]:
 
 
 # ---------------------------------------------------------------------- check
-def check_indexes(store: Store) -> list[str]:
+def check_indexes(store: Store, *, deep: bool = True) -> list[str]:
     """Every disagreement between the saved indexes and the store's rows, one line each
-    (empty when consistent). An index not built yet is not a problem (built on first use)."""
+    (empty when consistent). An index not built yet is not a problem (built on first use).
+
+    Ids are always compared with the store's rows, and so are the vectors the store holds
+    (embeddings, slide means). A ``gsl`` index's vectors exist only through its MSRL model
+    (torch): they are recomputed and compared only when ``deep``; otherwise its ids are
+    compared with the version's reference patients, read without the model."""
     problems: list[str] = []
     known = set(index_keys(store))
     patients = {str(p) for p in store.patients()["patient_id"]}
     for key in sorted(_saved_keys(store), key=str):
-        fix = f"run `casegraph index rebuild --version {key.version_id}`"
         if key not in known:
             problems.append(f"index {key}: no embeddings rows for it in the store (orphan); "
                             "run `casegraph index rebuild`")
             continue
-        try:
-            loaded = open_index(store, key, build=False)
-        except StoreError as exc:
-            problems.append(f"index {key}: {exc}")
-            continue
-        indexed = set(loaded.index.ids())
-        unknown = sorted(indexed - patients)
-        if unknown:
-            problems.append(f"index {key}: {len(unknown)} patients not in the patients table "
-                            f"(e.g. {unknown[0]}); {fix}")
-        try:
-            ids, vectors = source_embeddings(store, key)
-        except StoreError as exc:
-            problems.append(f"index {key}: {exc}")
-            continue
-        missing = sorted(set(ids) - indexed)
-        if missing:
-            problems.append(f"index {key}: {len(missing)} patients with embeddings are not "
-                            f"indexed (e.g. {missing[0]}); run `casegraph index sync` or {fix}")
-        stale = sorted(indexed - set(ids) - set(unknown))
-        if stale:
-            problems.append(f"index {key}: {len(stale)} indexed patients have no embedding any "
-                            f"more (e.g. {stale[0]}); {fix}")
-        if ids and vectors.shape[1] != loaded.index.dim:
-            problems.append(f"index {key}: dim {loaded.index.dim} but the embeddings have "
-                            f"dim {vectors.shape[1]}; {fix}")
-        elif ids:
-            problems.extend(_changed_vectors(loaded, ids, vectors, indexed, fix))
+        problems.extend(_check_index(store, key, patients, deep))
     return problems
+
+
+def _check_index(store: Store, key: IndexKey, patients: set[str], deep: bool) -> list[str]:
+    fix = f"run `casegraph index rebuild --version {key.version_id}`"
+    try:
+        loaded = open_index(store, key, build=False)
+    except StoreError as exc:
+        return [f"index {key}: {exc}"]
+    problems: list[str] = []
+    indexed = set(loaded.index.ids())
+    unknown = sorted(indexed - patients)
+    if unknown:
+        problems.append(f"index {key}: {len(unknown)} patients not in the patients table "
+                        f"(e.g. {unknown[0]}); {fix}")
+    vectors: FloatArray | None = None
+    try:
+        if key.kind == msrl_adapter.GSL_KIND and not deep:
+            ids = msrl_adapter.reference_ids(store, key.version_id)
+        else:
+            ids, vectors = source_embeddings(store, key)
+    except (StoreError, OSError, KeyError, ValueError) as exc:
+        return [*problems, f"index {key}: {exc}"]
+    missing = sorted(set(ids) - indexed)
+    if missing:
+        problems.append(f"index {key}: {len(missing)} patients with embeddings are not "
+                        f"indexed (e.g. {missing[0]}); run `casegraph index sync` or {fix}")
+    stale = sorted(indexed - set(ids) - set(unknown))
+    if stale:
+        problems.append(f"index {key}: {len(stale)} indexed patients have no embedding any "
+                        f"more (e.g. {stale[0]}); {fix}")
+    if vectors is None or not ids:
+        return problems
+    if vectors.shape[1] != loaded.index.dim:
+        return [*problems, f"index {key}: dim {loaded.index.dim} but the embeddings have "
+                           f"dim {vectors.shape[1]}; {fix}"]
+    return problems + _changed_vectors(loaded, ids, vectors, indexed, fix)
 
 
 def _changed_vectors(loaded: LoadedIndex, ids: list[str], vectors: FloatArray,

@@ -119,6 +119,18 @@ def query_vector(model: Any, h: npt.NDArray[np.float32]) -> npt.NDArray[np.float
         return np.asarray(model.net_.gsl_f.embed(f_q).numpy(), dtype=np.float32)
 
 
+def reference_ids(store: Store, version: str) -> list[str]:
+    """The version's reference patients (the gsl index's ids) without loading the model
+    (no torch): what ``MSRLModel.load_version`` sets as ``reference_ids_`` — a derived
+    version's fused embeddings along its lineage, a trained version's saved config."""
+    import json
+
+    if store.versions.get(version).is_derived:
+        return [str(p) for p in store.versions.embeddings(version, "fused")[0]]
+    config = store.versions.folder(version) / "config.json"
+    return [str(p) for p in json.loads(config.read_text(encoding="utf-8"))["reference_ids"]]
+
+
 def reference_vectors(model: Any) -> tuple[list[str], npt.NDArray[np.float32]]:
     """The version's reference patients (the valid candidates) in the GSL's metric space."""
     import torch
