@@ -23,6 +23,7 @@ MODEL_MODULES = (
     "casegraph.models.ccl",
     "casegraph.models.msrl",
     "casegraph.models.retrieval_impute",
+    "casegraph.models.neighbour_outcome",
 )
 
 _loaded = False

@@ -39,9 +39,32 @@ def slide_means(data: CohortData) -> FloatArray:
     return np.concatenate([source.bag(i) for i in range(len(data))]).astype(np.float32)
 
 
-def _normalise(x: FloatArray) -> FloatArray:
+def normalise(x: FloatArray) -> FloatArray:
+    """Rows scaled to unit L2 norm (zero rows stay zero)."""
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+
+
+def neighbour_rows(query: FloatArray, references: FloatArray, reference_ids: list[str],
+                   query_ids: list[str], k: int, weighting: str, temperature: float
+                   ) -> tuple[npt.NDArray[np.int64], FloatArray]:
+    """(q, k) rows of the most similar references by cosine (unit rows in, a query never
+    its own neighbour) and (q, k) weights summing to 1: uniform or softmax(sim / T)."""
+    sims = query @ references.T
+    own = {p: j for j, p in enumerate(reference_ids)}
+    for i, pid in enumerate(query_ids):
+        if pid in own:
+            sims[i, own[pid]] = -np.inf
+    k = min(k, max(len(reference_ids) - 1, 1))
+    rows = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(sims, rows, axis=1)
+    if weighting == "uniform":
+        weights = np.ones_like(top)
+    else:
+        scaled = (top - top[:, :1]) / max(temperature, 1e-6)
+        weights = np.exp(np.where(np.isfinite(scaled), scaled, -np.inf))
+    weights = weights / weights.sum(axis=1, keepdims=True)
+    return rows.astype(np.int64), weights.astype(np.float32)
 
 
 @MODELS.register("retrieval_impute")
@@ -89,7 +112,7 @@ class RetrievalImputationModel:
         means = slide_means(train)
         self.center_ = means.mean(axis=0).astype(np.float32)
         self.reference_ids_ = list(train.patient_ids)
-        self.reference_vectors_ = _normalise(means - self.center_)
+        self.reference_vectors_ = normalise(means - self.center_)
         self.reference_genomics_ = [np.asarray(g, dtype=np.float32) for g in train.genomics]
         self.genomics_model_ = self._inner().fit(train)
         return self
@@ -97,22 +120,9 @@ class RetrievalImputationModel:
     def neighbours(self, data: CohortData) -> tuple[npt.NDArray[np.int64], FloatArray]:
         """(n, k) reference rows and (n, k) weights summing to 1 of each patient; a
         reference patient is never its own neighbour."""
-        query = _normalise(slide_means(data) - self.center_)
-        sims = query @ self.reference_vectors_.T
-        own = {p: j for j, p in enumerate(self.reference_ids_)}
-        for i, pid in enumerate(data.patient_ids):
-            if pid in own:
-                sims[i, own[pid]] = -np.inf
-        k = min(self.k, max(len(self.reference_ids_) - 1, 1))
-        rows = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-        top = np.take_along_axis(sims, rows, axis=1)
-        if self.weighting == "uniform":
-            weights = np.ones_like(top)
-        else:
-            scaled = (top - top[:, :1]) / max(self.temperature, 1e-6)
-            weights = np.exp(np.where(np.isfinite(scaled), scaled, -np.inf))
-        weights = weights / weights.sum(axis=1, keepdims=True)
-        return rows.astype(np.int64), weights.astype(np.float32)
+        query = normalise(slide_means(data) - self.center_)
+        return neighbour_rows(query, self.reference_vectors_, self.reference_ids_,
+                              list(data.patient_ids), self.k, self.weighting, self.temperature)
 
     def impute(self, data: CohortData) -> list[FloatArray]:
         """Per gene group, the (n, g_j) weighted mean of the neighbours' authentic genomics."""
@@ -127,7 +137,7 @@ class RetrievalImputationModel:
                                                              range(len(self.reference_genomics_))],
                           genomics=self.impute(data))
         inner = self.genomics_model_.predict(imputed)
-        embedding = _normalise(slide_means(data) - self.center_)
+        embedding = normalise(slide_means(data) - self.center_)
         return Prediction(patient_ids=list(data.patient_ids), risk=inner.risk,
                           survival=inner.survival, embedding=embedding,
                           bin_edges=inner.bin_edges)

@@ -33,14 +33,14 @@ import numpy.typing as npt
 from casegraph.ingest.store import Store
 from casegraph.models.data import CohortData
 from casegraph.models.metrics import harrell_c, uno_c
-from casegraph.retrieval import msrl_adapter
-from casegraph.retrieval.faiss_index import FlatIndex
-from casegraph.retrieval.index import slide_mean_embeddings
-from casegraph.retrieval.neighbourhood import (
+from casegraph.models.neighbourhood import (
     bin_end_times,
     neighbour_prediction,
     softmax_weights,
 )
+from casegraph.retrieval import msrl_adapter
+from casegraph.retrieval.faiss_index import FlatIndex
+from casegraph.retrieval.index import slide_mean_embeddings
 from casegraph.schema import SurvivalTarget
 
 METHODS = ("knn", "msrl", "multimodal")

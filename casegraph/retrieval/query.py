@@ -26,6 +26,13 @@ from casegraph.config import BagLimits, bag_limits
 from casegraph.errors import InputError
 from casegraph.ingest.bags import LIMIT_FIX, Bag, BagTooLarge, read_bag, slide_key
 from casegraph.ingest.store import Store
+from casegraph.models.neighbourhood import (
+    bin_end_times,
+    kaplan_meier,
+    median_survival,
+    neighbour_prediction,
+    softmax_weights,
+)
 from casegraph.retrieval import msrl_adapter
 from casegraph.retrieval.catalog import PatientCatalog, genomic_group_summaries
 from casegraph.retrieval.index import (
@@ -37,13 +44,6 @@ from casegraph.retrieval.index import (
     slide_mean_embeddings,
 )
 from casegraph.retrieval.msrl_query import CoreAnswer, answer_wsi_only, candidate_ids
-from casegraph.retrieval.neighbourhood import (
-    bin_end_times,
-    kaplan_meier,
-    median_survival,
-    neighbour_prediction,
-    softmax_weights,
-)
 from casegraph.retrieval.options import MAX_K, QueryOptions
 from casegraph.retrieval.results import (
     IndexInfo,

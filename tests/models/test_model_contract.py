@@ -27,6 +27,7 @@ TINY: dict[str, dict[str, Any]] = {
     "murrenet": {"dim": 8, "heads": 2, "epochs": 1, "max_patches": 16},
     "ccl": {"dim": 8, "heads": 2, "epochs": 1},
     "retrieval_impute": {"k": 3},
+    "neighbour_km": {"k": 3},
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from casegraph.retrieval.neighbourhood import (
+from casegraph.models.neighbourhood import (
     bin_end_times,
     kaplan_meier,
     median_survival,

@@ -72,3 +72,20 @@ def test_a_stored_version_answers_from_slides_and_refuses_genomics(tmp_path: Pat
         assert coverage is None and np.isfinite(pred.risk).all()
         with pytest.raises(InputError, match="drop --genomics"):
             predict_external(store, version, [bag], {"TP53_rnaseq": 1.0})
+
+
+def test_neighbour_km_is_the_weighted_km_of_the_nearest_slides(cohort: CohortData) -> None:
+    from casegraph.models.neighbour_outcome import NeighbourOutcomeModel
+    from casegraph.models.neighbourhood import neighbour_prediction
+
+    train, test = cohort.subset(range(80)), cohort.subset(range(80, 120))
+    model = build_model("neighbour_km", k=10)
+    assert isinstance(model, NeighbourOutcomeModel)
+    pred = model.fit(train).predict(test)
+    rows, weights = build_model("retrieval_impute", k=10).fit(train).neighbours(test)
+    risk, surv = neighbour_prediction(train.target.time[rows[0]], train.target.event[rows[0]],
+                                      weights[0], model._bin_ends())
+    assert pred.survival is not None
+    np.testing.assert_allclose(pred.survival[0], surv, rtol=1e-6)
+    assert pred.risk[0] == pytest.approx(risk)
+    assert harrell_c(pred.risk, test.target) > 0.6
