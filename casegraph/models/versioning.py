@@ -305,7 +305,7 @@ def read_genomics_row(path: str | Path) -> dict[str, float]:
 def _json_genomics(path: Path) -> dict[str, float]:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InputError(f"not valid JSON ({str(exc)[:80]})", file=path,
                          fix='write {"TP53_rnaseq": 0.5, ...}') from None
     if not isinstance(raw, dict):
@@ -326,8 +326,15 @@ def _csv_genomics(path: Path) -> dict[str, float]:
     import csv
 
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        rows = [r for r in csv.reader(handle, delimiter=sep) if any(c.strip() for c in r)]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = [r for r in csv.reader(handle, delimiter=sep) if any(c.strip() for c in r)]
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text", file=path,
+                         fix="save the row as UTF-8 CSV, as the cohort table") from None
+    except csv.Error as exc:
+        raise InputError(f"not a readable CSV ({str(exc)[:80]})", file=path,
+                         fix="one header line and one row, comma separated") from None
     if not rows:
         raise InputError("the genomics file is empty", file=path,
                          fix="give a header and one patient's row")

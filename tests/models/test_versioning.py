@@ -210,3 +210,17 @@ def test_coxnet_survival_matches_scikit_survival() -> None:
     for i, fn in enumerate(estimator.predict_survival_function(x[:5], alpha=model.alpha_)):
         expected = fn(np.clip(grid, fn.domain[0], fn.domain[1]))
         np.testing.assert_allclose(prediction.survival[i], expected, rtol=1e-10)
+
+
+def test_unreadable_genomics_files_are_one_line_errors(tmp_path: Path) -> None:
+    from casegraph.models.versioning import read_genomics_row
+
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("case_id,TP53_rnaseq\nP\xe9,1.0\n".encode("latin-1"))
+    huge = tmp_path / "huge.csv"
+    huge.write_text("TP53_rnaseq\n\"" + "1" * 200_000 + "\"\n", encoding="utf-8")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    for path, words in ((latin, "UTF-8"), (huge, "CSV"), (deep, "JSON")):
+        with pytest.raises(InputError, match=words):
+            read_genomics_row(path)
