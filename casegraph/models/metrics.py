@@ -114,6 +114,11 @@ def integrated_brier(
     t = np.asarray(times, dtype=np.float64)
     if t.size < 2:
         return float("nan")
+    follow_up = float(train.time.max())
+    if t.max() < follow_up:
+        # a test case beyond every time is a control there, weighted by G(t); sksurv would
+        # still look up G at its own time and refuse one past the training follow-up
+        test = SurvivalTarget(time=np.minimum(test.time, follow_up), event=test.event.copy())
     try:
         return float(integrated_brier_score(
             train.to_structured(), test.to_structured(),
