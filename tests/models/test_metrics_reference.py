@@ -151,11 +151,11 @@ def test_torchsurv_ties_risks_closer_than_float32_spacing() -> None:
 def test_uno_matches_torchsurv_with_training_ipcw(seed: int, n: int, censored: float) -> None:
     """Weights 1/G(T_i)^2 from the training censoring KM (right-continuous), truncated at
     our window's tau (pairs with T_i < tau), on test times clipped to tau."""
-    risk, train, _test, window = _fold(seed, n, censored)
+    risk, train, test, window = _fold(seed, n, censored)
     clipped = window.test_clipped
     weight = _training_ipcw(train, clipped.time)
     reference = _torchsurv_uno(risk, clipped, weight, window.tau)
-    assert uno_c(risk, train, _test) == pytest.approx(reference, abs=WEIGHTED_TOL)
+    assert uno_c(risk, train, test) == pytest.approx(reference, abs=WEIGHTED_TOL)
 
 
 @pytest.mark.parametrize("grid", [0.5, 1.0, 5.0])
