@@ -83,3 +83,46 @@ def neighbour_prediction(
     times, surv, _, _ = kaplan_meier(time, event, weight)
     s = survival_at(times, surv, bin_ends)
     return risk_from_survival(s), s
+
+
+def km_confidence_band(
+    survival: npt.ArrayLike, at_risk: npt.ArrayLike, deaths: npt.ArrayLike,
+    alpha: float = 0.05,
+) -> tuple[FloatArray, FloatArray]:
+    """(lower (m,), upper (m,)) pointwise ``1 - alpha`` band of a Kaplan-Meier curve: the
+    Greenwood variance on the log(-log S) scale (the "exponential Greenwood" band, as
+    lifelines draws it), from :func:`kaplan_meier`'s S, at-risk and deaths (m,).
+
+    The band stays inside [0, 1]; where S is still 1 it is (1, 1), where S reached 0 it is
+    (0, 0). For a weighted curve pass counts on the scale of the sample, e.g. weights
+    rescaled to sum to the effective sample size (sum w)^2 / sum w^2: weights summing to 1
+    would claim a sample of one patient.
+    """
+    from scipy.stats import norm
+
+    s = np.asarray(survival, dtype=np.float64)
+    n = np.asarray(at_risk, dtype=np.float64)
+    d = np.asarray(deaths, dtype=np.float64)
+    z = float(norm.ppf(1.0 - alpha / 2.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        terms = np.where((n > 0) & (n > d), d / (n * (n - d)), 0.0)
+        greenwood = np.cumsum(terms)
+        log_s = np.log(s)
+        spread = z * np.sqrt(greenwood) / log_s  # <= 0 where 0 < S < 1
+        inner = np.log(-log_s)
+        lower = np.exp(-np.exp(inner - spread))
+        upper = np.exp(-np.exp(inner + spread))
+    lower = np.where(s >= 1.0, 1.0, np.where(s <= 0.0, 0.0, lower))
+    upper = np.where(s >= 1.0, 1.0, np.where(s <= 0.0, 0.0, upper))
+    return np.asarray(np.clip(lower, 0.0, 1.0), dtype=np.float64), \
+        np.asarray(np.clip(upper, 0.0, 1.0), dtype=np.float64)
+
+
+def effective_counts(weight: npt.ArrayLike) -> FloatArray:
+    """``weight`` (n,) rescaled to sum to its effective sample size (sum w)^2 / sum w^2
+    (Kish), so a weighted curve's band has the width its weights deserve; (n,)."""
+    w = np.asarray(weight, dtype=np.float64)
+    total, squares = float(w.sum()), float((w * w).sum())
+    if total <= 0 or squares <= 0:
+        return np.zeros_like(w)
+    return np.asarray(w * (total / squares), dtype=np.float64)

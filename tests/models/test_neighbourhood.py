@@ -55,3 +55,44 @@ def test_softmax_weights_and_prediction() -> None:
     risk_late, s_late = neighbour_prediction([50, 60], [True, False], [0.5, 0.5], ends)
     assert risk_early > risk_late and s_early.tolist() == [0.0, 0.0]
     assert s_late.tolist() == [1.0, 1.0] and risk_late == -2.0
+
+
+def test_km_band_matches_lifelines_log_log_band() -> None:
+    from casegraph.models.neighbourhood import km_confidence_band
+
+    lifelines = pytest.importorskip("lifelines")
+    times, surv, at_risk, deaths = kaplan_meier(TIME, EVENT)
+    lower, upper = km_confidence_band(surv, at_risk, deaths)
+    band = lifelines.KaplanMeierFitter().fit(TIME, EVENT).confidence_interval_.loc[times]
+    np.testing.assert_allclose(lower, band.iloc[:, 0].to_numpy(), atol=1e-12)
+    np.testing.assert_allclose(upper, band.iloc[:, 1].to_numpy(), atol=1e-12)
+    assert np.all(lower <= surv) and np.all(surv <= upper)
+
+
+def test_weighted_km_band_matches_lifelines_with_weights() -> None:
+    from casegraph.models.neighbourhood import km_confidence_band
+
+    lifelines = pytest.importorskip("lifelines")
+    weight = np.array([2.0, 1.0, 3.0, 1.0, 2.0, 1.0, 1.0])
+    times, surv, at_risk, deaths = kaplan_meier(TIME, EVENT, weight)
+    lower, upper = km_confidence_band(surv, at_risk, deaths, alpha=0.1)
+    fitter = lifelines.KaplanMeierFitter(alpha=0.1).fit(TIME, EVENT, weights=weight)
+    band = fitter.confidence_interval_.loc[times]
+    np.testing.assert_allclose(surv, fitter.survival_function_at_times(times).to_numpy())
+    np.testing.assert_allclose(lower, band.iloc[:, 0].to_numpy(), atol=1e-12)
+    np.testing.assert_allclose(upper, band.iloc[:, 1].to_numpy(), atol=1e-12)
+
+
+def test_km_band_edges_stay_in_the_unit_interval() -> None:
+    from casegraph.models.neighbourhood import effective_counts, km_confidence_band
+
+    # no death before 3: S = 1 and a band of (1, 1); the last patient dies: S = 0 -> (0, 0)
+    _, surv, at_risk, deaths = kaplan_meier([1.0, 2.0, 3.0, 4.0],
+                                           [False, False, True, True])
+    lower, upper = km_confidence_band(surv, at_risk, deaths)
+    assert lower.tolist()[:2] == [1.0, 1.0] and upper.tolist()[:2] == [1.0, 1.0]
+    assert lower[-1] == 0.0 and upper[-1] == 0.0
+    assert 0.0 < lower[2] < surv[2] < upper[2] < 1.0
+    np.testing.assert_allclose(effective_counts([0.25, 0.25, 0.25, 0.25]), [1.0] * 4)
+    assert effective_counts([0.9, 0.1]).sum() == pytest.approx(1.0 / (0.81 + 0.01))
+    assert effective_counts([0.0, 0.0]).tolist() == [0.0, 0.0]
