@@ -64,6 +64,7 @@ from casegraph.retrieval.options import MAX_K, QueryOptions
 from casegraph.retrieval.predictions import PredictionResult, predict_for
 from casegraph.retrieval.query import QueryEngine, read_bags
 from casegraph.retrieval.results import CohortRecord, PatientRecord, QueryResult
+from casegraph.retrieval.web_routes import mount_web, web_router
 
 MAX_FILES = 16
 EXACT = ("MSRL: build the graph over the version's whole buffer (no FAISS pruning), "
@@ -452,11 +453,14 @@ def create_app(
         require: Annotated[list[str] | None, Query()] = None,
         method: Annotated[str, Query(pattern="^(auto|knn|msrl)$")] = "auto",
         exact: Annotated[bool, Query(description=EXACT)] = False,
+        model_version: Annotated[str | None, Query(
+            max_length=200, description="an MSRL version (default: the newest)")] = None,
     ) -> QueryResult:
         with live.use() as state, state.lock:
             _known(state.engine, patient_id)
             opts = QueryOptions(k=k, n_candidates=max(100, k), cohorts=tuple(cohort or ()),
-                                require=tuple(require or ()), method=method, exact=exact)
+                                require=tuple(require or ()), method=method, exact=exact,
+                                model_version=model_version)
             return state.engine.similar(patient_id, opts)
 
     @app.post("/query", response_model=QueryResult, dependencies=auth,
@@ -553,6 +557,8 @@ def create_app(
             except InputError as exc:
                 raise _without_temp_paths(exc, Path(tmp), names) from None
 
+    app.include_router(web_router(live, auth), responses={**ERRORS, 404: {"model": ErrorDetail}})
+    mount_web(app)
     app.openapi_schema = None
     app.state.max_body_bytes = max_body_bytes
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)  # type: ignore[arg-type]

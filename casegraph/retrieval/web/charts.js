@@ -1,0 +1,144 @@
+// Figures drawn as SVG by hand: Kaplan-Meier steps with their band, censor ticks and the
+// numbers at risk; predicted survival as steps; a patient's neighbourhood as a graph.
+import { s } from "./dom.js";
+
+const M = { left: 44, right: 16, top: 12, bottom: 34 };
+
+function niceTicks(max, count = 5) {
+  if (!(max > 0)) return [0];
+  const raw = max / count;
+  const step = [1, 2, 2.5, 5, 10].map((f) => f * 10 ** Math.floor(Math.log10(raw)))
+    .find((x) => x >= raw);
+  const ticks = [];
+  for (let t = 0; t <= max + 1e-9; t += step) ticks.push(Number(t.toFixed(6)));
+  return ticks;
+}
+
+// Step path through (0, 1), then S just after each time: [[x, y], ...] in data units.
+function steps(times, values, start = 1) {
+  const points = [[0, start]];
+  let last = start;
+  times.forEach((t, i) => {
+    points.push([t, last], [t, values[i]]);
+    last = values[i];
+  });
+  return points;
+}
+
+function frame(width, height, maxTime, rowsBelow = 0) {
+  const plotH = height - M.top - M.bottom - rowsBelow * 14;
+  const x = (t) => M.left + (t / maxTime) * (width - M.left - M.right);
+  const y = (v) => M.top + (1 - v) * plotH;
+  const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img" });
+  const ticks = niceTicks(maxTime);
+  for (const v of [0, 0.25, 0.5, 0.75, 1]) {
+    svg.append(s("line", { class: "grid", x1: x(0), x2: x(maxTime), y1: y(v), y2: y(v) }),
+      s("text", { x: M.left - 6, y: y(v) + 4, "text-anchor": "end" }, v.toFixed(2)));
+  }
+  for (const t of ticks) {
+    svg.append(s("line", { class: "axis", x1: x(t), x2: x(t), y1: y(0), y2: y(0) + 4 }),
+      s("text", { x: x(t), y: y(0) + 15, "text-anchor": "middle" }, String(t)));
+  }
+  svg.append(s("path", { class: "axis", d: `M${x(0)},${y(1)}V${y(0)}H${x(maxTime)}` }),
+    s("text", { x: x(maxTime), y: y(0) + 27, "text-anchor": "end", class: "muted" },
+      "months"));
+  return { svg, x, y, ticks, plotBottom: y(0) };
+}
+
+function pathOf(points, x, y) {
+  return points.map(([t, v], i) => `${i ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`)
+    .join("");
+}
+
+function atRiskAt(curve, t) {
+  const i = curve.times.findIndex((u) => u >= t);
+  return i < 0 ? 0 : curve.at_risk[i];
+}
+
+// curves: [{label, times, survival, lower, upper, at_risk, censored}]
+export function kmChart(curves, { width = 460, height = 260 } = {}) {
+  const maxTime = Math.max(1, ...curves.flatMap((c) => c.times));
+  const { svg, x, y, ticks, plotBottom } = frame(width, height, maxTime, curves.length + 1);
+  curves.forEach((curve, i) => {
+    const cls = `s${i % 4}`;
+    const upper = steps(curve.times, curve.upper);
+    const lower = steps(curve.times, curve.lower).reverse();
+    svg.append(s("path", { class: `km-band ${cls}`, d: `${pathOf([...upper, ...lower], x, y)}Z` }));
+    svg.append(s("path", { class: `km-line ${cls}`,
+      d: pathOf(steps(curve.times, curve.survival), x, y) }));
+    curve.times.forEach((t, j) => {
+      if (curve.censored[j] > 0) {
+        svg.append(s("line", { class: `tick ${cls}`, x1: x(t), x2: x(t),
+          y1: y(curve.survival[j]) - 4, y2: y(curve.survival[j]) + 4 }));
+      }
+    });
+  });
+  // numbers at risk under the axis, one row per curve
+  const top = plotBottom + 40;
+  svg.append(s("text", { x: 4, y: top, class: "muted" }, "at risk"));
+  curves.forEach((curve, i) => {
+    const rowY = top + 14 * (i + 1);
+    svg.append(s("rect", { x: 8, y: rowY - 8, width: 14, height: 8, class: `s${i % 4}` },
+      s("title", {}, curve.label)));
+    for (const t of ticks) {
+      svg.append(s("text", { x: x(t), y: rowY, "text-anchor": "middle" },
+        String(atRiskAt(curve, t))));
+    }
+  });
+  return svg;
+}
+
+export function kmLegend(curves) {
+  return curves.map((c, i) => s("svg", { width: 300, height: 16 },
+    s("rect", { x: 0, y: 4, width: 14, height: 8, class: `s${i % 4}` }),
+    s("text", { x: 20, y: 12 }, `${c.label} (n=${c.n}, median ${c.median_survival ?? "not reached"})`)));
+}
+
+// points: [{time (end of the bin; null = the open last bin), survival}]: S drops to
+// S_j at the end of bin j and holds until the next bin's end (a discrete-time model).
+export function survivalSteps(points, { width = 400, height = 200 } = {}) {
+  const finite = points.filter((p) => p.time !== null);
+  const end = Math.max(1, ...finite.map((p) => p.time)) * 1.15;
+  const { svg, x, y } = frame(width, height, end);
+  const path = steps(finite.map((p) => p.time), finite.map((p) => p.survival));
+  path.push([end, path[path.length - 1][1]]);
+  svg.append(s("path", { class: "km-line s0", d: pathOf(path, x, y) }));
+  for (const p of finite) {
+    svg.append(s("circle", { cx: x(p.time), cy: y(p.survival), r: 3, class: "s0" }));
+  }
+  return svg;
+}
+
+// The query (or stored patient) in the middle, its neighbours around it: edge width and
+// label = weight, node colour = outcome (death observed or censored).
+export function neighbourhoodGraph(centre, neighbours, { width = 560, height = 420 } = {}) {
+  const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
+    class: "graph" });
+  const cx = width / 2, cy = height / 2, radius = Math.min(width, height) / 2 - 60;
+  const maxW = Math.max(1e-9, ...neighbours.map((n) => n.weight));
+  const placed = neighbours.map((n, i) => {
+    const a = (2 * Math.PI * i) / Math.max(1, neighbours.length) - Math.PI / 2;
+    return { ...n, x: cx + radius * Math.cos(a), y: cy + radius * Math.sin(a) };
+  });
+  for (const n of placed) {
+    svg.append(s("line", { class: "edge", x1: cx, y1: cy, x2: n.x, y2: n.y,
+      "stroke-width": (1 + 7 * (n.weight / maxW)).toFixed(2) }));
+    svg.append(s("text", { x: (cx + n.x) / 2, y: (cy + n.y) / 2 - 3, "text-anchor": "middle",
+      class: "muted" }, n.weight.toFixed(3)));
+  }
+  for (const n of placed) {
+    svg.append(s("circle", { class: `node ${n.event ? "dead" : "alive"}`, cx: n.x, cy: n.y,
+      r: 9 }, s("title", {}, `${n.patient_id}: ${n.time.toFixed(1)} mo, ${n.event ? "died" : "censored"}`)));
+    svg.append(s("text", { class: "node-label", x: n.x, y: n.y + 22, "text-anchor": "middle" },
+      n.patient_id));
+  }
+  const centreClass = centre.event === null || centre.event === undefined ? "query"
+    : `query ${centre.event ? "dead" : "alive"}`;
+  svg.append(s("circle", { class: `node ${centreClass}`, cx, cy, r: 13, fill: "#fff" }),
+    s("text", { class: "node-label", x: cx, y: cy + 28, "text-anchor": "middle" }, centre.label));
+  svg.append(s("circle", { class: "node dead", cx: 14, cy: height - 30, r: 6 }),
+    s("text", { x: 26, y: height - 26 }, "death observed"),
+    s("circle", { class: "node alive", cx: 14, cy: height - 12, r: 6 }),
+    s("text", { x: 26, y: height - 8 }, "censored"));
+  return svg;
+}

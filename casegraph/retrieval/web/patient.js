@@ -1,0 +1,112 @@
+// Patient: outcome and modalities with provenance; similar patients from a chosen version
+// (full ids), their outcomes and gene-group summaries; the neighbourhood KM beside the
+// cohort's; the neighbourhood as a graph; the patient's prediction by every version.
+import { ApiError, getJSON, q } from "./api.js";
+import { kmChart, kmLegend, neighbourhoodGraph, survivalSteps } from "./charts.js";
+import { badge, h, num, outcome, table, td } from "./dom.js";
+
+export async function patientPage(view, patientId) {
+  const input = h("input", { id: "patient-id", placeholder: "patient id", value: patientId || "",
+    required: true });
+  view.append(h("h1", {}, "Patient"), h("form", { class: "inline", onsubmit: (e) => {
+    e.preventDefault();
+    location.hash = `#/patient/${q(input.value.trim())}`;
+  } }, input, h("button", { type: "submit" }, "Open")));
+  if (!patientId) {
+    view.append(h("p", { class: "note" }, "Enter a patient id, or pick one on the Cohorts page."));
+    return;
+  }
+  const [patient, versions] = await Promise.all([
+    getJSON(`/patients/${q(patientId)}`), getJSON("/versions")]);
+  view.append(summary(patient));
+  const chooser = h("select", { id: "version" },
+    h("option", { value: "auto" }, "auto (newest MSRL version, else model-free)"),
+    h("option", { value: "knn" }, "model-free (slide-embedding kNN)"),
+    versions.filter((v) => v.model.toLowerCase().startsWith("msrl"))
+      .map((v) => h("option", { value: v.version_id }, v.version_id)));
+  const k = h("input", { id: "k", type: "number", min: 1, max: 100, value: 10 });
+  const similarBox = h("div", { id: "similar" });
+  const reload = () => similar(similarBox, patient, chooser.value, Number(k.value) || 10);
+  chooser.addEventListener("change", reload);
+  k.addEventListener("change", reload);
+  view.append(h("h2", {}, "Similar patients"),
+    h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); reload(); } }, h("label", {}, "from ", chooser), h("label", {}, "k ", k)),
+    similarBox, h("h2", {}, "Predictions by every model version"), await predictions(patient, versions));
+  await reload();
+}
+
+function summary(p) {
+  return h("div", { class: "card" },
+    h("p", {}, h("strong", { class: "id" }, p.patient_id), ` · cohort ${p.cohort} · case `,
+      h("span", { class: "id" }, p.case_id), p.oncotree_code ? ` · ${p.oncotree_code}` : ""),
+    h("p", {}, "Outcome: ", outcome(p.time, p.event)),
+    h("p", {}, `Slides: ${p.n_slides} · histology `, badge(p.histology), " · genomics ",
+      badge(p.genomics)));
+}
+
+function params(choice, k) {
+  const base = `k=${k}`;
+  if (choice === "auto" || choice === "knn") return `${base}&method=${choice}`;
+  return `${base}&method=msrl&model_version=${q(choice)}`;
+}
+
+async function similar(box, patient, choice, k) {
+  box.replaceChildren(h("p", { class: "note" }, "Finding similar patients…"));
+  let answer, km;
+  try {
+    const query = params(choice, k);
+    [answer, km] = await Promise.all([
+      getJSON(`/patients/${q(patient.patient_id)}/similar?${query}`),
+      getJSON(`/patients/${q(patient.patient_id)}/km?${query}`)]);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) return;
+    box.replaceChildren(h("p", { class: "error" }, error.message));
+    return;
+  }
+  box.replaceChildren(
+    h("p", { class: "note" }, `Answered by ${answer.method}` +
+      (answer.model_version ? ` (${answer.model_version})` : "") +
+      (answer.fallback_reason ? `: ${answer.fallback_reason}` : "")),
+    neighboursTable(answer.neighbours),
+    h("div", { class: "cards" },
+      h("div", { class: "card" }, h("strong", {}, "Neighbourhood"),
+        neighbourhoodGraph({ label: patient.patient_id, event: patient.event }, answer.neighbours)),
+      h("div", { class: "card" }, h("strong", {}, "Neighbourhood vs cohort (95% log-log band)"),
+        kmChart([km.neighbourhood, km.cohort_curve], { height: 290 }),
+        h("div", {}, kmLegend([km.neighbourhood, km.cohort_curve])))));
+}
+
+export function neighboursTable(neighbours) {
+  return table(["rank", "patient", "cohort", "similarity", "weight", "outcome", "oncotree",
+    "genomics", "histology", "gene groups (RNA mean / CNV mean / mutated)"],
+  neighbours.map((n) => h("tr", { class: "neighbour-row" }, td(n.rank, "num"),
+    h("td", { class: "id" }, h("a", { href: `#/patient/${q(n.patient_id)}` }, n.patient_id)),
+    td(n.cohort), td(num(n.similarity), "num"), td(num(n.weight), "num"),
+    h("td", {}, outcome(n.time, n.event)), td(n.oncotree_code ?? "—"),
+    h("td", {}, badge(n.genomics)), h("td", {}, badge(n.histology)),
+    td(groups(n.genomic_groups)))));
+}
+
+function groups(summaries) {
+  const entries = Object.entries(summaries || {});
+  if (!entries.length) return "—";
+  return entries.map(([name, g]) =>
+    `${name}: ${num(g.rna_mean, 2)} / ${num(g.cnv_mean, 2)} / ${g.n_mutated ?? "—"}`).join("; ");
+}
+
+async function predictions(patient, versions) {
+  if (!versions.length) return h("p", { class: "note" }, "No model version in this store.");
+  const rows = await Promise.all(versions.map(async (v) => {
+    try {
+      const p = await getJSON(`/versions/${q(v.version_id)}/predictions/${q(patient.patient_id)}`);
+      return h("tr", { class: "prediction-row" }, td(v.version_id, "id"), td(v.model),
+        td(num(p.risk), "num"), td(p.stored ? "stored" : "computed"),
+        h("td", {}, p.survival.length ? survivalSteps(p.survival, { width: 260, height: 130 })
+          : "risk only"));
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 401) throw error;
+      return h("tr", {}, td(v.version_id, "id"), td(v.model), h("td", { colspan: 3 }, error.message));
+    }
+  }));
+  return table(["version", "model", "risk", "row", "predicted survival (steps)"], rows);
+}

@@ -1,0 +1,148 @@
+"""The web app's pages and the JSON routes only its figures need.
+
+- ``GET /`` is the app (``web/index.html``) and ``/app/*`` its files (plain HTML, CSS and
+  ES modules shipped in the package: nothing is fetched from elsewhere, and the page's
+  Content-Security-Policy says so). The page holds no data: it asks for an API key, keeps
+  it in the browser's sessionStorage and sends it as ``X-API-Key`` on every JSON call,
+  like any other client.
+- ``GET /cohorts/{name}/km``: the cohort's Kaplan-Meier steps with a pointwise log-log
+  (exponential Greenwood) band, censor counts and numbers at risk.
+- ``GET /cohorts/{name}/patients``: the cohort's patients with outcome and provenance.
+- ``GET /patients/{id}/km``: the KM of the patient's similar patients (the same answer as
+  ``GET /patients/{id}/similar`` with the same parameters) beside its cohort's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, FastAPI, HTTPException, Query
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from casegraph.models.neighbourhood import kaplan_meier, km_confidence_band, median_survival
+from casegraph.retrieval.options import MAX_K, QueryOptions
+
+if TYPE_CHECKING:
+    from casegraph.retrieval.service import LiveState
+
+WEB_DIR = Path(__file__).with_name("web")
+ALPHA = 0.05
+# the page may load only its own files (the JS draws with SVG attributes and classes)
+CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                           "script-src 'self'; connect-src 'self'; object-src 'none'; "
+                           "base-uri 'none'; frame-ancestors 'none'")
+
+
+class KMCurve(BaseModel):
+    """A Kaplan-Meier curve as steps: S just after each distinct time (m,), its band,
+    the numbers at risk just before it, deaths and censored patients at it."""
+
+    label: str
+    n: int = Field(description="patients in the curve")
+    times: list[float]
+    survival: list[float]
+    lower: list[float] = Field(description="lower bound of the pointwise band")
+    upper: list[float] = Field(description="upper bound of the pointwise band")
+    at_risk: list[int]
+    events: list[int]
+    censored: list[int]
+    median_survival: float | None = None
+    confidence: float = Field(default=1 - ALPHA, description="coverage of the band")
+
+
+class PatientRow(BaseModel):
+    """One patient of a cohort's list (the Cohorts page links each to its Patient page)."""
+
+    patient_id: str
+    time: float
+    event: bool
+    n_slides: int
+    genomics: str
+    histology: str
+
+
+class PatientKM(BaseModel):
+    patient_id: str
+    cohort: str
+    neighbourhood: KMCurve
+    cohort_curve: KMCurve
+
+
+def km_curve(label: str, time: Sequence[float], event: Sequence[bool]) -> KMCurve:
+    """The unweighted KM of (time (n,), event (n,)) with its log-log band."""
+    t = np.asarray(time, dtype=np.float64)
+    e = np.asarray(event, dtype=bool)
+    times, surv, at_risk, deaths = kaplan_meier(t, e)
+    lower, upper = km_confidence_band(surv, at_risk, deaths, alpha=ALPHA)
+    censored = [int(((t == u) & ~e).sum()) for u in times]
+    return KMCurve(label=label, n=int(t.size), times=times.tolist(), survival=surv.tolist(),
+                   lower=lower.tolist(), upper=upper.tolist(),
+                   at_risk=[int(a) for a in at_risk], events=[int(d) for d in deaths],
+                   censored=censored, median_survival=median_survival(times, surv))
+
+
+def web_router(live: LiveState, auth: list[Any]) -> APIRouter:
+    """The JSON routes of the app's figures, each behind ``auth`` (the service's key)."""
+    router = APIRouter(dependencies=auth, tags=["web"])
+
+    @router.get("/cohorts/{name}/km", response_model=KMCurve)
+    def cohort_km(name: str) -> KMCurve:
+        with live.use() as state, state.lock:
+            table = state.engine.catalog.table
+            rows = table[table["cohort"] == name]
+            if not len(rows):
+                raise HTTPException(404, f"unknown cohort {name!r}")
+            return km_curve(name, rows["time"].tolist(), rows["event"].tolist())
+
+    @router.get("/cohorts/{name}/patients", response_model=list[PatientRow])
+    def cohort_patients(name: str) -> list[PatientRow]:
+        with live.use() as state, state.lock:
+            table = state.engine.catalog.table
+            rows = table[table["cohort"] == name].sort_index()
+        if not len(rows):
+            raise HTTPException(404, f"unknown cohort {name!r}")
+        return [PatientRow(patient_id=str(p), time=float(r["time"]), event=bool(r["event"]),
+                           n_slides=int(r["n_slides"]), genomics=str(r["genomics"]),
+                           histology=str(r["histology"])) for p, r in rows.iterrows()]
+
+    @router.get("/patients/{patient_id}/km", response_model=PatientKM)
+    def patient_km(
+        patient_id: str,
+        k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+        method: Annotated[str, Query(pattern="^(auto|knn|msrl)$")] = "auto",
+        model_version: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> PatientKM:
+        with live.use() as state, state.lock:
+            catalog = state.engine.catalog
+            if patient_id not in catalog:
+                raise HTTPException(404, f"unknown patient {patient_id!r}")
+            opts = QueryOptions(k=k, n_candidates=max(100, k), method=method,
+                                model_version=model_version)
+            answer = state.engine.similar(patient_id, opts)
+            cohort = str(catalog.table.at[patient_id, "cohort"])
+            rows = catalog.table[catalog.table["cohort"] == cohort]
+            cohort_curve = km_curve(cohort, rows["time"].tolist(), rows["event"].tolist())
+        neighbourhood = km_curve(f"{len(answer.neighbours)} similar patients",
+                                 [n.time for n in answer.neighbours],
+                                 [n.event for n in answer.neighbours])
+        return PatientKM(patient_id=patient_id, cohort=cohort, neighbourhood=neighbourhood,
+                         cohort_curve=cohort_curve)
+
+    return router
+
+
+def mount_web(app: FastAPI) -> None:
+    """``GET /`` (the app, no key needed: it holds no data) and its files under ``/app``."""
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html",
+                            headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY,
+                                     "Cache-Control": "no-cache"})
+
+    app.mount("/app", StaticFiles(directory=WEB_DIR), name="web")

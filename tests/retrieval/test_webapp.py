@@ -1,0 +1,230 @@
+"""The web app: its JSON routes over real HTTP, then the app itself in the system Chromium
+(Playwright) against a real uvicorn server: a wrong key, the login, every page drawn
+(screenshots checked for content), a query upload and a refused one."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from casegraph.ingest.store import Store
+from tests.retrieval.conftest import API_KEY, LiveServer, copy_store, serve
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def test_the_app_is_served_without_a_key_and_holds_no_data(live_server: LiveServer) -> None:
+    page = httpx.get(f"{live_server.url}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert "/app/app.js" in page.text and "alpha" not in page.text
+    script = httpx.get(f"{live_server.url}/app/app.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    for name in ("api.js", "charts.js", "cohorts.js", "patient.js", "query.js", "style.css"):
+        body = httpx.get(f"{live_server.url}/app/{name}").text
+        assert "http://" not in body.replace("http://www.w3.org/2000/svg", "")
+        assert "https://" not in body  # nothing fetched from elsewhere
+    assert httpx.get(f"{live_server.url}/app/nothing.js").status_code == 404
+
+
+def test_web_json_routes_need_the_key(live_server: LiveServer) -> None:
+    for path in ("/cohorts/alpha/km", "/cohorts/alpha/patients", "/patients/A01/km"):
+        assert httpx.get(live_server.url + path).status_code == 401
+        assert httpx.get(live_server.url + path, headers={"X-API-Key": "no"}).status_code == 401
+
+
+def test_cohort_km_is_the_cohorts_curve_with_its_band(live_server: LiveServer,
+                                                      tiny_store_dir: Path) -> None:
+    from casegraph.models.neighbourhood import kaplan_meier
+
+    r = httpx.get(f"{live_server.url}/cohorts/alpha/km", headers=live_server.headers)
+    assert r.status_code == 200, r.text
+    km = r.json()
+    with Store.open(tiny_store_dir, read_only=True) as store:
+        rows = store.patients()
+    rows = rows[rows["cohort"] == "alpha"]
+    times, surv, at_risk, _ = kaplan_meier(rows["time"], rows["event"])
+    assert km["n"] == 20 and km["times"] == pytest.approx(times.tolist())
+    assert km["survival"] == pytest.approx(surv.tolist())
+    assert km["at_risk"] == at_risk.astype(int).tolist()
+    assert sum(km["events"]) + sum(km["censored"]) == 20
+    assert sum(km["censored"]) == int((~rows["event"].astype(bool)).sum())
+    assert all(lo <= s <= hi for lo, s, hi in zip(km["lower"], km["survival"], km["upper"],
+                                                  strict=True))
+    missing = httpx.get(f"{live_server.url}/cohorts/nope/km", headers=live_server.headers)
+    assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+
+
+def test_cohort_patients_and_patient_km(live_server: LiveServer) -> None:
+    patients = httpx.get(f"{live_server.url}/cohorts/beta/patients",
+                         headers=live_server.headers).json()
+    assert [p["patient_id"] for p in patients] == [f"B{i:02d}" for i in range(20)]
+    assert {p["genomics"] for p in patients} == {"absent"}
+    r = httpx.get(f"{live_server.url}/patients/A01/km", headers=live_server.headers,
+                  params={"k": 6})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["cohort"] == "alpha" and body["neighbourhood"]["n"] == 6
+    assert body["cohort_curve"]["n"] == 20
+    similar = httpx.get(f"{live_server.url}/patients/A01/similar", headers=live_server.headers,
+                        params={"k": 6}).json()
+    assert sorted(body["neighbourhood"]["times"]) == sorted(
+        {n["time"] for n in similar["neighbours"]})
+    assert httpx.get(f"{live_server.url}/patients/zz/km",
+                     headers=live_server.headers).status_code == 404
+    bad = httpx.get(f"{live_server.url}/patients/A01/km", headers=live_server.headers,
+                    params={"method": "msrl"})
+    assert bad.status_code == 400 and "MSRL" in bad.json()["detail"]
+
+
+# --- the app in a real browser ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def versioned_server(tiny_store_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                     ) -> Iterator[LiveServer]:
+    """The service over the tiny store with one snn version of cohort alpha (so the pages
+    show a version and its predictions)."""
+    import torch
+
+    from casegraph.models.versioning import train_version
+
+    torch.set_num_threads(1)
+    root = copy_store(tiny_store_dir, tmp_path_factory.mktemp("served-web") / "store")
+    with Store.open(root) as store:
+        train_version(store, "alpha", "snn", fold=None, epochs=2, hidden=8)
+    with serve(root) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists() and shutil.which("chromium") is None:
+        pytest.skip("no system Chromium (/usr/bin/chromium): scripts/setup.sh installs it "
+                    "from Debian's packages where it runs as root with apt-get")
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright is not installed (pip install -e .[dev])")
+    executable = str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium"))
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable,
+                                             args=["--no-sandbox", "--disable-gpu"])
+        yield browser
+        browser.close()
+
+
+def _not_blank(png: Path, min_colours: int = 8) -> None:
+    """The screenshot shows something: more than a few distinct colours (a blank or
+    single-message page has one or two)."""
+    pil = pytest.importorskip("PIL.Image")
+    with pil.open(png) as image:
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > min_colours, png
+
+
+def _h5_bytes(group: int, seed: int) -> bytes:
+    import h5py
+
+    from tests.retrieval.conftest import prototypes
+
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(seed)
+    with h5py.File(buffer, "w") as handle:
+        handle["features"] = (prototypes()[group] + rng.normal(size=(24, 16))).astype(np.float32)
+    return buffer.getvalue()
+
+
+@pytest.mark.browser
+def test_the_app_in_chromium(browser: Any, versioned_server: LiveServer, tmp_path: Path) -> None:
+    errors: list[str] = []
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # the browser logs each refused request (the wrong key's 401, the bad upload's 400) as
+    # a console error; any other console error, or an uncaught exception, is a bug
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
+            and not msg.text.startswith("Failed to load resource") else None)
+    page.set_default_timeout(60_000)
+    url = versioned_server.url
+
+    # no key: the login, and no data on the page
+    page.goto(f"{url}/")
+    page.wait_for_selector("#login:not([hidden])")
+    assert "alpha" not in page.content()
+    # a wrong key: a clear message, still no data
+    page.fill("#key", "not-the-key")
+    page.click("#login-form button")
+    page.wait_for_selector("#login-error:not([hidden])")
+    assert "not accepted" in page.inner_text("#login-error")
+    assert page.evaluate("sessionStorage.getItem('casegraph.apiKey')") is None
+    page.screenshot(path=str(tmp_path / "login.png"))
+
+    # the right key: cohorts with a KM curve each and the version
+    page.fill("#key", API_KEY)
+    page.click("#login-form button")
+    page.wait_for_selector(".cohort-row")
+    page.wait_for_selector(".km svg path.km-line")
+    assert page.locator(".cohort-row").count() == 2
+    assert page.locator(".km svg path.km-band").count() == 2
+    assert page.locator(".version-row").count() == 1 and "snn" in page.inner_text(".version-row")
+    page.wait_for_selector(".patient-link", state="attached")
+    page.screenshot(path=str(tmp_path / "cohorts.png"), full_page=True)
+
+    # a patient: full ids of its neighbours, the graph, both KM curves, the prediction
+    page.goto(f"{url}/#/patient/A01")
+    page.wait_for_selector(".neighbour-row")
+    page.wait_for_selector("svg.graph circle")
+    ids = page.locator(".neighbour-row td.id").all_inner_texts()
+    assert len(ids) == 10 and all(i in {f"A{n:02d}" for n in range(20)} | {f"B{n:02d}" for n
+                                                                            in range(20)}
+                                  for i in ids)
+    assert page.locator("svg.graph line.edge").count() == 10
+    assert page.locator("svg.graph circle.node").count() >= 11
+    assert page.locator("#similar path.km-line").count() == 2
+    page.wait_for_selector(".prediction-row")
+    assert "stored" in page.inner_text(".prediction-row")
+    page.screenshot(path=str(tmp_path / "patient.png"), full_page=True)
+
+    # a query upload: the answer with its neighbours
+    bag = tmp_path / "new-slide.h5"
+    bag.write_bytes(_h5_bytes(1, seed=7))
+    page.goto(f"{url}/#/query")
+    page.set_input_files("#bags", str(bag))
+    page.click("#query-form button")
+    page.wait_for_selector("#answer .neighbour-row")
+    assert page.locator("#answer .neighbour-row").count() == 10
+    assert "new-slide.h5" in page.inner_text("#query-summary")
+    assert page.locator("#answer svg.graph circle").count() >= 11
+    page.screenshot(path=str(tmp_path / "query.png"), full_page=True)
+
+    # a refused upload: the service's one-line error
+    text = tmp_path / "notes.txt"
+    text.write_text("not a bag")
+    page.set_input_files("#bags", str(text))
+    page.click("#query-form button")
+    page.wait_for_selector("#query-error")
+    message = page.inner_text("#query-error")
+    assert "notes.txt" in message and ".h5" in message and "\n" not in message.strip()
+    page.screenshot(path=str(tmp_path / "query-error.png"))
+
+    # the Cypher page says in one line that this service has no Neo4j
+    page.goto(f"{url}/#/cypher")
+    assert "no Neo4j" in page.inner_text("#cypher-unavailable")
+
+    for name in ("cohorts", "patient", "query"):
+        _not_blank(tmp_path / f"{name}.png")
+    _not_blank(tmp_path / "login.png", min_colours=3)
+    assert not errors, errors
+    shots = os.environ.get("CASEGRAPH_WEBAPP_SCREENSHOTS")  # for docs/: keep the pictures
+    if shots:
+        Path(shots).mkdir(parents=True, exist_ok=True)
+        for png in tmp_path.glob("*.png"):
+            shutil.copy(png, Path(shots) / png.name)
+    page.close()
+
