@@ -10,6 +10,10 @@
 - ``GET /cohorts/{name}/patients``: the cohort's patients with outcome and provenance.
 - ``GET /patients/{id}/km``: the KM of the patient's similar patients (the same answer as
   ``GET /patients/{id}/similar`` with the same parameters) beside its cohort's.
+- ``GET /cypher`` (is a Neo4j configured; the cookbook queries of docs/cypher.md when the
+  installation has them) and ``POST /cypher`` (a query and its parameters, run in a read
+  transaction by :func:`casegraph.graph.cypher.run_cypher`, so the database itself refuses
+  a write, as for ``casegraph cypher``). Without ``CASEGRAPH_NEO4J_URI``: 503, one line.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+import casegraph
+from casegraph.config import neo4j_settings
 from casegraph.models.neighbourhood import kaplan_meier, km_confidence_band, median_survival
 from casegraph.retrieval.options import MAX_K, QueryOptions
 
@@ -31,6 +37,10 @@ if TYPE_CHECKING:
     from casegraph.retrieval.service import LiveState
 
 WEB_DIR = Path(__file__).with_name("web")
+COOKBOOK = Path(casegraph.__file__).resolve().parent.parent / "docs" / "cypher.md"
+NO_NEO4J = ("this service has no Neo4j configured (set CASEGRAPH_NEO4J_URI and "
+            "CASEGRAPH_NEO4J_PASSWORD[_FILE] before `casegraph serve`)")
+MAX_CYPHER_ROWS = 1000
 ALPHA = 0.05
 # the page may load only its own files (the JS draws with SVG attributes and classes)
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self'; "
@@ -71,6 +81,57 @@ class PatientKM(BaseModel):
     cohort: str
     neighbourhood: KMCurve
     cohort_curve: KMCurve
+
+
+class CookbookQuery(BaseModel):
+    name: str
+    query: str
+    params: list[str] = Field(description="the $parameters the query names")
+
+
+class CypherStatus(BaseModel):
+    available: bool
+    message: str
+    cookbook: list[CookbookQuery]
+
+
+class CypherRequest(BaseModel):
+    query: str = Field(min_length=1, max_length=20_000)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class CypherAnswer(BaseModel):
+    columns: list[str]
+    rows: list[list[Any]]
+    truncated: bool = Field(description=f"more than {MAX_CYPHER_ROWS} rows: the rest left off")
+
+
+def cookbook() -> list[CookbookQuery]:
+    """docs/cypher.md's named queries (an installation without the docs has none)."""
+    import re
+
+    from casegraph.graph.cypher import cookbook_queries
+
+    if not COOKBOOK.is_file():
+        return []
+    queries = cookbook_queries(COOKBOOK.read_text(encoding="utf-8"))
+    return [CookbookQuery(name=name, query=query,
+                          params=sorted(set(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", query))))
+            for name, query in queries.items()]
+
+
+def run_read_only(request: CypherRequest) -> CypherAnswer:
+    """``request`` in a read transaction against the configured Neo4j (503 without one)."""
+    from casegraph.graph.cypher import run_cypher
+    from casegraph.graph.neo4j_store import Neo4jGraphStore
+
+    settings = neo4j_settings()
+    if settings is None:
+        raise HTTPException(503, NO_NEO4J)
+    with Neo4jGraphStore.connect(settings) as graph:
+        result = run_cypher(graph.driver, request.query, request.params, write=False)  # type: ignore[attr-defined]
+    return CypherAnswer(columns=result.columns, rows=result.rows[:MAX_CYPHER_ROWS],
+                        truncated=len(result.rows) > MAX_CYPHER_ROWS)
 
 
 def km_curve(label: str, time: Sequence[float], event: Sequence[bool]) -> KMCurve:
@@ -132,6 +193,17 @@ def web_router(live: LiveState, auth: list[Any]) -> APIRouter:
                                  [n.event for n in answer.neighbours])
         return PatientKM(patient_id=patient_id, cohort=cohort, neighbourhood=neighbourhood,
                          cohort_curve=cohort_curve)
+
+    @router.get("/cypher", response_model=CypherStatus)
+    def cypher_status() -> CypherStatus:
+        available = neo4j_settings() is not None
+        return CypherStatus(available=available, cookbook=cookbook(),
+                            message="read-only queries against the case graph in Neo4j"
+                            if available else NO_NEO4J)
+
+    @router.post("/cypher", response_model=CypherAnswer)
+    def cypher(request: CypherRequest) -> CypherAnswer:
+        return run_read_only(request)
 
     return router
 

@@ -15,7 +15,9 @@ import httpx
 import numpy as np
 import pytest
 
+from casegraph.config import Neo4jSettings
 from casegraph.ingest.store import Store
+from tests.graph.conftest import neo4j_config  # noqa: F401 - the Neo4j test server fixture
 from tests.retrieval.conftest import API_KEY, LiveServer, copy_store, serve
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -83,6 +85,55 @@ def test_cohort_patients_and_patient_km(live_server: LiveServer) -> None:
     bad = httpx.get(f"{live_server.url}/patients/A01/km", headers=live_server.headers,
                     params={"method": "msrl"})
     assert bad.status_code == 400 and "MSRL" in bad.json()["detail"]
+
+
+def test_cypher_without_neo4j_says_so_in_one_line(live_server: LiveServer,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CASEGRAPH_NEO4J_URI", raising=False)
+    url, headers = f"{live_server.url}/cypher", live_server.headers
+    assert httpx.get(url).status_code == 401
+    assert httpx.post(url, json={"query": "RETURN 1"}).status_code == 401
+    status = httpx.get(url, headers=headers).json()
+    assert status["available"] is False and "no Neo4j configured" in status["message"]
+    assert {"neighbours", "lineage"} <= {c["name"] for c in status["cookbook"]}
+    neighbours = next(c for c in status["cookbook"] if c["name"] == "neighbours")
+    assert neighbours["params"] and all(f"${p}" in neighbours["query"]
+                                        for p in neighbours["params"])
+    r = httpx.post(url, headers=headers, json={"query": "RETURN 1"})
+    assert r.status_code == 503 and "no Neo4j configured" in r.json()["detail"]
+    assert httpx.post(url, headers=headers, json={"query": ""}).status_code == 422
+
+
+@pytest.fixture
+def with_neo4j(neo4j_config: Neo4jSettings,  # noqa: F811
+               monkeypatch: pytest.MonkeyPatch) -> Neo4jSettings:
+    """The served app (same process) reaches the Neo4j test server."""
+    monkeypatch.setenv("CASEGRAPH_NEO4J_URI", neo4j_config.uri)
+    monkeypatch.setenv("CASEGRAPH_NEO4J_USER", neo4j_config.user)
+    monkeypatch.delenv("CASEGRAPH_NEO4J_PASSWORD_FILE", raising=False)
+    if neo4j_config.password:
+        monkeypatch.setenv("CASEGRAPH_NEO4J_PASSWORD", neo4j_config.password)
+    return neo4j_config
+
+
+@pytest.mark.neo4j
+def test_cypher_runs_read_only_with_parameters(live_server: LiveServer,
+                                               with_neo4j: Neo4jSettings) -> None:
+    url, headers = f"{live_server.url}/cypher", live_server.headers
+    assert httpx.get(url, headers=headers).json()["available"] is True
+    r = httpx.post(url, headers=headers, json={"query": "RETURN $x + 1 AS y, $name AS name",
+                                               "params": {"x": 41, "name": "a'); DROP"}})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"columns": ["y", "name"], "rows": [[42, "a'); DROP"]],
+                        "truncated": False}
+    write = httpx.post(url, headers=headers, json={"query": "CREATE (n:Sneaky) RETURN n"})
+    assert write.status_code == 400 and "read-only" in write.json()["detail"]
+    # a write the clause check does not see: the read transaction refuses it in the server
+    sneaky = httpx.post(url, headers=headers, json={"query": "CALL db.createLabel('Sneaky')"})
+    assert sneaky.status_code == 400, sneaky.text
+    bad = httpx.post(url, headers=headers, json={"query": "MATCH (n RETURN n"})
+    assert bad.status_code == 400 and "Cypher error" in bad.json()["detail"]
+    assert with_neo4j.password is None or with_neo4j.password not in bad.text
 
 
 # --- the app in a real browser ------------------------------------------------------------
@@ -214,8 +265,9 @@ def test_the_app_in_chromium(browser: Any, versioned_server: LiveServer, tmp_pat
     page.screenshot(path=str(tmp_path / "query-error.png"))
 
     # the Cypher page says in one line that this service has no Neo4j
-    page.goto(f"{url}/#/cypher")
-    assert "no Neo4j" in page.inner_text("#cypher-unavailable")
+    if not os.environ.get("CASEGRAPH_NEO4J_URI"):
+        page.goto(f"{url}/#/cypher")
+        assert "no Neo4j" in page.inner_text("#cypher-unavailable")
 
     for name in ("cohorts", "patient", "query"):
         _not_blank(tmp_path / f"{name}.png")
@@ -228,3 +280,53 @@ def test_the_app_in_chromium(browser: Any, versioned_server: LiveServer, tmp_pat
             shutil.copy(png, Path(shots) / png.name)
     page.close()
 
+
+
+@pytest.mark.browser
+@pytest.mark.neo4j
+def test_the_cypher_console_in_chromium(browser: Any, live_server: LiveServer,
+                                        with_neo4j: Neo4jSettings, tmp_path: Path) -> None:
+    from neo4j import GraphDatabase
+
+    from tests.graph.conftest import TEST_MARKER
+
+    auth = (with_neo4j.user, with_neo4j.password) if with_neo4j.password else None
+    with GraphDatabase.driver(with_neo4j.uri, auth=auth) as driver:  # two linked test nodes
+        driver.execute_query(
+            f"MERGE (a:{TEST_MARKER}:WebTest {{patient_id: 'W1', event: true}}) "
+            f"MERGE (b:{TEST_MARKER}:WebTest {{patient_id: 'W2', event: false}}) "
+            "MERGE (a)-[:SIMILAR {weight: 0.7}]->(b)")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(60_000)
+    page.goto(f"{live_server.url}/")
+    page.fill("#key", API_KEY)
+    page.click("#login-form button")
+    page.wait_for_selector(".cohort-row")
+    page.goto(f"{live_server.url}/#/cypher")
+    page.wait_for_selector("#cypher-form")
+    assert page.locator("button.cookbook").count() >= 5
+    page.click("button.cookbook >> text=neighbours")
+    assert "$" in page.input_value("#cypher-query")
+    page.fill("#cypher-query", "MATCH (a:WebTest)-[r:SIMILAR]->(b:WebTest) "
+                               "WHERE a.patient_id = $from RETURN a, r, b, $tag AS tag")
+    page.fill("#cypher-params", '{"from": "W1", "tag": "web"}')
+    page.click("#cypher-form button[type=submit]")
+    page.wait_for_selector(".cypher-row")
+    assert page.locator(".cypher-row").count() == 1 and "web" in page.inner_text(".cypher-row")
+    page.wait_for_selector("svg.cypher-graph circle")
+    assert page.locator("svg.cypher-graph circle.node").count() == 2
+    assert page.locator("svg.cypher-graph line.edge").count() == 1
+    assert "SIMILAR 0.700" in page.locator("svg.cypher-graph").text_content()
+    page.screenshot(path=str(tmp_path / "cypher.png"), full_page=True)
+    page.fill("#cypher-query", "CREATE (n:Sneaky) RETURN n")
+    page.fill("#cypher-params", "{}")
+    page.click("#cypher-form button[type=submit]")
+    page.wait_for_selector("#cypher-error")
+    assert "read-only" in page.inner_text("#cypher-error")
+    _not_blank(tmp_path / "cypher.png", min_colours=6)
+    shots = os.environ.get("CASEGRAPH_WEBAPP_SCREENSHOTS")
+    if shots:
+        shutil.copy(tmp_path / "cypher.png", Path(shots) / "cypher.png")
+    page.close()
+    with GraphDatabase.driver(with_neo4j.uri, auth=auth) as driver:
+        driver.execute_query("MATCH (n:WebTest) DETACH DELETE n")

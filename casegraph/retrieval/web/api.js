@@ -36,6 +36,15 @@ export async function getJSON(path, apiKey = key.get()) {
   return body;
 }
 
+export async function postJSON(path, body) {
+  const response = await fetch(path, { method: "POST", body: JSON.stringify(body),
+    headers: { "X-API-Key": key.get() || "", "Content-Type": "application/json" } });
+  const answer = await response.json().catch(() => null);
+  refused(response.status);
+  if (!response.ok) throw new ApiError(response.status, detailOf(response.status, answer));
+  return answer;
+}
+
 // A multipart POST with upload progress (fetch has none): onProgress(fraction | null),
 // null once the upload is sent and the service is working on it.
 export function postForm(path, form, onProgress) {

@@ -36,8 +36,10 @@ async function route() {
   for (const a of document.querySelectorAll("nav a")) {
     a.classList.toggle("active", a.dataset.page === (PAGES[name] ? name : "cohorts"));
   }
-  const view = $("view");
-  view.replaceChildren();
+  // a fresh container per visit: a page still loading for an earlier visit draws into
+  // its own, detached one
+  const view = document.createElement("div");
+  $("view").replaceChildren(view);
   try {
     await page(view, rest.map(decodeURIComponent).join("/"));
   } catch (error) {

@@ -142,3 +142,64 @@ export function neighbourhoodGraph(centre, neighbours, { width = 560, height = 4
     s("text", { x: 26, y: height - 8 }, "censored"));
   return svg;
 }
+
+// Cypher rows as a graph: each node (a value with "labels") once, keyed by its id-like
+// property; the nodes of one row joined in column order (a path's nodes likewise), the
+// edge named by the row's relationship (a value with "type") and its weight if any.
+const NODE_KEYS = ["patient_id", "version_id", "slide_id", "query_id", "name", "id"];
+
+function nodeKey(node) {
+  const field = NODE_KEYS.find((k) => node[k] !== undefined);
+  return field ? `${node.labels.join(":")}/${node[field]}` : JSON.stringify(node);
+}
+
+export function cypherGraph(rows, { width = 640, height = 460 } = {}) {
+  const nodes = new Map();
+  const edges = [];
+  for (const row of rows) {
+    const inRow = [];
+    const rels = [];
+    for (const value of row) {
+      const values = Array.isArray(value) ? value : [value];
+      for (const v of values) {
+        if (v && typeof v === "object" && Array.isArray(v.labels)) {
+          const k = nodeKey(v);
+          if (!nodes.has(k)) nodes.set(k, v);
+          inRow.push(k);
+        } else if (v && typeof v === "object" && typeof v.type === "string") rels.push(v);
+      }
+    }
+    for (let i = 1; i < inRow.length; i += 1) {
+      edges.push({ a: inRow[i - 1], b: inRow[i], rel: rels[i - 1] || rels[0] || null });
+    }
+  }
+  if (!nodes.size) return null;
+  const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
+    class: "graph cypher-graph" });
+  const keys = [...nodes.keys()];
+  const cx = width / 2, cy = height / 2, radius = Math.min(width, height) / 2 - 50;
+  const at = new Map(keys.map((k, i) => {
+    const a = (2 * Math.PI * i) / keys.length - Math.PI / 2;
+    return [k, keys.length === 1 ? [cx, cy] : [cx + radius * Math.cos(a), cy + radius * Math.sin(a)]];
+  }));
+  for (const e of edges) {
+    const [x1, y1] = at.get(e.a);
+    const [x2, y2] = at.get(e.b);
+    svg.append(s("line", { class: "edge", x1, y1, x2, y2, "stroke-width": 2 }));
+    if (e.rel) {
+      const label = e.rel.weight !== undefined ? `${e.rel.type} ${Number(e.rel.weight).toFixed(3)}`
+        : e.rel.type;
+      svg.append(s("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 3, "text-anchor": "middle",
+        class: "muted" }, label));
+    }
+  }
+  for (const [k, node] of nodes) {
+    const [x, y] = at.get(k);
+    const outcome = node.event === undefined ? "other" : node.event ? "dead" : "alive";
+    svg.append(s("circle", { class: `node ${outcome}`, cx: x, cy: y, r: 9 },
+      s("title", {}, JSON.stringify(node))));
+    svg.append(s("text", { class: "node-label", x, y: y + 22, "text-anchor": "middle" },
+      k.split("/").slice(1).join("/") || node.labels.join(":")));
+  }
+  return svg;
+}
