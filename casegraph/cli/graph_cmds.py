@@ -180,3 +180,32 @@ def register(app: typer.Typer) -> None:
     app.add_typer(neo4j_app, name="neo4j")
     app.add_typer(graph_app, name="graph")
     app.command("cypher")(cypher)
+
+
+@graph_app.command("export")
+def graph_export(
+    graphml: Path = typer.Option(..., "--graphml", help="Write the neighbourhood here (.graphml)."),
+    version: str = typer.Option(None, "--version", "-v",
+                                help="Model version (default: the newest synced one)."),
+    patient: list[str] = typer.Option(..., "--patient", "-p",
+                                      help="Start patient; repeatable."),
+    hops: int = typer.Option(1, min=1, max=3, help="SIMILAR_TO hops from the patients."),
+    k: int = typer.Option(10, min=1, max=100, help="Neighbours per node."),
+    store: Path | None = STORE_OPTION,
+    backend: str = BACKEND_OPTION,
+) -> None:
+    """Export patients' case-graph neighbourhood as GraphML (Gephi, Cytoscape, networkx)."""
+    from casegraph.errors import InputError
+    from casegraph.graph import open_graph_store
+    from casegraph.graph.export import write_graphml
+    from casegraph.graph.sync import default_version
+
+    with _open(store, read_only=True) as s, open_graph_store(s, backend) as graph:
+        chosen = version or default_version(graph)
+        if chosen is None:
+            raise InputError("the case graph holds no model version", column="--version",
+                             fix="run `casegraph graph sync` first")
+        g = graph.to_networkx(chosen, patient, hops=hops, k=k)
+    path = write_graphml(g, graphml)
+    typer.echo(f"wrote {path}: {g.number_of_nodes()} patients, {g.number_of_edges()} "
+               f"SIMILAR_TO edges of version {chosen} ({hops} hop{'s' if hops > 1 else ''})")

@@ -116,6 +116,14 @@ class GraphStore(ABC):
     def clear(self) -> None:
         """Delete everything this backend holds (tests, and `graph prune --all`)."""
 
+    def to_networkx(self, version_id: str, patients: Sequence[str], hops: int = 1,
+                    k: int = 10) -> Any:
+        """The ``hops``-hop neighbourhood of ``patients`` as a networkx DiGraph
+        (:func:`casegraph.graph.export.to_networkx`)."""
+        from casegraph.graph.export import to_networkx
+
+        return to_networkx(self, version_id, patients, hops=hops, k=k)
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
