@@ -18,6 +18,8 @@
   patient's prediction ``GET /versions/{id}/predictions/{patient}`` (the stored row along
   the version's lineage, else computed) and a new patient's ``POST /versions/{id}/predict``
   (patch-feature uploads and/or a ``genomics`` upload: one CSV row or a JSON object).
+- ``GET /`` is the web app (:mod:`casegraph.retrieval.web_routes`, docs/webapp.md): package
+  files that hold no data; it calls these same routes with the key the user enters.
 - :func:`app_from_environment` is the factory ``casegraph serve`` hands uvicorn (an import
   string, so several worker processes can each build their own app).
 - One lock per served state serialises access to its DuckDB connection and caches.

@@ -30,7 +30,8 @@ def test_the_app_is_served_without_a_key_and_holds_no_data(live_server: LiveServ
     assert "/app/app.js" in page.text and "alpha" not in page.text
     script = httpx.get(f"{live_server.url}/app/app.js")
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]
-    for name in ("api.js", "charts.js", "cohorts.js", "patient.js", "query.js", "style.css"):
+    for name in ("index.html", "api.js", "app.js", "charts.js", "cohorts.js", "cypher.js",
+                 "dom.js", "patient.js", "query.js", "style.css"):
         body = httpx.get(f"{live_server.url}/app/{name}").text
         assert "http://" not in body.replace("http://www.w3.org/2000/svg", "")
         assert "https://" not in body  # nothing fetched from elsewhere
