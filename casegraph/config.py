@@ -60,15 +60,39 @@ class Neo4jSettings:
         return f"Neo4jSettings(uri={self.uri!r}, user={self.user!r}, password=***)"
 
 
+def generated_password_file() -> Path:
+    """Where ``casegraph neo4j start`` keeps the password it generates when none is
+    configured (mode 600): ``CASEGRAPH_CONFIG_DIR`` (default ``~/.config/casegraph``)."""
+    root = os.environ.get("CASEGRAPH_CONFIG_DIR") or str(Path.home() / ".config" / "casegraph")
+    return Path(root) / "neo4j-password"
+
+
+def ensure_generated_password() -> tuple[Path, bool]:
+    """(the generated password file, whether it was created now); the password is never
+    returned or printed, only the file's path."""
+    import secrets
+
+    path = generated_password_file()
+    if path.is_file():
+        return path, False
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(secrets.token_urlsafe(24) + "\n")
+    return path, True
+
+
 def neo4j_settings() -> Neo4jSettings | None:
+    """From the environment; without a configured password, the generated one (if any)."""
     uri = os.environ.get("CASEGRAPH_NEO4J_URI")
     if not uri:
         return None
-    return Neo4jSettings(
-        uri=uri,
-        user=os.environ.get("CASEGRAPH_NEO4J_USER", "neo4j"),
-        password=read_secret("CASEGRAPH_NEO4J_PASSWORD"),
-    )
+    password = read_secret("CASEGRAPH_NEO4J_PASSWORD")
+    generated = generated_password_file()
+    if password is None and generated.is_file():
+        password = generated.read_text(encoding="utf-8").strip()
+    return Neo4jSettings(uri=uri, user=os.environ.get("CASEGRAPH_NEO4J_USER", "neo4j"),
+                         password=password)
 
 
 def api_keys() -> frozenset[str]:

@@ -45,8 +45,23 @@ def neo4j_build() -> None:
 def neo4j_start(
     wait: bool = typer.Option(True, help="Wait until the server is ready."),
 ) -> None:
-    """Start the server in the background (port CASEGRAPH_NEO4J_PORT, default 7687)."""
+    """Start the server in the background (port CASEGRAPH_NEO4J_PORT, default 7687). Without
+    a configured password it generates one into a file (mode 600) and says where."""
+    import os
+
+    from casegraph.config import ensure_generated_password
+
+    if not (os.environ.get("CASEGRAPH_NEO4J_PASSWORD")
+            or os.environ.get("CASEGRAPH_NEO4J_PASSWORD_FILE")
+            or os.environ.get("CASEGRAPH_NEO4J_NO_AUTH") == "1"):
+        path, created = ensure_generated_password()
+        os.environ["CASEGRAPH_NEO4J_PASSWORD_FILE"] = str(path)
+        typer.echo(f"neo4j: {'generated a password into' if created else 'password from'} "
+                   f"{path} (mode 600; set CASEGRAPH_NEO4J_PASSWORD[_FILE] to use your own)")
     _run_script("build", "start", *(["wait-ready"] if wait else []))
+    port = os.environ.get("CASEGRAPH_NEO4J_PORT", "7687")
+    if not os.environ.get("CASEGRAPH_NEO4J_URI"):
+        typer.echo(f"neo4j: to use it, export CASEGRAPH_NEO4J_URI=bolt://127.0.0.1:{port}")
 
 
 @neo4j_app.command("stop")
