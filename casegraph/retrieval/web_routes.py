@@ -13,7 +13,7 @@
 - ``GET /cypher`` (is a Neo4j configured; the cookbook queries of docs/cypher.md when the
   installation has them) and ``POST /cypher`` (a query and its parameters, run in a read
   transaction by :func:`casegraph.graph.cypher.run_cypher`, so the database itself refuses
-  a write, as for ``casegraph cypher``). Without ``CASEGRAPH_NEO4J_URI``: 503, one line.
+  a write, as for ``casegraph cypher``). Without ``CASEGRAPH_NEO4J_URI``: 400, one line.
 """
 
 from __future__ import annotations
@@ -121,13 +121,13 @@ def cookbook() -> list[CookbookQuery]:
 
 
 def run_read_only(request: CypherRequest) -> CypherAnswer:
-    """``request`` in a read transaction against the configured Neo4j (503 without one)."""
+    """``request`` in a read transaction against the configured Neo4j (400 without one)."""
     from casegraph.graph.cypher import run_cypher
     from casegraph.graph.neo4j_store import Neo4jGraphStore
 
     settings = neo4j_settings()
     if settings is None:
-        raise HTTPException(503, NO_NEO4J)
+        raise HTTPException(400, NO_NEO4J)  # the request cannot be served here: not a 5xx
     with Neo4jGraphStore.connect(settings) as graph:
         result = run_cypher(graph.driver, request.query, request.params, write=False)  # type: ignore[attr-defined]
     return CypherAnswer(columns=result.columns, rows=result.rows[:MAX_CYPHER_ROWS],
