@@ -10,6 +10,8 @@
 - ``GET /cohorts/{name}/patients``: the cohort's patients with outcome and provenance.
 - ``GET /patients/{id}/km``: the KM of the patient's similar patients (the same answer as
   ``GET /patients/{id}/similar`` with the same parameters) beside its cohort's.
+- ``GET /cv-runs``: the store's cross-validation runs, oldest first, with each metric's
+  mean and standard deviation over the run's folds.
 - ``GET /cypher`` (is a Neo4j configured; the cookbook queries of docs/cypher.md when the
   installation has them) and ``POST /cypher`` (a query and its parameters, run in a read
   transaction by :func:`casegraph.graph.cypher.run_cypher`, so the database itself refuses
@@ -30,6 +32,7 @@ from pydantic import BaseModel, Field
 
 import casegraph
 from casegraph.config import neo4j_settings
+from casegraph.ingest.cv_results import METRIC_COLUMNS
 from casegraph.models.neighbourhood import kaplan_meier, km_confidence_band, median_survival
 from casegraph.retrieval.options import MAX_K, QueryOptions
 
@@ -81,6 +84,33 @@ class PatientKM(BaseModel):
     cohort: str
     neighbourhood: KMCurve
     cohort_curve: KMCurve
+
+
+class MetricSummary(BaseModel):
+    mean: float | None
+    std: float | None
+    n: int = Field(description="folds with a value")
+
+
+class CVRunSummary(BaseModel):
+    """One cross-validation run and its metrics over its finished folds."""
+
+    run_id: str
+    model: str
+    cohort: str
+    split_set: str
+    created_at: str
+    n_folds: int
+    metrics: dict[str, MetricSummary]
+
+
+def _metric(values: Any) -> MetricSummary:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return MetricSummary(mean=None, std=None, n=0)
+    return MetricSummary(mean=float(v.mean()), std=float(v.std(ddof=1)) if v.size > 1 else None,
+                         n=int(v.size))
 
 
 class CookbookQuery(BaseModel):
@@ -193,6 +223,22 @@ def web_router(live: LiveState, auth: list[Any]) -> APIRouter:
                                  [n.event for n in answer.neighbours])
         return PatientKM(patient_id=patient_id, cohort=cohort, neighbourhood=neighbourhood,
                          cohort_curve=cohort_curve)
+
+    @router.get("/cv-runs", response_model=list[CVRunSummary])
+    def cv_runs() -> list[CVRunSummary]:
+        with live.use() as state, state.lock:
+            tables = state.store.cv_results
+            runs = tables.runs()
+            folds = {str(r): tables.fold_results(str(r)) for r in runs["run_id"]}
+        out = []
+        for run in runs.itertuples(index=False):
+            rows = folds[str(run.run_id)]
+            out.append(CVRunSummary(
+                run_id=str(run.run_id), model=str(run.model), cohort=str(run.cohort),
+                split_set=str(run.split_set), created_at=str(run.created_at),
+                n_folds=len(rows),
+                metrics={m: _metric(rows.get(m, [])) for m in METRIC_COLUMNS}))
+        return out
 
     @router.get("/cypher", response_model=CypherStatus)
     def cypher_status() -> CypherStatus:

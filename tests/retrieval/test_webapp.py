@@ -140,6 +140,37 @@ def test_cypher_runs_read_only_with_parameters(live_server: LiveServer,
 # --- the app in a real browser ------------------------------------------------------------
 
 
+def _add_cv_run(store: Store) -> None:
+    """A two-fold CV run's rows, literal (the pages show them; the runner has its tests)."""
+    import pandas as pd
+
+    from casegraph.ingest.cv_results import FoldRow, RunRow
+
+    store.cv_results.add_run(RunRow("run-web-1", "snn", "alpha", "mcat", "last", "q4", 0, {}))
+    for fold, c_index in ((0, 0.6), (1, 0.8)):
+        predictions = pd.DataFrame({"patient_id": ["A01"], "risk": [0.1], "time": [5.0],
+                                    "event": [True], "survival": [None]})
+        store.cv_results.save_fold(FoldRow("run-web-1", fold, 10, 5,
+                                           {"c_index": c_index, "ibs": None}, 1.0),
+                                   predictions)
+
+
+def test_cv_runs_summarise_their_folds(tiny_store_dir: Path, tmp_path: Path) -> None:
+    root = copy_store(tiny_store_dir, tmp_path / "store")
+    with serve(root) as server:
+        assert httpx.get(f"{server.url}/cv-runs").status_code == 401
+        assert httpx.get(f"{server.url}/cv-runs", headers=server.headers).json() == []
+    with Store.open(root) as store:
+        _add_cv_run(store)
+    with serve(root) as server:
+        runs = httpx.get(f"{server.url}/cv-runs", headers=server.headers).json()
+    assert [(r["run_id"], r["model"], r["n_folds"]) for r in runs] == [("run-web-1", "snn", 2)]
+    c_index = runs[0]["metrics"]["c_index"]
+    assert c_index["mean"] == pytest.approx(0.7) and c_index["n"] == 2
+    assert c_index["std"] == pytest.approx(float(np.std([0.6, 0.8], ddof=1)))
+    assert runs[0]["metrics"]["ibs"] == {"mean": None, "std": None, "n": 0}
+
+
 @pytest.fixture(scope="module")
 def versioned_server(tiny_store_dir: Path, tmp_path_factory: pytest.TempPathFactory
                      ) -> Iterator[LiveServer]:
@@ -153,6 +184,7 @@ def versioned_server(tiny_store_dir: Path, tmp_path_factory: pytest.TempPathFact
     root = copy_store(tiny_store_dir, tmp_path_factory.mktemp("served-web") / "store")
     with Store.open(root) as store:
         train_version(store, "alpha", "snn", fold=None, epochs=2, hidden=8)
+        _add_cv_run(store)
     with serve(root) as server:
         yield server
 
@@ -225,6 +257,7 @@ def test_the_app_in_chromium(browser: Any, versioned_server: LiveServer, tmp_pat
     assert page.locator(".cohort-row").count() == 2
     assert page.locator(".km svg path.km-band").count() == 2
     assert page.locator(".version-row").count() == 1 and "snn" in page.inner_text(".version-row")
+    assert "0.700 ± 0.141" in page.inner_text(".cv-row")
     page.wait_for_selector(".patient-link", state="attached")
     page.screenshot(path=str(tmp_path / "cohorts.png"), full_page=True)
 

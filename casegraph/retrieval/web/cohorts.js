@@ -5,7 +5,8 @@ import { kmChart, kmLegend } from "./charts.js";
 import { badge, h, num, table, td } from "./dom.js";
 
 export async function cohortsPage(view) {
-  const [cohorts, versions] = await Promise.all([getJSON("/cohorts"), getJSON("/versions")]);
+  const [cohorts, versions, runs] = await Promise.all([getJSON("/cohorts"), getJSON("/versions"),
+    getJSON("/cv-runs")]);
   view.append(h("h1", {}, "Cohorts"), table(
     ["cohort", "source", "patients", "with slides", "with genomics", "censored"],
     cohorts.map((c) => h("tr", { class: "cohort-row" }, td(c.name, "id"), td(c.source ?? "—"),
@@ -19,6 +20,7 @@ export async function cohortsPage(view) {
       kmChart([curve]), h("div", {}, kmLegend([curve]))));
   });
   view.append(h("h2", {}, "Model versions"), versionTree(versions));
+  view.append(h("h2", {}, "Cross-validation runs (mean ± sd over folds)"), cvTable(runs));
   view.append(h("h2", {}, "Patients"));
   for (const c of cohorts) {
     const patients = await getJSON(`/cohorts/${q(c.name)}/patients`);
@@ -55,4 +57,14 @@ function versionTree(versions) {
   };
   walk(null, 0);
   return table(["version", "model", "cohort", "derived from", "created (UTC)", "counts"], rows);
+}
+
+function cvTable(runs) {
+  if (!runs.length) return h("p", { class: "note" }, "No cross-validation run in this store.");
+  const names = Object.keys(runs[0].metrics);
+  const cell = (m) => (m.mean === null ? "—"
+    : `${num(m.mean)}${m.std === null ? "" : ` ± ${num(m.std)}`}`);
+  return table(["run", "model", "cohort", "splits", "folds", ...names],
+    runs.map((r) => h("tr", { class: "cv-row" }, td(r.run_id, "id"), td(r.model), td(r.cohort),
+      td(r.split_set), td(r.n_folds, "num"), names.map((n) => td(cell(r.metrics[n]), "num")))));
 }
