@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from casegraph.models.msrl.knn_graph import topk_neighbours
+
 
 class ElementwiseLearner(nn.Module):
     """L layers of element-wise weighting; weights start at 1 so the initial graph is the
@@ -154,6 +156,19 @@ class GraphLearner(nn.Module):
         if self.kind == "euclidean_knn":
             return gaussian_similarity_matrix(a, b, self.scale)
         return a @ b.T
+
+    def pair_similarity(self, a: Tensor, b: Tensor) -> Tensor:
+        """(n,) similarity of row-paired precomputed keys a[i], b[i] (see :meth:`keys`)."""
+        if self.kind == "euclidean_knn":
+            return torch.exp(-(a - b).pow(2).sum(dim=1) / self.scale)
+        return (a * b).sum(dim=1)
+
+    def key_topk(self, keys: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
+        """Every row's top-``k`` other rows by similarity among precomputed keys (M, d), in
+        O(M K) memory (exact FAISS search, :mod:`casegraph.models.msrl.knn_graph`).
+        -> (values (M, c), index (M, c)), c = min(k, M - 1), rows sorted decreasing."""
+        metric = "l2" if self.kind == "euclidean_knn" else "ip"
+        return topk_neighbours(keys, self.k, metric, self.pair_similarity, chunk=chunk)
 
     def cross_similarity(self, x: Tensor, other: Tensor) -> Tensor:
         """(n, d), (m, d) -> (n, m) similarity between two node sets (inference path)."""

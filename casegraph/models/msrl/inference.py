@@ -43,18 +43,12 @@ class BufferGraph:
     @classmethod
     @torch.no_grad()
     def build(cls, net: MSRLNetwork, features: Tensor, chunk: int = 4096) -> BufferGraph:
-        m, k = features.shape[0], net.config.k
-        c = min(k, max(m - 1, 0))
-        index = torch.zeros(m, c, dtype=torch.long)
-        values = torch.zeros(m, c)
+        """Top-K lists of the buffer ``features`` (M, f_dim) by the learner's similarity:
+        exact FAISS search in chunks of rows (dense torch below a few thousand rows), so
+        memory is O(M K), never M x M."""
         keys = net.gsl_f.keys(features)
-        for start in range(0, m, chunk):
-            rows = torch.arange(start, min(start + chunk, m))
-            sim = net.gsl_f.key_similarity(keys[rows], keys)
-            sim[torch.arange(len(rows)), rows] = float("-inf")
-            if c:
-                values[rows], index[rows] = sim.topk(c, dim=1)
-        return cls(features, index, values, k, net.gcn_f.layers[0](features), keys)
+        values, index = net.gsl_f.key_topk(keys, chunk=chunk)
+        return cls(features, index, values, net.config.k, net.gcn_f.layers[0](features), keys)
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
