@@ -151,10 +151,14 @@ class CVResultTables:
         return self._store.query_df(
             "SELECT * FROM cv_fold_results WHERE run_id = ? ORDER BY fold", [run_id])
 
-    def predictions(self, run_id: str) -> pd.DataFrame:
-        """Columns fold, patient_id, risk, time, event, by fold and patient."""
+    def predictions(self, run_id: str, with_survival: bool = False) -> pd.DataFrame:
+        """Columns fold, patient_id, risk, time, event (and survival, a list per row or
+        None, when ``with_survival``), by fold and patient."""
+        columns = ["fold", "patient_id", "risk", "time", "event"]
+        if with_survival:
+            columns.append("survival")
         if not self.exist():
-            return pd.DataFrame(columns=["fold", "patient_id", "risk", "time", "event"])
+            return pd.DataFrame(columns=columns)
         return self._store.query_df(
-            "SELECT fold, patient_id, risk, time, event FROM cv_predictions WHERE run_id = ? "
+            f"SELECT {', '.join(columns)} FROM cv_predictions WHERE run_id = ? "
             "ORDER BY fold, patient_id", [run_id])

@@ -126,3 +126,47 @@ def effective_counts(weight: npt.ArrayLike) -> FloatArray:
     if total <= 0 or squares <= 0:
         return np.zeros_like(w)
     return np.asarray(w * (total / squares), dtype=np.float64)
+
+
+def greenwood_variance(
+    survival: npt.ArrayLike, at_risk: npt.ArrayLike, deaths: npt.ArrayLike
+) -> FloatArray:
+    """Greenwood's Var[S(t)] (m,) = S^2 * sum_{t_i <= t} d_i / (n_i (n_i - d_i)), from
+    :func:`kaplan_meier`'s S, at-risk and deaths (m,); 0 while S is 1, and the terms of
+    times where everyone still at risk dies (n = d) are left out (S is 0 from there on)."""
+    s = np.asarray(survival, dtype=np.float64)
+    n = np.asarray(at_risk, dtype=np.float64)
+    d = np.asarray(deaths, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        terms = np.where((n > 0) & (n > d), d / (n * (n - d)), 0.0)
+    return np.asarray(s * s * np.cumsum(terms), dtype=np.float64)
+
+
+def step_points(
+    times: npt.ArrayLike, survival: npt.ArrayLike, start: float = 0.0
+) -> tuple[FloatArray, FloatArray]:
+    """(x (m + 1,), y (m + 1,)) of a right-continuous survival step function that starts at
+    S(start) = 1, to draw with ``drawstyle="steps-post"`` (or ``ax.step(where="post")``)."""
+    x = np.concatenate([[start], np.asarray(times, dtype=np.float64)])
+    y = np.concatenate([[1.0], np.asarray(survival, dtype=np.float64)])
+    return x, y
+
+
+def at_risk_counts(time: npt.ArrayLike, at: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """Numbers at risk (m,) at the times ``at`` (m,): patients whose follow-up time is
+    >= t (the "numbers at risk" row under a Kaplan-Meier figure)."""
+    t = np.sort(np.asarray(time, dtype=np.float64))
+    q = np.asarray(at, dtype=np.float64)
+    return np.asarray(t.size - np.searchsorted(t, q, side="left"), dtype=np.int64)
+
+
+def censor_marks(
+    time: npt.ArrayLike, event: npt.ArrayLike, weight: npt.ArrayLike | None = None
+) -> tuple[FloatArray, FloatArray]:
+    """(censoring times (c,), S of the Kaplan-Meier curve at each (c,)): where a figure
+    draws its censor ticks (one per distinct censoring time)."""
+    t = np.asarray(time, dtype=np.float64)
+    e = np.asarray(event, dtype=bool)
+    times, surv, _, _ = kaplan_meier(t, e, weight)
+    censored = np.unique(t[~e])
+    return censored, survival_at(times, surv, censored)

@@ -68,8 +68,9 @@ class ResultStore:
     def fold_results(self, run_id: str) -> pd.DataFrame:
         return self._tables.fold_results(run_id)
 
-    def predictions(self, run_id: str) -> pd.DataFrame:
-        return self._tables.predictions(run_id)
+    def predictions(self, run_id: str, with_survival: bool = False) -> pd.DataFrame:
+        """Out-of-fold predictions (fold, patient_id, risk, time, event[, survival])."""
+        return self._tables.predictions(run_id, with_survival)
 
     def summary(self) -> pd.DataFrame:
         """One row per run: model, cohort, selection, folds, mean and std of every metric."""
