@@ -10,17 +10,30 @@ Two methods, chosen per query and named in the result:
   feature against each stored patient's mean patch feature (the :data:`SLIDE_MEAN`
   index), softmax edge weights, and the weighted Kaplan-Meier curve of the k neighbours
   evaluated at the time bins gives survival and risk.
+
+A *stored* patient of an MSRL version (no uploads, no filters, not ``exact``, k at most
+its stored rows) is answered from the version's stored case graph instead
+(:meth:`QueryEngine.stored_answer`): its ``model_neighbours`` rows in rank order and its
+stored prediction, the same neighbours the graph backends and Cypher return, without
+running the model. Everything else is computed as above.
+
+Thread safety: ``QueryEngine.lock`` (re-entrant) guards the store's DuckDB connection and
+the engine's caches; the model forward, FAISS searches and bag reads run outside it, so
+one engine serves concurrent requests.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from casegraph.config import BagLimits, bag_limits
 from casegraph.errors import InputError
@@ -46,6 +59,7 @@ from casegraph.retrieval.index import (
 from casegraph.retrieval.msrl_query import CoreAnswer, answer_wsi_only, candidate_ids
 from casegraph.retrieval.options import MAX_K, QueryOptions
 from casegraph.retrieval.results import (
+    GroupSummary,
     IndexInfo,
     InputProvenance,
     KaplanMeier,
@@ -73,16 +87,72 @@ class QueryInput:
     provenance: list[InputProvenance] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class StoredGraph:
+    """One version's stored case graph, read once: every patient's top-K rows along the
+    lineage (the nearest member with rows for a patient wins) as flat arrays, and its
+    stored predictions. ``spans``: patient -> (start, end) into ``neighbour_ids`` /
+    ``weights`` (rank order); ``predictions``: patient -> (risk, survival or None)."""
+
+    version_id: str
+    spans: dict[str, tuple[int, int]]
+    neighbour_ids: npt.NDArray[np.object_]
+    weights: npt.NDArray[np.float64]
+    predictions: dict[str, tuple[float, list[float] | None]]
+    bin_ends: list[float] | None
+    k: int
+
+    @classmethod
+    def read(cls, store: Store, version_id: str) -> StoredGraph:
+        lineage = store.versions.lineage(version_id)
+        frames = [store.versions.neighbours(v, own_only=True) for v in lineage]
+        seen: set[str] = set()
+        kept = []
+        for frame in frames:  # nearest member first: its patients hide the older rows
+            mine = frame[~frame["patient_id"].isin(seen)]
+            seen.update(mine["patient_id"].unique())
+            kept.append(mine)
+        rows = pd.concat(kept, ignore_index=True).sort_values(["patient_id", "rank"],
+                                                              kind="stable")
+        patients = rows["patient_id"].to_numpy(dtype=object)
+        starts = np.flatnonzero(np.r_[True, patients[1:] != patients[:-1]]) if len(rows) \
+            else np.zeros(0, dtype=np.int64)
+        ends = np.r_[starts[1:], len(rows)]
+        spans = dict(zip(patients[starts].tolist(),
+                         zip(starts.tolist(), ends.tolist(), strict=True), strict=True))
+        predictions = store.versions.predictions(version_id)
+        newest = {str(v): i for i, v in enumerate(lineage)}
+        predictions = predictions.assign(depth=predictions["version_id"].map(newest)) \
+            .sort_values("depth", kind="stable").drop_duplicates("patient_id")
+        by_patient = dict(zip(predictions["patient_id"].astype(str),
+                              zip(predictions["risk"].astype(float), predictions["survival"],
+                                  strict=True), strict=True))
+        return cls(version_id, spans, rows["neighbour_id"].to_numpy(dtype=object),
+                   rows["weight"].to_numpy(dtype=np.float64), by_patient,
+                   _stored_bin_ends(store, version_id), int((ends - starts).max(initial=0)))
+
+    def rows(self, patient_id: str) -> tuple[list[str], npt.NDArray[np.float64]]:
+        """The patient's stored (neighbour ids, weights), rank order; empty when none."""
+        start, end = self.spans.get(patient_id, (0, 0))
+        return [str(p) for p in self.neighbour_ids[start:end]], self.weights[start:end]
+
+
 class QueryEngine:
-    """Answers queries against one open store; caches the catalog, indexes and models."""
+    """Answers queries against one open store; caches the catalog, indexes, models and
+    the stored case graphs. ``lock`` guards the store connection and the caches."""
 
     def __init__(self, store: Store, limits: BagLimits | None = None) -> None:
         self.store = store
         self.limits = limits or bag_limits()
+        self.lock = threading.RLock()
         self.catalog = PatientCatalog.from_store(store)
         self._indexes: dict[IndexKey, LoadedIndex] = {}
         self._bins: npt.NDArray[np.float64] | None = None
         self._models: dict[str, Any] = {}
+        self._stored: dict[str, StoredGraph] = {}
+        self._versions: dict[tuple[str, str | None], tuple[str | None, str]] = {}
+        self._groups: dict[tuple[str, str | None], dict[str, GroupSummary]] = {}
+        self._slide_owners: dict[str, str] | None = None
 
     # ------------------------------------------------------------------ public
     def query(
@@ -92,29 +162,118 @@ class QueryEngine:
         options: QueryOptions | None = None,
     ) -> QueryResult:
         opts = (options or QueryOptions()).validated()
+        if not files and patient_id is not None:
+            stored = self.stored_answer(patient_id, opts)
+            if stored is not None:
+                return self._persist(stored, patient_id) if opts.persist else stored
         q = self.load_input(files, patient_id)
-        version, reason = msrl_adapter.choose_version(self.store, opts.method, opts.model_version)
+        version, reason = self.choose_version(opts)
         if version is not None:
             result = self._query_msrl(q, version, opts)
         else:
             result = self._query_knn(q, opts, reason)
         if opts.persist:
-            result = self._persist(result, q)
+            result = self._persist(result, q.patient_id)
         return result
 
     def similar(self, patient_id: str, options: QueryOptions | None = None) -> QueryResult:
         """The stored patient as a query (its own case excluded from the neighbours)."""
         return self.query((), patient_id, options)
 
+    def choose_version(self, opts: QueryOptions) -> tuple[str | None, str]:
+        """:func:`msrl_adapter.choose_version`, remembered per (method, version)."""
+        key = (opts.method, opts.model_version)
+        with self.lock:
+            if key not in self._versions:
+                self._versions[key] = msrl_adapter.choose_version(self.store, opts.method,
+                                                                  opts.model_version)
+            return self._versions[key]
+
     def model(self, version: str) -> Any:
-        if version not in self._models:
-            self._models[version] = msrl_adapter.load(self.store, version)
-        return self._models[version]
+        with self.lock:
+            if version not in self._models:
+                self._models[version] = msrl_adapter.load(self.store, version)
+            return self._models[version]
 
     def index(self, key: IndexKey) -> LoadedIndex:
-        if key not in self._indexes:
-            self._indexes[key] = open_index(self.store, key)
-        return self._indexes[key]
+        with self.lock:
+            if key not in self._indexes:
+                self._indexes[key] = open_index(self.store, key)
+            return self._indexes[key]
+
+    def stored_graph(self, version: str) -> StoredGraph:
+        """The version's stored case graph, read on first use (one pass over its rows)."""
+        with self.lock:
+            if version not in self._stored:
+                self._stored[version] = StoredGraph.read(self.store, version)
+            return self._stored[version]
+
+    # ------------------------------------------------------------------ stored answers
+    def stored_answer(self, patient_id: str, options: QueryOptions | None = None
+                      ) -> QueryResult | None:
+        """The stored patient's answer from its MSRL version's stored case graph, or None
+        when it must be computed: filters, ``exact`` or search options (``n_candidates``,
+        ``expand``, ``pool`` other than their defaults) given, no MSRL version, no stored
+        neighbour rows or prediction for the patient, or k above its stored rows.
+
+        neighbours: the stored rows in rank order (the version's learned top-K: for a
+        trained version the learned GSL similarity over authentic fused features, the
+        patient's own case excluded; for a patient ``attach`` added, the query path's
+        answer); ``similarity`` = the stored weight, ``weight`` = it rescaled to sum to 1
+        over the reported neighbours; risk and survival: the stored prediction."""
+        opts = (options or QueryOptions()).validated()
+        if opts.cohorts or opts.require or opts.exact or _searches(opts):
+            return None
+        self.catalog.require(patient_id)
+        version, _ = self.choose_version(opts)
+        if version is None:
+            return None
+        graph = self.stored_graph(version)
+        ids, stored_weights = graph.rows(patient_id)
+        n_stored = len(ids)
+        same_case = self.catalog.same_case(patient_id)
+        if any(p in same_case for p in ids):  # rows written before the case rule
+            keep = [p not in same_case for p in ids]
+            ids, stored_weights = [p for p, k in zip(ids, keep, strict=True) if k], \
+                stored_weights[np.asarray(keep, dtype=bool)]
+        prediction = graph.predictions.get(patient_id)
+        if not ids or opts.k > len(ids) or prediction is None:
+            return None
+        ids, stored_weights = ids[: opts.k], stored_weights[: opts.k]
+        total = float(stored_weights.sum())
+        weights = stored_weights / total if total > 0 else stored_weights
+        neighbours = self._neighbours([Hit(p, float(s)) for p, s in zip(ids, stored_weights,
+                                                                       strict=True)],
+                                      weights, opts)
+        risk, surv = prediction
+        if surv is None:
+            bins = self._bin_ends()
+            risk_knn, surv_knn = neighbour_prediction([n.time for n in neighbours],
+                                                      [n.event for n in neighbours], weights,
+                                                      bins)
+            survival = SurvivalCurve(times=bins.tolist(), survival=surv_knn.tolist())
+            risk = risk if np.isfinite(risk) else risk_knn
+        else:
+            times = graph.bin_ends if graph.bin_ends and len(graph.bin_ends) == len(surv) \
+                else self._bin_ends().tolist()
+            survival = SurvivalCurve(times=list(times), survival=[float(v) for v in surv])
+        info = IndexInfo(version_id=version, kind="stored-neighbours", type="model_neighbours",
+                         n=len(graph.spans), params={"k": graph.k})
+        return self._assemble(
+            patient_id, [], 0, list(self._stored_provenance(patient_id)), opts,
+            method="msrl-gsl", reason=None, version=version, index=info,
+            risk=risk if np.isfinite(risk) else 0.0, survival=survival, neighbours=neighbours,
+            n_candidates=n_stored,
+            notes=["answered from the version's stored case graph: its stored top-K "
+                   "neighbours (the same rows the case graph and Cypher return) and its "
+                   "stored prediction; similarity is the stored edge weight, weight that "
+                   "rescaled to sum to 1 over the reported neighbours"])
+
+    def _stored_provenance(self, patient_id: str) -> list[InputProvenance]:
+        row = self.catalog.require(patient_id)
+        return [InputProvenance(name="stored patient", modality="histology",
+                                status=row["histology"],
+                                detail=f"stored slides of patient {patient_id}")]
 
     # ------------------------------------------------------------------ inputs
     def load_input(self, files: Sequence[str | Path], patient_id: str | None) -> QueryInput:
@@ -138,8 +297,7 @@ class QueryEngine:
             raise InputError(f"the query files have different feature dims {sorted(dims)}",
                              file=paths[0], column="features", fix="query one encoder's features")
         feats = bags[0].features if len(bags) == 1 else np.concatenate([b.features for b in bags])
-        slides = self.store.slides()
-        by_slide = dict(zip(slides["slide_id"], slides["patient_id"], strict=True))
+        by_slide = self._slide_owner_map()
         provenance = []
         for path in paths:
             owner = by_slide.get(slide_key(path.name))
@@ -157,7 +315,20 @@ class QueryEngine:
         return QueryInput(feats, feats.mean(axis=0), [str(p) for p in paths], int(feats.shape[0]),
                           patient_id, provenance)
 
+    def _slide_owner_map(self) -> dict[str, str]:
+        """slide id -> patient id of every stored slide, read once."""
+        with self.lock:
+            if self._slide_owners is None:
+                slides = self.store.slides()
+                self._slide_owners = dict(zip(slides["slide_id"].astype(str),
+                                              slides["patient_id"].astype(str), strict=True))
+            return self._slide_owners
+
     def _input_from_patient(self, patient_id: str) -> QueryInput:
+        with self.lock:
+            return self._input_from_patient_locked(patient_id)
+
+    def _input_from_patient_locked(self, patient_id: str) -> QueryInput:
         row = self.catalog.require(patient_id)
         slides = self.store.slides()
         mine = slides[(slides["patient_id"] == patient_id) & slides["feature_path"].notna()]
@@ -281,7 +452,7 @@ class QueryEngine:
 
     def _neighbours(self, hits: list[Hit], weights: npt.NDArray[np.float64],
                     opts: QueryOptions) -> list[Neighbour]:
-        groups = genomic_group_summaries(self.store, [h.patient_id for h in hits], opts.group_set)
+        groups = self._group_summaries([h.patient_id for h in hits], opts.group_set)
         out = []
         for rank, (hit, w) in enumerate(zip(hits, weights, strict=True), start=1):
             row = self.catalog.require(hit.patient_id)
@@ -294,42 +465,64 @@ class QueryEngine:
                 genomic_groups=groups.get(hit.patient_id, {}) if authentic else {}))
         return out
 
+    def _group_summaries(self, patient_ids: list[str], group_set: str | None
+                         ) -> dict[str, dict[str, GroupSummary]]:
+        """:func:`genomic_group_summaries`, each patient's read once per group set."""
+        with self.lock:
+            missing = [p for p in dict.fromkeys(patient_ids)
+                       if (p, group_set) not in self._groups]
+            if missing:
+                found = genomic_group_summaries(self.store, missing, group_set)
+                for p in missing:
+                    self._groups[(p, group_set)] = found.get(p, {})
+            return {p: self._groups[(p, group_set)] for p in patient_ids}
+
     def _result(self, q: QueryInput, opts: QueryOptions, *, method: str, reason: str | None,
                 version: str | None, loaded: LoadedIndex, risk: float, survival: SurvivalCurve,
                 neighbours: list[Neighbour], n_candidates: int, notes: list[str]) -> QueryResult:
+        idx = loaded.index
+        info = IndexInfo(version_id=loaded.key.version_id, kind=loaded.key.kind, type=idx.kind,
+                         n=len(idx), params={k: v for k, v in idx.params.items()
+                                             if isinstance(v, int | float | str)})
+        return self._assemble(q.patient_id, q.files, q.n_patches, q.provenance, opts,
+                              method=method, reason=reason, version=version, index=info,
+                              risk=risk, survival=survival, neighbours=neighbours,
+                              n_candidates=n_candidates, notes=notes)
+
+    def _assemble(self, patient_id: str | None, files: list[str], n_patches: int,
+                  provenance: list[InputProvenance], opts: QueryOptions, *, method: str,
+                  reason: str | None, version: str | None, index: IndexInfo, risk: float,
+                  survival: SurvivalCurve, neighbours: list[Neighbour], n_candidates: int,
+                  notes: list[str]) -> QueryResult:
         times, surv, at_risk, deaths = kaplan_meier([n.time for n in neighbours],
                                                     [n.event for n in neighbours])
         km = KaplanMeier(times=times.tolist(), survival=surv.tolist(),
                          at_risk=[int(a) for a in at_risk], events=[int(d) for d in deaths],
                          median_survival=median_survival(times, surv))
         genomics_status: Provenance = "inferred" if method == "msrl-gsl" else "absent"
-        inputs = [*q.provenance, InputProvenance(
+        inputs = [*provenance, InputProvenance(
             name="genomics", modality="genomics", status=genomics_status,
             detail="WSI-only query" + ("; the Inductor's prompt stands in" if
                                        method == "msrl-gsl" else ""))]
         if len(neighbours) < opts.k:
             notes = [*notes, f"only {len(neighbours)} patients pass the filters (k={opts.k})"]
-        if q.patient_id:
-            notes = [*notes, f"the query is stored patient {q.patient_id}: its case is "
+        if patient_id:
+            notes = [*notes, f"the query is stored patient {patient_id}: its case is "
                              "excluded from the neighbours"]
-        idx = loaded.index
         return QueryResult(
             method=method,  # type: ignore[arg-type]
-            fallback_reason=reason, model_version=version, query_patient_id=q.patient_id,
-            query_files=q.files, n_patches=q.n_patches, risk=risk, survival=survival,
-            neighbours=neighbours, neighbourhood_km=km, inputs=inputs,
-            index=IndexInfo(version_id=loaded.key.version_id, kind=loaded.key.kind,
-                            type=idx.kind, n=len(idx),
-                            params={k: v for k, v in idx.params.items()
-                                    if isinstance(v, int | float | str)}),
+            fallback_reason=reason, model_version=version, query_patient_id=patient_id,
+            query_files=files, n_patches=n_patches, risk=risk, survival=survival,
+            neighbours=neighbours, neighbourhood_km=km, inputs=inputs, index=index,
             n_candidates=n_candidates,
             filters={"cohorts": list(opts.cohorts), "require_authentic": list(opts.require),
                      "exact": opts.exact}, notes=notes)
 
-    def _persist(self, result: QueryResult, q: QueryInput) -> QueryResult:
+    def _persist(self, result: QueryResult, patient_id: str | None) -> QueryResult:
         from casegraph.retrieval.persist import persist_query
 
-        done, note = persist_query(self.store, result)
+        with self.lock:
+            done, note = persist_query(self.store, result)
         return result.model_copy(update={"persisted_to_graph": done,
                                          "notes": [*result.notes, note]})
 
@@ -342,6 +535,28 @@ def query(
 ) -> QueryResult:
     """One WSI-only query (see :class:`QueryOptions` for ``options``)."""
     return QueryEngine(store).query(files, patient_id, QueryOptions(**options))
+
+
+_DEFAULT_SEARCH = QueryOptions()
+
+
+def _searches(opts: QueryOptions) -> bool:
+    """Whether ``opts`` set the candidate search (asking for the computed answer)."""
+    return ((opts.n_candidates, opts.expand, opts.pool) !=
+            (_DEFAULT_SEARCH.n_candidates, _DEFAULT_SEARCH.expand, _DEFAULT_SEARCH.pool))
+
+
+def _stored_bin_ends(store: Store, version: str) -> list[float] | None:
+    """End time of each survival bin of ``version`` (its stored edges; an open last bin
+    ends at its reference patients' largest follow-up), without loading the model."""
+    edges = store.versions.get(version).bin_edges
+    if edges is None:
+        return None
+    patients = store.patients().set_index("patient_id")["time"].astype(float)
+    known = patients[patients.index.isin(msrl_adapter.reference_ids(store, version))]
+    follow_up = float((known if len(known) else patients).max())
+    return msrl_adapter.bin_ends(SimpleNamespace(bin_edges_=list(edges)), len(edges) - 1,
+                                 follow_up)
 
 
 def read_bags(paths: Sequence[Path], limits: BagLimits) -> list[Bag]:

@@ -7,8 +7,8 @@ classes), ``state.npz`` (genomics preprocessing, buffer and reference features),
 ``genomics`` (authentic g) and ``fused`` (authentic f = [g, h], the buffer's space).
 Rows go through the store's version API (:mod:`casegraph.ingest.versions`): the version,
 its training patients, buffer (FIFO order), each embeddable patient's top-K neighbours by
-learned GSL similarity (self excluded; weight = that similarity, clipped at 0) and the
-embedding files.
+learned GSL similarity (the patient's own case excluded, as a query excludes it; weight =
+that similarity, clipped at 0) and the embedding files.
 """
 
 from __future__ import annotations
@@ -58,10 +58,14 @@ def store_embeddings(model: MSRLModel, data: CohortData) -> dict[str, Tensor]:
 
 
 @torch.no_grad()
-def neighbour_rows(model: MSRLModel, ids: list[str], fused: Tensor, chunk: int = 2048
-                   ) -> pd.DataFrame:
-    """Top-K neighbours of every patient by the learned similarity of the fused features."""
+def neighbour_rows(model: MSRLModel, ids: list[str], fused: Tensor, chunk: int = 2048,
+                   cases: list[str] | None = None) -> pd.DataFrame:
+    """Top-K neighbours of every patient by the learned similarity of the fused features
+    (n, f). ``cases`` (n,): each patient's case id (default: its own id); patients of the
+    same case are never each other's neighbours, the rule the query path follows."""
     k = min(model.config.k, len(ids) - 1)
+    case_codes = torch.from_numpy(pd.factorize(pd.Series(cases if cases is not None
+                                                         else ids))[0])
     frames = []
     emb = model.net_.gsl_f.embed(fused) if model.config.graph != "euclidean_knn" else fused
     for start in range(0, len(ids), chunk):
@@ -70,16 +74,19 @@ def neighbour_rows(model: MSRLModel, ids: list[str], fused: Tensor, chunk: int =
             sim = model.net_.gsl_f.cross_similarity(fused[rows], fused)
         else:
             sim = cosine_similarity_matrix(emb[rows], emb)
-        sim[torch.arange(len(rows)), rows] = float("-inf")
+        sim[case_codes[rows][:, None] == case_codes[None, :]] = float("-inf")
         if k <= 0:
             continue
         vals, idx = sim.topk(k, dim=1)
-        frames.append(pd.DataFrame({
+        kept = torch.isfinite(vals)
+        frame = pd.DataFrame({
             "patient_id": np.repeat([ids[i] for i in rows.tolist()], k),
             "neighbour_id": [ids[j] for j in idx.reshape(-1).tolist()],
             "rank": np.tile(np.arange(1, k + 1), len(rows)),
             "weight": vals.clamp_min(0.0).reshape(-1).numpy().astype(np.float64),
-        }))
+        })
+        # a case with more than n - k patients has fewer than k others to list
+        frames.append(frame[kept.reshape(-1).numpy()])
     cols = ["patient_id", "neighbour_id", "rank", "weight"]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
 
@@ -102,7 +109,7 @@ def save_version(model: MSRLModel, store: Store, cohort: str | None) -> str:
     ref.update(zip(fused_ids, fused, strict=True))
     model.reference_ids_ = list(ref)
     model.reference_fused_ = torch.stack(list(ref.values())) if ref else model.reference_fused_
-    neighbours = neighbour_rows(model, fused_ids, fused)
+    neighbours = neighbour_rows(model, fused_ids, fused, cases=_case_ids(store, fused_ids))
     prediction = model.predict(data)
     metrics = {"pretrain_loss_last": _last(model.pretrain_history_),
                "finetune_loss_last": _last(model.finetune_history_),
@@ -147,6 +154,13 @@ def authentic_rows(store: Store, model: MSRLModel, patient_ids: list[str]
         return np.ones(len(patient_ids), dtype=bool)
     _, _, present = store.genomic_matrix(patient_ids)
     return np.asarray(present.any(axis=1), dtype=bool).reshape(len(patient_ids))
+
+
+def _case_ids(store: Store, patient_ids: list[str]) -> list[str]:
+    """Each patient's case: its source id, else its own id (as the query's catalog)."""
+    patients = store.patients()
+    source = dict(zip(patients["patient_id"].astype(str), patients["source_id"], strict=True))
+    return [str(s) if isinstance(s := source.get(p), str) and s else p for p in patient_ids]
 
 
 def _last(history: list[float]) -> float | None:
