@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import typer
@@ -43,6 +44,9 @@ def query_command(
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
     km_png: Path | None = typer.Option(None, help="Also draw the neighbourhood's Kaplan-Meier "
                                        "curve to this PNG file."),
+    csv_file: Path | None = typer.Option(None, "--csv", help="Also write the neighbours "
+                                         "table (rank, patient_id, cohort, similarity, "
+                                         "weight, time, event) to this CSV file."),
     threads: int = typer.Option(1, help="torch/FAISS threads (1 is fastest for one query)."),
     store: Path | None = STORE_OPTION,
 ) -> None:
@@ -60,12 +64,28 @@ def query_command(
         from casegraph.retrieval.report import plot_km
 
         plot_km(result, km_png)
+    if csv_file is not None:
+        _write_neighbours_csv(result.neighbours, csv_file)
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
         return
     from casegraph.retrieval.report import print_result
 
     print_result(result)
+
+
+NEIGHBOUR_COLUMNS = ("rank", "patient_id", "cohort", "similarity", "weight", "time", "event")
+
+
+def _write_neighbours_csv(neighbours: Sequence[object], path: Path) -> None:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(NEIGHBOUR_COLUMNS)
+        for n in neighbours:
+            writer.writerow([getattr(n, column) for column in NEIGHBOUR_COLUMNS])
 
 
 def serve_command(

@@ -1,5 +1,5 @@
 """``casegraph train`` (cross-validate a model on a cohort) and ``casegraph evaluate``
-(report stored results, export the markdown table and KM figures)."""
+(report stored results; export the markdown table, CSV tables and figures)."""
 
 from __future__ import annotations
 
@@ -161,6 +161,10 @@ def evaluate(
                                help="c_index | c_index_uno | mean_auc | ibs."),
     markdown: Path = typer.Option(None, "--markdown", help="Write the markdown table here."),
     km_dir: Path = typer.Option(None, "--km-dir", help="Write one KM figure per run here."),
+    csv_dir: Path = typer.Option(None, "--csv", help="Write folds.csv (metrics per run and "
+                                 "fold) and predictions.csv (out-of-fold predictions) here."),
+    figures: Path = typer.Option(None, "--figures", help="Write per run: KM by risk group, "
+                                 "time-dependent AUC and calibration figures here."),
 ) -> None:
     """Report stored cross-validation results (mean ± std per run) and export them."""
     from casegraph.errors import InputError
@@ -199,6 +203,64 @@ def evaluate(
                 p = km_plot(results.predictions(str(r.run_id)), km_dir / f"{r.run_id}_km.png",
                             f"{r.model} on {r.cohort}")
                 typer.echo(f"KM {r.run_id}: log-rank p = {p:.2e}")
+        if csv_dir:
+            _write_csv(results, summary, csv_dir)
+        if figures:
+            _write_figures(results, summary, figures)
+
+
+def _write_csv(results: Any, summary: Any, directory: Path) -> None:
+    """folds.csv: run_id, model, cohort, then every fold-result column; predictions.csv:
+    run_id, fold, patient_id, risk, time, event, survival_1..K (S at each bin's end)."""
+    import pandas as pd
+
+    folds, predictions = [], []
+    for r in summary.itertuples():
+        run_id = str(r.run_id)
+        folds.append(results.fold_results(run_id).drop(columns="run_id", errors="ignore")
+                     .assign(run_id=run_id, model=r.model, cohort=r.cohort))
+        predictions.append(_survival_columns(results.predictions(run_id, with_survival=True))
+                           .assign(run_id=run_id))
+    directory.mkdir(parents=True, exist_ok=True)
+    fold_table = pd.concat(folds, ignore_index=True)
+    fold_table = fold_table[["run_id", "model", "cohort",
+                             *[c for c in fold_table if c not in ("run_id", "model", "cohort")]]]
+    fold_table.to_csv(directory / "folds.csv", index=False)
+    pred_table = pd.concat(predictions, ignore_index=True)
+    pred_table = pred_table[["run_id", *[c for c in pred_table if c != "run_id"]]]
+    pred_table.to_csv(directory / "predictions.csv", index=False)
+    typer.echo(f"CSV: {directory / 'folds.csv'} ({len(fold_table)} folds), "
+               f"{directory / 'predictions.csv'} ({len(pred_table)} predictions)")
+
+
+def _survival_columns(predictions: Any) -> Any:
+    """The survival list column spread into survival_1..K (empty for risk-only models)."""
+    import pandas as pd
+
+    curves = [[] if c is None else list(c) for c in predictions.pop("survival")]
+    width = max((len(c) for c in curves), default=0)
+    spread = pd.DataFrame([c + [None] * (width - len(c)) for c in curves],
+                          columns=[f"survival_{k + 1}" for k in range(width)],
+                          index=predictions.index, dtype=float)
+    return pd.concat([predictions, spread], axis=1)
+
+
+def _write_figures(results: Any, summary: Any, directory: Path) -> None:
+    from casegraph.models.plots import calibration_plot, km_plot, td_auc_plot
+
+    for r in summary.itertuples():
+        run_id, title = str(r.run_id), f"{r.model} on {r.cohort}"
+        predictions = results.predictions(run_id, with_survival=True)
+        if predictions.empty:
+            typer.echo(f"figures {run_id}: no predictions stored, skipped")
+            continue
+        p = km_plot(predictions, directory / f"{run_id}_km.png", title)
+        auc = td_auc_plot(predictions, directory / f"{run_id}_td_auc.png", title)
+        calibration = calibration_plot(predictions, directory / f"{run_id}_calibration.png",
+                                       title, bins=str(r.bins))
+        typer.echo(f"figures {run_id}: log-rank p = {p:.2e}, time-dependent AUC at "
+                   f"{len(auc)} times, calibration in {len(calibration.points)} groups at "
+                   f"{calibration.horizon:.1f} months -> {directory}")
 
 
 def _save_version(store: Any, model: str, cohort: str, version_fold: str,
