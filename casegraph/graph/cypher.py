@@ -85,7 +85,9 @@ def run_cypher(
         return CypherResult(columns, rows)
 
     try:
-        with driver.session(database=database) as session:
+        # the driver's shared bookmarks: a routed read sees this process's earlier writes
+        with driver.session(database=database,
+                            bookmark_manager=driver.execute_query_bookmark_manager) as session:
             return session.execute_write(work) if write else session.execute_read(work)
     except ClientError as exc:
         if "AccessMode" in str(exc.code) or "read access mode" in str(exc.message):

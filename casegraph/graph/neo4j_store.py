@@ -4,11 +4,19 @@ Every write is one batched ``UNWIND $rows`` statement inside a managed transacti
 (``session.execute_write``), which the driver retries on transient errors and lost
 connections; MERGE keeps it idempotent. Only parameters carry values: no query text is
 ever built from user data (labels and property names are fixed here).
+
+Every URI scheme the driver knows works unchanged against a cluster: with ``neo4j://`` /
+``neo4j+s://`` the driver routes, so managed read transactions (``session.execute_read``)
+go to followers or read replicas and writes to the leader, and a write that meets a leader
+change is retried on the new leader. Every session of one store shares the driver's
+bookmark manager, so a read sees this process's earlier writes even on a lagging follower
+(docs/neo4j.md, *A cluster*).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -31,7 +39,7 @@ from casegraph.graph.records import (
 )
 
 if TYPE_CHECKING:
-    from neo4j import Driver, ManagedTransaction
+    from neo4j import Driver, ManagedTransaction, Session
 
 SCHEMA = [
     "CREATE CONSTRAINT cohort_name IF NOT EXISTS FOR (c:Cohort) REQUIRE c.name IS UNIQUE",
@@ -161,8 +169,10 @@ def redact_uri(uri: str) -> str:
     return f"{scheme}://***@{host}" if sep and "@" not in scheme else f"***@{host}"
 
 
+PRUNE_ATTEMPTS = 4  # an auto-commit statement the driver does not retry itself
 URI_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
-_URI_FIX = "use bolt://HOST:PORT or neo4j://HOST:PORT, e.g. bolt://127.0.0.1:7687"
+_URI_FIX = ("use bolt://HOST:PORT (one server) or neo4j://HOST:PORT (routing, a cluster; "
+            "neo4j+s:// with TLS), e.g. bolt://127.0.0.1:7687")
 
 
 def _check_uri(uri: str) -> None:
@@ -181,6 +191,10 @@ def _check_uri(uri: str) -> None:
 def _summary_created(tx: ManagedTransaction, query: str, **params: Any) -> int:
     counters = tx.run(query, **params).consume().counters
     return int(counters.nodes_created + counters.relationships_created)
+
+
+def _run_schema(tx: ManagedTransaction, statement: str) -> None:
+    tx.run(statement).consume()
 
 
 def _write_one_edge(tx: ManagedTransaction, params: dict[str, Any]) -> int:
@@ -236,22 +250,30 @@ class Neo4jGraphStore(GraphStore):
         self._driver.close()
 
     # ------------------------------------------------------------------ plumbing
+    def _session(self) -> Session:
+        """A session in the causal chain of every other session of this driver: the shared
+        bookmark manager makes a routed read wait for this process's earlier writes."""
+        return self._driver.session(database=self.database,
+                                    bookmark_manager=self._driver.execute_query_bookmark_manager)
+
     def _write(self, work: Callable[[ManagedTransaction], int]) -> int:
-        with self._driver.session(database=self.database) as session:
+        with self._session() as session:
             return session.execute_write(work)
 
     def _read(self, query: str, **params: Any) -> list[dict[str, Any]]:
         def work(tx: ManagedTransaction) -> list[dict[str, Any]]:
             return [record.data() for record in tx.run(query, **params)]
 
-        with self._driver.session(database=self.database) as session:
+        with self._session() as session:
             return session.execute_read(work)
 
     # ------------------------------------------------------------------ writes
     def ensure_schema(self) -> None:
-        with self._driver.session(database=self.database) as session:
+        """Each statement in its own managed write transaction (a schema change may not share
+        one with data writes): routed to the leader, retried on a leader change."""
+        with self._session() as session:
             for statement in SCHEMA:
-                session.run(statement).consume()
+                session.execute_write(_run_schema, statement)
 
     def write_cohorts(self, names: Sequence[str]) -> int:
         rows = list(names)
@@ -282,7 +304,7 @@ class Neo4jGraphStore(GraphStore):
     def write_similar_one_by_one(self, version_id: str, edges: Sequence[SimilarEdge]) -> int:
         """One transaction per edge: the naive path, kept for the benchmark's comparison."""
         created = 0
-        with self._driver.session(database=self.database) as session:
+        with self._session() as session:
             for e in edges:
                 params: dict[str, Any] = {
                     "patient_id": e.patient_id, "neighbour_id": e.neighbour_id,
@@ -335,7 +357,7 @@ class Neo4jGraphStore(GraphStore):
         return [str(r["id"]) for r in rows]
 
     def _prune_one(self, version_id: str, batch_size: int) -> int:
-        from neo4j.exceptions import ServiceUnavailable, TransientError
+        from neo4j.exceptions import ServiceUnavailable, SessionExpired, TransientError
 
         count_query = ("MATCH (:Patient)-[r:SIMILAR_TO {model_version: $version}]->(:Patient) "
                        "RETURN count(r) AS n")
@@ -346,14 +368,16 @@ class Neo4jGraphStore(GraphStore):
             "CALL (r) { DELETE r } IN TRANSACTIONS OF $limit ROWS")
         removed = self._count(count_query, version=version_id)
         for delete_query in delete_queries:
-            for attempt in range(3):
+            for attempt in range(PRUNE_ATTEMPTS):
                 try:
-                    with self._driver.session(database=self.database) as session:
+                    with self._session() as session:
                         session.run(delete_query, version=version_id, limit=batch_size).consume()
                     break
-                except (ServiceUnavailable, TransientError):
-                    if attempt == 2:
+                except (ServiceUnavailable, SessionExpired, TransientError):
+                    # NotALeader is a TransientError: give a cluster time to elect a leader
+                    if attempt == PRUNE_ATTEMPTS - 1:
                         raise
+                    time.sleep(2.0 ** attempt)
         self._write(lambda tx: _summary_created(
             tx, "MATCH (q:QueryCase {model_version: $version}) DETACH DELETE q",
             version=version_id))
