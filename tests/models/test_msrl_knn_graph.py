@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from casegraph.models.msrl import knn_graph
+from casegraph.models.msrl import finetune, knn_graph
 from casegraph.models.msrl.config import MSRLConfig
 from casegraph.models.msrl.gsl import GraphLearner
 from casegraph.models.msrl.inference import BufferGraph, dense_query_forward, query_forward
@@ -99,3 +99,65 @@ def test_buffer_graph_by_faiss_answers_queries_as_the_dense_graph(
         f_q = torch.randn(net.f_dim)
         z_sparse, _ = query_forward(net, buf, f_q)
         assert torch.allclose(z_sparse, dense_query_forward(net, buffer, f_q), atol=1e-5)
+
+
+# ---------------------------------------------------------------- Stage 2 without n x n
+
+
+def _cohort(n: int, seed: int = 0) -> finetune.TrainingCases:
+    gen = torch.Generator().manual_seed(seed)
+    return finetune.TrainingCases(
+        patient_ids=[f"p{i}" for i in range(n)],
+        wsi=torch.randn(n, 6, generator=gen),
+        groups=[torch.randn(n, 3, generator=gen), torch.randn(n, 2, generator=gen)],
+        labels=torch.randint(0, 4, (n,), generator=gen),
+        events=(torch.rand(n, generator=gen) > 0.3).float(),
+    )
+
+
+def _net(graph: str, batch_edges: bool = False) -> MSRLNetwork:
+    torch.manual_seed(0)
+    config = MSRLConfig(dim=8, k=4, graph=graph, pretrain_steps=0, proj_dim=4, epochs=2,
+                        batch_size=5, batch_edges=batch_edges)
+    return MSRLNetwork(config, bag_dim=6, group_sizes=[3, 2], n_out=4)
+
+
+@pytest.mark.parametrize(("graph", "batch_edges"), [("learned", False), ("learned", True),
+                                                    ("cosine_knn", False),
+                                                    ("euclidean_knn", False)])
+def test_sparse_step_has_the_dense_losses_and_gradients(graph: str, batch_edges: bool,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(finetune, "ROW_CHUNK", 7)  # several row chunks
+    cases = _cohort(30)
+    results = []
+    for sparse in (False, True):
+        net = _net(graph, batch_edges)
+        target = finetune.make_target(net)
+        buffer = finetune.init_buffer(target, cases, 30, set(), seed=0)
+        net.train()
+        torch.manual_seed(1)
+        losses, _, _ = finetune.finetune_step(net, target, buffer, cases, torch.arange(5),
+                                              torch.Generator().manual_seed(2), sparse=sparse)
+        sum(losses.values(), start=torch.zeros(())).backward()
+        grads = [p.grad.clone() for p in net.parameters() if p.grad is not None]
+        results.append(({k: float(v.detach()) for k, v in losses.items()}, grads))
+    (dense, dense_grads), (sparse_losses, sparse_grads) = results
+    assert dense.keys() == sparse_losses.keys()
+    for key in dense:
+        assert sparse_losses[key] == pytest.approx(dense[key], rel=1e-5, abs=1e-6), key
+    assert len(dense_grads) == len(sparse_grads)
+    for a, b in zip(dense_grads, sparse_grads, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_sparse_training_follows_the_dense_loss_trajectory() -> None:
+    cases = _cohort(24, seed=3)
+    histories = []
+    for sparse in (False, True):
+        _, buffer, history = finetune.finetune(_net("learned"), cases, set(), seed=5,
+                                               sparse=sparse)
+        histories.append((history, buffer.features))
+    (dense, dense_buffer), (sparse_history, sparse_buffer) = histories
+    assert len(dense) == 2
+    assert sparse_history == pytest.approx(dense, rel=1e-4)
+    assert torch.allclose(dense_buffer, sparse_buffer, atol=1e-4)

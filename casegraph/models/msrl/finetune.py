@@ -12,6 +12,12 @@ Per mini-batch of training cases B (the buffer minus the cases of B is the conte
 
 The cases of B are removed from the context so a case never meets its own authentic copy:
 at inference the query is never in the buffer, and training matches that.
+
+Memory: with n = |C| + |B| nodes at or above :data:`SPARSE_FROM`, the graph is built
+without an n x n matrix (:func:`sparse_graph_forward`: chunked top-K, a COO adjacency of
+O(n K) edges, a sparse GCN; the structure loss summed over row chunks that are recomputed
+in the backward pass), so a step holds O(n K + chunk x n) memory. The values equal the
+dense path's within float tolerance (tested); below the threshold the dense path is used.
 """
 
 from __future__ import annotations
@@ -24,11 +30,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from casegraph.models.losses import nll_survival_loss
 from casegraph.models.msrl.buffer import CaseBuffer
 from casegraph.models.msrl.contrastive import balanced_bce, ema_update, info_nce
+from casegraph.models.msrl.graph_ops import coalesce
+from casegraph.models.msrl.gsl import GraphLearner, median_sq_distance
 from casegraph.models.msrl.nets import MSRLNetwork, WSIInput
+
+# graphs of at least this many nodes (context + batch) are built sparse, O(n K) memory;
+# below it one dense n x n product is cheaper and small anyway (16 MB at 2,048 nodes)
+SPARSE_FROM = 2048
+ROW_CHUNK = 1024  # rows of the similarity held at once on the sparse path
 
 
 @dataclass
@@ -80,9 +94,11 @@ def init_buffer(
 
 def finetune_step(
     net: MSRLNetwork, target: MSRLNetwork, buffer: CaseBuffer, cases: TrainingCases,
-    idx: Tensor, gen: torch.Generator,
+    idx: Tensor, gen: torch.Generator, sparse: bool | None = None,
 ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-    """Losses of one batch; returns (losses, online f~_B, target f^_B)."""
+    """Losses of one batch; returns (losses, online f~_B, target f^_B).
+
+    ``sparse``: build the graph without an n x n matrix (None: when n >= SPARSE_FROM)."""
     c = net.config
     ids = [cases.patient_ids[int(i)] for i in idx]
     wsi, groups = cases.take(idx)
@@ -91,16 +107,27 @@ def finetune_step(
 
     h = net.encode_wsi(wsi)
     f_on = net.online_fused(h, groups)
-    sim_on, _, z_on = net.graph_forward(torch.cat([context, f_on]), len(ids))
-    with torch.no_grad():
-        f_t = target_fused(target, wsi, groups)
-        _, raw_t, z_t = target.graph_forward(torch.cat([context, f_t]), len(ids))
+    nodes_on = torch.cat([context, f_on])
+    use_sparse = len(nodes_on) >= SPARSE_FROM if sparse is None else sparse
+    if use_sparse:
+        graph_on = sparse_graph_forward(net, nodes_on, len(ids))
+        z_on = graph_on.z
+        with torch.no_grad():
+            f_t = target_fused(target, wsi, groups)
+            graph_t = sparse_graph_forward(target, torch.cat([context, f_t]), len(ids))
+        z_t, s_align = graph_t.z, graph_on.structure_loss(graph_t)
+    else:
+        sim_on, _, z_on = net.graph_forward(nodes_on, len(ids))
+        with torch.no_grad():
+            f_t = target_fused(target, wsi, groups)
+            _, raw_t, z_t = target.graph_forward(torch.cat([context, f_t]), len(ids))
+        s_align = _structure_loss(sim_on, raw_t)
 
     losses = {
         "task": task_loss(c.task, net.logits(z_on[n_ctx:], f_on), cases.labels[idx], cases.events[idx]),
         "f_align": info_nce(f_on, f_t, c.tau),
         "g_align": info_nce(z_on[n_ctx:], z_t[n_ctx:], c.tau),
-        "s_align": _structure_loss(sim_on, raw_t),
+        "s_align": s_align,
     }
     if c.mixup_alpha > 0 and len(ids) > 1:
         lam = float(torch.distributions.Beta(c.mixup_alpha, c.mixup_alpha).sample())
@@ -117,15 +144,117 @@ def _structure_loss(sim_on: Tensor, raw_t: Tensor) -> Tensor:
     return balanced_bce((sim_on[finite] + 1.0) / 2.0, (raw_t[finite] > 0).float())
 
 
+@dataclass
+class SparseGraph:
+    """The fused graph of n nodes as O(n K) edges, and the GCN output on it."""
+
+    learner: GraphLearner
+    keys: Tensor  # (n, d) the learner's similarity keys (with gradient on the online side)
+    edge_index: Tensor  # (2, E) coalesced, symmetric, self-loops included
+    raw: Tensor  # (E,) relu((R + Rᵀ) / 2), R = every row's top-K + a self-loop of 1
+    n_queries: int  # the last n_queries nodes are the batch
+    masked_batch: bool  # batch nodes may not pick each other
+    z: Tensor  # (n, dim)
+
+    def _masked(self, rows: Tensor, n: int) -> Tensor:
+        """(len(rows), n) bool: the pairs the dense path sets to -inf (batch x batch, i != j)."""
+        if not self.masked_batch:
+            return torch.zeros(len(rows), n, dtype=torch.bool)
+        first = n - self.n_queries
+        cols = torch.arange(n)
+        return (rows[:, None] >= first) & (cols[None, :] >= first) & (rows[:, None] != cols)
+
+    def structure_loss(self, target: SparseGraph) -> Tensor:
+        """Balanced BCE between (S + 1) / 2 over every unmasked pair and the target graph's
+        pattern, as :func:`_structure_loss` on the dense matrices; summed over row chunks
+        whose n-wide blocks are recomputed in the backward pass, never all held at once."""
+        n = self.keys.shape[0]
+        n_masked = self.n_queries * (self.n_queries - 1) if self.masked_batch else 0
+        n_pairs = n * n - n_masked
+        positive = target.edge_index[:, target.raw > 0]
+        c1 = float(positive.shape[1])
+        c0 = n_pairs - c1
+        alpha0 = n_pairs / (2.0 * c0) if c0 > 0 else 0.0
+        alpha1 = n_pairs / (2.0 * c1) if c1 > 0 else 0.0
+        total = torch.zeros(())
+        for start in range(0, n, ROW_CHUNK):
+            stop = min(start + ROW_CHUNK, n)
+            in_rows = (positive[0] >= start) & (positive[0] < stop)
+            part = checkpoint(self._chunk_bce, self.keys[start:stop], positive[:, in_rows],
+                              torch.tensor([start, alpha0, alpha1]), use_reentrant=False)
+            total = total + part
+        return total / n_pairs
+
+    def _chunk_bce(self, row_keys: Tensor, positive: Tensor, consts: Tensor,
+                   eps: float = 1e-6) -> Tensor:
+        start, alpha0, alpha1 = int(consts[0]), consts[1], consts[2]
+        n = self.keys.shape[0]
+        rows = torch.arange(start, start + row_keys.shape[0])
+        p = ((self.learner.key_similarity(row_keys, self.keys) + 1.0) / 2.0).clamp(eps, 1.0 - eps)
+        y = torch.zeros_like(p)
+        y[positive[0] - start, positive[1]] = 1.0
+        loss = -(alpha1 * y * torch.log(p) + alpha0 * (1.0 - y) * torch.log(1.0 - p))
+        return loss.masked_fill(self._masked(rows, n), 0.0).sum()
+
+
+def sparse_graph_forward(net: MSRLNetwork, nodes: Tensor, n_queries: int) -> SparseGraph:
+    """:meth:`MSRLNetwork.graph_forward` without an n x n matrix: nodes (n, f_dim) -> the
+    graph's O(n K) edges and Z (n, dim). Top-K chosen per chunk of rows (no gradient),
+    the chosen values recomputed with gradient; the same graph as the dense path."""
+    learner = net.gsl_f
+    if learner.kind == "euclidean_knn" and learner.training:
+        learner.scale.copy_(median_sq_distance(nodes.detach()))  # O(n²): the ablation only
+    keys = learner.keys(nodes)
+    masked_batch = n_queries > 1 and not net.config.batch_edges
+    graph = SparseGraph(learner, keys, torch.zeros(2, 0, dtype=torch.long), torch.zeros(0),
+                        n_queries, masked_batch, torch.zeros(0))
+    rows, cols = _topk_pairs(graph, min(learner.k, nodes.shape[0] - 1))
+    values = learner.pair_similarity(keys[rows], keys[cols])
+    n = nodes.shape[0]
+    loops = torch.arange(n)
+    edge_index = torch.stack([torch.cat([rows, cols, loops]), torch.cat([cols, rows, loops])])
+    edge_index, pre = coalesce(edge_index, torch.cat([values / 2, values / 2, torch.ones(n)]), n)
+    raw = pre.clamp_min(0.0)
+    degree = torch.zeros(n).index_add(0, edge_index[0], raw)
+    inv = degree.clamp_min(1e-12).pow(-0.5)
+    adj = torch.sparse_coo_tensor(edge_index, inv[edge_index[0]] * raw * inv[edge_index[1]],
+                                  (n, n), is_coalesced=True, check_invariants=False)
+    graph.edge_index, graph.raw = edge_index, raw
+    graph.z = net.gcn_f(nodes, adj)
+    return graph
+
+
+@torch.no_grad()
+def _topk_pairs(graph: SparseGraph, c: int) -> tuple[Tensor, Tensor]:
+    """(rows, cols) of every row's top-c other nodes, pairs the dense path masks dropped."""
+    keys, n = graph.keys, graph.keys.shape[0]
+    found_rows, found_cols = [], []
+    for start in range(0, n, ROW_CHUNK):
+        rows = torch.arange(start, min(start + ROW_CHUNK, n))
+        sim = graph.learner.key_similarity(keys[rows], keys)
+        sim[torch.arange(len(rows)), rows] = float("-inf")
+        sim = sim.masked_fill(graph._masked(rows, n), float("-inf"))
+        if c <= 0:
+            continue
+        values, index = sim.topk(c, dim=1)
+        finite = torch.isfinite(values)  # a masked pick is an edge of weight 0 after ReLU
+        found_rows.append(rows[:, None].expand(-1, c)[finite])
+        found_cols.append(index[finite])
+    if not found_rows:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    return torch.cat(found_rows), torch.cat(found_cols)
+
+
 def _mixed(groups: list[Tensor] | None, lam: float, perm: Tensor) -> list[Tensor] | None:
     return None if groups is None else [lam * g + (1 - lam) * g[perm] for g in groups]
 
 
 def finetune(
     net: MSRLNetwork, cases: TrainingCases, forbidden: set[str], seed: int,
-    on_epoch: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[int, float], None] | None = None, sparse: bool | None = None,
 ) -> tuple[MSRLNetwork, CaseBuffer, list[float]]:
-    """Run Stage 2; returns (target branch, buffer, mean loss per epoch)."""
+    """Run Stage 2; returns (target branch, buffer, mean loss per epoch).
+    ``sparse``: see :func:`finetune_step` (None: by graph size)."""
     c = net.config
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # Beta sampling for mixup
@@ -143,7 +272,7 @@ def finetune(
         for idx in torch.randperm(n, generator=gen).split(c.batch_size):
             if len(idx) < 2:
                 continue
-            losses, f_on, f_t = finetune_step(net, target, buffer, cases, idx, gen)
+            losses, f_on, f_t = finetune_step(net, target, buffer, cases, idx, gen, sparse)
             loss = sum((weights[k] * v for k, v in losses.items()), start=torch.zeros(()))
             opt.zero_grad()
             loss.backward()

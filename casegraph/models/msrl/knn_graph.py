@@ -6,9 +6,8 @@ the inner product is the cosine) or a Gaussian of the squared Euclidean distance
 similarity is a nearest-neighbour search: FAISS ``IndexFlatIP`` / ``IndexFlatL2``, exact,
 queried in chunks of rows, so memory is O(M K + chunk x M) instead of O(M²).
 
-Small M: one dense torch product is faster than a FAISS round trip, so below
-:data:`DENSE_BELOW` rows the same lists come from chunked ``torch.topk`` (measured in
-benchmarks/msrl_scale.py; see docs/benchmarks.md). Both paths return the same neighbours,
+Small M: below :data:`DENSE_BELOW` rows the same lists come from chunked ``torch.topk``
+(FAISS was as fast or faster from a few hundred rows up, see docs/benchmarks.md). Both paths return the same neighbours,
 ties aside; the returned *values* are always recomputed in torch from the chosen pairs, so
 they do not depend on which path chose them.
 """
@@ -21,8 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-# below this many rows the dense torch path is as fast or faster (measured: see module doc)
-DENSE_BELOW = 4096
+# below this many rows the dense torch path is used: FAISS measured as fast or faster from
+# 250 rows up (d = 64 and 512, 2 loaded cores), and tiny buffers need not import faiss
+DENSE_BELOW = 256
 
 PairSimilarity = Callable[[Tensor, Tensor], Tensor]  # (n, d), (n, d) -> (n,) row-paired
 
