@@ -22,7 +22,11 @@
   files that hold no data; it calls these same routes with the key the user enters.
 - :func:`app_from_environment` is the factory ``casegraph serve`` hands uvicorn (an import
   string, so several worker processes can each build their own app).
-- One lock per served state serialises access to its DuckDB connection and caches.
+- Locking: a served state's lock (its query engine's re-entrant ``lock``) guards only its
+  DuckDB connection and caches. Catalog look-ups (``GET /patients/{id}``), stored answers
+  (``/similar`` for a stored patient of an MSRL version, from the version's stored case
+  graph), bag reads, model forwards and FAISS searches run outside it, so concurrent
+  requests use the threads (and ``--workers N`` the processes) they are given.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import dataclasses
 import hmac
 import logging
 import math
+import os
 import re
 import tempfile
 import threading
@@ -75,6 +80,7 @@ GENOMICS_SUFFIXES = (".csv", ".tsv", ".txt", ".json")
 # the CLI's option names in the errors the shared prediction code raises, as REST names them
 _REST_NAMES = {"--patient": "patient_id", "--slide": "files", "--genomics": "genomics"}
 DEFAULT_RELOAD_SECONDS = 2
+REPLICA_ENV = "CASEGRAPH_REPLICA"  # "1": serve as a replica (``casegraph serve --replica``)
 API_KEY_HEADER = "X-API-Key"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -129,15 +135,15 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class ServedState:
     """One state of the store the service answers from: a snapshot (or the store itself,
-    ``snapshot`` None), its query engine, the lock serialising its DuckDB connection and
-    caches, and its /health facts (fixed for its lifetime). ``users`` counts the requests
+    ``snapshot`` None), its query engine, the lock guarding its DuckDB connection and
+    caches (the engine's), and its /health facts (fixed for its lifetime). ``users`` counts the requests
     running on it; a retired state is closed when the last of them finishes."""
 
     snapshot: str | None
     store: Store
     engine: QueryEngine
     health: Health
-    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
     users: int = 0
     retired: bool = False
 
@@ -146,20 +152,32 @@ class ServedState:
             self.store.close()
 
 
-def open_state(root: Path, limits: BagLimits | None) -> ServedState:
+def open_state(root: Path, limits: BagLimits | None, replica: bool = False) -> ServedState:
     """The store's current snapshot (or, when nothing was published, the store itself,
-    read-only) with a warmed-up engine: its indexes loaded and in step with its rows."""
+    read-only) with a warmed-up engine: its indexes loaded and in step with its rows.
+
+    ``replica``: one of several services over a store it must not write (docs/retrieval.md,
+    *Replicas*): only a published snapshot is served, and a missing saved index is not
+    built (the queries that need it answer 503 naming ``casegraph index rebuild``)."""
     info = read_current(root)
+    if info is None and replica:
+        raise StoreError(never_published(root))
     store = (Store.open(root, create=False, read_only=True) if info is None
              else Store.open_snapshot(root, published_dir(root) / info.snapshot))
     try:
-        engine = QueryEngine(store, limits)
+        engine = QueryEngine(store, limits, build_indexes=not replica)
         method = _warm_up(engine)
         return ServedState(info.snapshot_id if info else None, store, engine,
-                           _health(engine, method, info))
+                           _health(engine, method, info), lock=engine.lock)
     except BaseException:
         store.close()
         raise
+
+
+def never_published(root: Path) -> str:
+    return (f"store {root} was never published; a replica serves only published snapshots: "
+            "run a writer (ingest, attach, graph sync) or `casegraph serve` without "
+            "--replica once, where the store is writable")
 
 
 def _health(engine: QueryEngine, method: str, info: SnapshotInfo | None) -> Health:
@@ -176,13 +194,19 @@ def _warm_up(engine: QueryEngine) -> str:
     bring the model-free index up to the state's patients; the method ``auto`` uses."""
     store = engine.store
     if store.summary_setting() is not None:
-        _catch_up(engine.index(IndexKey(SLIDE_MEAN, "wsi")), engine)
+        try:
+            _catch_up(engine.index(IndexKey(SLIDE_MEAN, "wsi")), engine)
+        except StoreError as exc:  # a replica does not build it: k-NN queries will say so
+            if engine.build_indexes:
+                raise
+            log.warning("%s", exc)
     version, _ = msrl_adapter.choose_version(store, "auto", None)
     if version is None:
         return "embedding-knn"
     try:
         engine.model(version)
         engine.index(IndexKey(version, msrl_adapter.GSL_KIND))
+        engine.stored_graph(version)  # the stored answers' rows, read once
     except CasegraphError as exc:  # the queries that need it will say so; the rest work
         log.warning("model version %s does not load: %s", version, exc)
     return "msrl-gsl"
@@ -212,12 +236,13 @@ class LiveState:
     """
 
     def __init__(self, root: Path, limits: BagLimits | None,
-                 reload_seconds: float = DEFAULT_RELOAD_SECONDS) -> None:
+                 reload_seconds: float = DEFAULT_RELOAD_SECONDS, replica: bool = False) -> None:
+        self.replica = replica
         self.root = root
         self.reload_seconds = reload_seconds
         self._limits = limits
         self._guard = threading.Lock()  # guards _current and every state's users/retired
-        self._current = open_state(root, limits)
+        self._current = open_state(root, limits, replica)
         self._failed: str | None = None  # the snapshot whose reload failed (logged once)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -251,7 +276,7 @@ class LiveState:
         if info is None or info.snapshot_id in (self._current.snapshot, self._failed):
             return False
         try:
-            state = open_state(self.root, self._limits)
+            state = open_state(self.root, self._limits, self.replica)
         except Exception as exc:  # any failure keeps the old state
             self._log_failure(info.snapshot_id, f"cannot load snapshot {info.snapshot_id}: "
                                                 f"{exc}")
@@ -369,12 +394,13 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     bag_limits: BagLimits | None = None,
     reload_seconds: float | None = None,
+    replica: bool = False,
 ) -> FastAPI:
     """The service for the store at ``store_path`` (its published snapshot, read-only);
     ``bag_limits`` bound each request's bags (default: the environment's,
     :func:`casegraph.config.bag_limits`). While the app runs (its lifespan), a thread
     looks for a newer snapshot every ``reload_seconds`` (default
-    ``CASEGRAPH_RELOAD_SECONDS``, 2)."""
+    ``CASEGRAPH_RELOAD_SECONDS``, 2). ``replica``: write nothing (see :func:`open_state`)."""
     allowed_keys = configured_api_keys() if keys is None else keys
     if not allowed_keys:
         raise CasegraphError("no API keys configured: set CASEGRAPH_API_KEYS (comma separated) "
@@ -383,7 +409,7 @@ def create_app(
                if reload_seconds is None else reload_seconds)
     import torch  # noqa: F401 - now, not in the first .pt upload's request (seconds)
 
-    live = LiveState(Path(store_path), bag_limits, seconds)
+    live = LiveState(Path(store_path), bag_limits, seconds, replica=replica)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -442,7 +468,7 @@ def create_app(
     @app.get("/patients/{patient_id}", response_model=PatientRecord, dependencies=auth,
              responses={**ERRORS, 404: {"model": ErrorDetail}}, tags=["patients"])
     def patient(patient_id: str) -> PatientRecord:
-        with live.use() as state, state.lock:
+        with live.use() as state:  # the catalog is read-only: no lock
             _known(state.engine, patient_id)
             return state.engine.catalog.record(patient_id)
 
@@ -458,7 +484,7 @@ def create_app(
         model_version: Annotated[str | None, Query(
             max_length=200, description="an MSRL version (default: the newest)")] = None,
     ) -> QueryResult:
-        with live.use() as state, state.lock:
+        with live.use() as state:  # the engine locks its connection and caches itself
             _known(state.engine, patient_id)
             opts = QueryOptions(k=k, n_candidates=max(100, k), cohorts=tuple(cohort or ()),
                                 require=tuple(require or ()), method=method, exact=exact,
@@ -489,11 +515,10 @@ def create_app(
                 tempfile.TemporaryDirectory(prefix="casegraph-query-") as tmp:
             paths = [_save_upload(u, Path(tmp), i) for i, u in enumerate(uploads)]
             names = {str(p): p.name for p in paths}
-            try:
-                with state.lock:
-                    if patient_id is not None:
-                        _known(state.engine, patient_id)
-                    result = state.engine.query(paths, patient_id, opts)
+            try:  # no lock: the engine locks only its connection and caches
+                if patient_id is not None:
+                    _known(state.engine, patient_id)
+                result = state.engine.query(paths, patient_id, opts)
             except InputError as exc:
                 raise _without_temp_paths(exc, Path(tmp), names) from None
         return result.model_copy(update={"query_files": [names.get(f, f)
@@ -686,7 +711,8 @@ def log_config() -> dict[str, Any]:
 def app_from_environment() -> FastAPI:
     """The app for uvicorn's factory mode (each worker process calls it): the store from
     ``CASEGRAPH_STORE``, the body limit from ``CASEGRAPH_MAX_BODY_BYTES``, bag limits from
-    ``CASEGRAPH_MAX_BAG_PATCHES`` / ``_BYTES``, threads from ``CASEGRAPH_THREADS``."""
+    ``CASEGRAPH_MAX_BAG_PATCHES`` / ``_BYTES``, threads from ``CASEGRAPH_THREADS``, replica
+    mode from ``CASEGRAPH_REPLICA``."""
     import faiss
     import torch
 
@@ -694,6 +720,7 @@ def app_from_environment() -> FastAPI:
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
     return create_app(default_store_path().resolve(),
+                      replica=os.environ.get(REPLICA_ENV) == "1",
                       max_body_bytes=positive_int_env("CASEGRAPH_MAX_BODY_BYTES",
                                                       DEFAULT_MAX_BODY_BYTES))
 
