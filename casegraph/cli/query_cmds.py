@@ -97,6 +97,10 @@ def serve_command(
     threads: int = typer.Option(1, min=1, help="torch/FAISS threads per process (1 is "
                                 "fastest for one query's many small ops, and requests run "
                                 "in parallel)."),
+    replica: bool = typer.Option(False, "--replica", help="One of several services over a "
+                                 "store it may not write (a shared, read-only directory): "
+                                 "serve only its published snapshots; never publish, never "
+                                 "build a missing index."),
     store: Path | None = STORE_OPTION,
 ) -> None:
     """Serve the REST API (API keys from CASEGRAPH_API_KEYS or CASEGRAPH_API_KEYS_FILE).
@@ -108,14 +112,15 @@ def serve_command(
 
     import uvicorn
 
-    from casegraph.retrieval.service import APP_FACTORY, log_config
+    from casegraph.retrieval.service import APP_FACTORY, REPLICA_ENV, log_config
 
     root = (store or default_store_path()).resolve()
-    _check_serve_config(root)
+    _check_serve_config(root, replica)
     # uvicorn's workers are fresh processes that build the app from the import string;
     # the environment is how this command's options reach them
     os.environ.update({"CASEGRAPH_STORE": str(root), "CASEGRAPH_THREADS": str(threads),
-                       "CASEGRAPH_MAX_BODY_BYTES": str(max_body_mb * 1024 * 1024)})
+                       "CASEGRAPH_MAX_BODY_BYTES": str(max_body_mb * 1024 * 1024),
+                       REPLICA_ENV: "1" if replica else "0"})
     typer.echo(f"casegraph service on http://{host}:{port} (store {root}, {workers} "
                f"worker{'s' if workers > 1 else ''}); send the key in the X-API-Key header",
                err=True)
@@ -123,7 +128,7 @@ def serve_command(
                 log_level="info", log_config=log_config())
 
 
-def _check_serve_config(root: Path) -> None:
+def _check_serve_config(root: Path, replica: bool = False) -> None:
     """Fail here, with one line, on what would make every worker fail at start-up."""
     from casegraph.config import api_keys, bag_limits
     from casegraph.errors import CasegraphError
@@ -132,7 +137,22 @@ def _check_serve_config(root: Path) -> None:
         raise CasegraphError("no API keys configured: set CASEGRAPH_API_KEYS (comma "
                              "separated) or CASEGRAPH_API_KEYS_FILE")
     bag_limits()
-    _ensure_published(root)
+    if replica:
+        _check_published(root)
+    else:
+        _ensure_published(root)
+
+
+def _check_published(root: Path) -> None:
+    """A replica's start: the store's current snapshot opens (nothing is written)."""
+    from casegraph.errors import StoreError
+    from casegraph.ingest.publish import open_published, read_current
+    from casegraph.retrieval.service import never_published
+
+    if read_current(root) is None:
+        raise StoreError(never_published(root))
+    snapshot, _ = open_published(root)
+    snapshot.close()
 
 
 def _ensure_published(root: Path) -> None:

@@ -141,8 +141,10 @@ class QueryEngine:
     """Answers queries against one open store; caches the catalog, indexes, models and
     the stored case graphs. ``lock`` guards the store connection and the caches."""
 
-    def __init__(self, store: Store, limits: BagLimits | None = None) -> None:
+    def __init__(self, store: Store, limits: BagLimits | None = None, *,
+                 build_indexes: bool = True) -> None:
         self.store = store
+        self.build_indexes = build_indexes  # False: a missing saved index is an error
         self.limits = limits or bag_limits()
         self.lock = threading.RLock()
         self.catalog = PatientCatalog.from_store(store)
@@ -198,7 +200,8 @@ class QueryEngine:
     def index(self, key: IndexKey) -> LoadedIndex:
         with self.lock:
             if key not in self._indexes:
-                self._indexes[key] = open_index(self.store, key)
+                self._indexes[key] = open_index(self.store, key,
+                                                build=self.build_indexes)
             return self._indexes[key]
 
     def stored_graph(self, version: str) -> StoredGraph:
