@@ -92,12 +92,22 @@ class ResultStore:
 
 
 def _options_label(config: object) -> str:
-    """Model options of a run that change the model, e.g. ``sampler=balanced`` (not epochs)."""
+    """What identifies a run beyond model / cohort / selection / bins / seed: its model
+    options (not epochs) and a non-default gene-group set — never runtime-only options
+    such as MSRL's Stage-1 cache path."""
+    from casegraph.models.cv import RUNTIME_OPTIONS
+
     try:
-        options = json.loads(str(config)).get("options", {})
-    except (json.JSONDecodeError, AttributeError):
+        parsed = json.loads(str(config))
+        options = dict(parsed.get("options", {}))
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
         return ""
-    return ",".join(f"{k}={v}" for k, v in sorted(options.items()) if k != "epochs")
+    parts = [f"{k}={v}" for k, v in sorted(options.items())
+             if k != "epochs" and k not in RUNTIME_OPTIONS]
+    group_set = parsed.get("group_set")
+    if group_set not in (None, "mcat"):
+        parts.append(f"group_set={group_set}")
+    return ",".join(parts)
 
 
 def _noted_folds(folds: pd.DataFrame) -> str:
@@ -120,14 +130,17 @@ def markdown_table(summary: pd.DataFrame, metric: str = "c_index",
     """Rows = model (with its options, and selection / bins / seed when not the defaults),
     columns = cohorts, plus the mean.
 
-    Cells: ``mean ± std`` over folds (the CCL / MurreNet table shape). When several runs of
-    a model on a cohort exist, the latest is shown.
+    Cells: ``mean ± std`` over folds (the CCL / MurreNet table shape). When several runs
+    share a label on a cohort (e.g. the same options on data that changed since), the
+    latest is shown and a note under the table names the hidden ones.
     """
     if summary.empty:
         return "(no results)\n"
     cohorts = cohort_order or sorted(summary["cohort"].unique())
     rows: dict[str, dict[str, str]] = {}
     notes: list[str] = []
+    shown: dict[tuple[str, str], str] = {}
+    hidden: dict[tuple[str, str], list[str]] = {}
     for r in summary.itertuples():
         label = str(r.model)
         if getattr(r, "options", ""):
@@ -144,7 +157,13 @@ def markdown_table(summary: pd.DataFrame, metric: str = "c_index",
         if noted:
             cell += f" † {noted.split(' folds:')[0]}"
             notes.append(f"† {label}, {str(r.cohort).upper()}: {noted}")
+        if str(r.cohort) in rows.get(label, {}):
+            hidden.setdefault((label, str(r.cohort)), []).append(shown[(label, str(r.cohort))])
+        shown[(label, str(r.cohort))] = str(r.run_id)
         rows.setdefault(label, {})[str(r.cohort)] = cell
+    for (label, cohort), older in sorted(hidden.items()):
+        notes.append(f"hidden: {len(older)} older run(s) of {label} on {cohort.upper()} "
+                     f"({', '.join(older)}); `casegraph evaluate --run ID` shows one")
     header = "| Model | " + " | ".join(c.upper() for c in cohorts) + " | Mean |"
     lines = [header, "|" + "---|" * (len(cohorts) + 2)]
     for label, cells in rows.items():

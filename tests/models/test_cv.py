@@ -116,3 +116,22 @@ def test_a_fold_with_constant_risk_is_flagged_in_results_and_tables(store: Store
     snn_row = next(line for line in markdown_table(results.summary()).splitlines()
                    if line.startswith("| snn"))
     assert "†" not in snn_row
+
+
+def test_labels_name_what_identifies_a_run_and_hidden_runs_are_listed() -> None:
+    import json
+
+    import pandas as pd
+
+    from casegraph.models.results import _options_label
+
+    config = json.dumps({"options": {"stage1_cache": "/x/cache", "stage": "all", "epochs": 3,
+                                     "k": 8}, "group_set": "all"})
+    assert _options_label(config) == "k=8,group_set=all"
+    base = {"model": "snn", "cohort": "blca", "selection": "last", "bins": "train", "seed": 0,
+            "options": "", "noted_folds": "", "c_index_mean": 0.6, "c_index_std": 0.01}
+    summary = pd.DataFrame([{**base, "run_id": "snn-blca-old"},
+                            {**base, "run_id": "snn-blca-new", "c_index_mean": 0.7}])
+    table = markdown_table(summary)
+    assert "0.700 ± 0.010" in table and "0.600" not in table.split("hidden")[0]
+    assert "hidden: 1 older run(s) of snn on BLCA (snn-blca-old)" in table
