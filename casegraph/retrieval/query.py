@@ -155,6 +155,8 @@ class QueryEngine:
         self._versions: dict[tuple[str, str | None], tuple[str | None, str]] = {}
         self._groups: dict[tuple[str, str | None], dict[str, GroupSummary]] = {}
         self._slide_owners: dict[str, str] | None = None
+        self._fields: dict[str, dict[str, Any]] | None = None
+        self._cases: dict[str, set[str]] | None = None
 
     # ------------------------------------------------------------------ public
     def query(
@@ -227,14 +229,14 @@ class QueryEngine:
         opts = (options or QueryOptions()).validated()
         if opts.cohorts or opts.require or opts.exact or _searches(opts):
             return None
-        self.catalog.require(patient_id)
+        self._patient_fields(patient_id)  # an unknown patient is an InputError
         version, _ = self.choose_version(opts)
         if version is None:
             return None
         graph = self.stored_graph(version)
         ids, stored_weights = graph.rows(patient_id)
         n_stored = len(ids)
-        same_case = self.catalog.same_case(patient_id)
+        same_case = self._same_case(patient_id)
         if any(p in same_case for p in ids):  # rows written before the case rule
             keep = [p not in same_case for p in ids]
             ids, stored_weights = [p for p, k in zip(ids, keep, strict=True) if k], \
@@ -273,7 +275,7 @@ class QueryEngine:
                    "rescaled to sum to 1 over the reported neighbours"])
 
     def _stored_provenance(self, patient_id: str) -> list[InputProvenance]:
-        row = self.catalog.require(patient_id)
+        row = self._patient_fields(patient_id)
         return [InputProvenance(name="stored patient", modality="histology",
                                 status=row["histology"],
                                 detail=f"stored slides of patient {patient_id}")]
@@ -458,7 +460,7 @@ class QueryEngine:
         groups = self._group_summaries([h.patient_id for h in hits], opts.group_set)
         out = []
         for rank, (hit, w) in enumerate(zip(hits, weights, strict=True), start=1):
-            row = self.catalog.require(hit.patient_id)
+            row = self._patient_fields(hit.patient_id)
             authentic = row["genomics"] == "authentic"
             out.append(Neighbour(
                 rank=rank, patient_id=hit.patient_id, cohort=row["cohort"],
@@ -467,6 +469,38 @@ class QueryEngine:
                 genomics=row["genomics"], histology=row["histology"],
                 genomic_groups=groups.get(hit.patient_id, {}) if authentic else {}))
         return out
+
+    def _patient_fields(self, patient_id: str) -> dict[str, Any]:
+        """The catalog row of ``patient_id`` as a plain dict (a pandas row look-up per
+        neighbour was most of a stored answer's time); an unknown id is the catalog's
+        error."""
+        with self.lock:
+            if self._fields is None:
+                table = self.catalog.table
+                columns = list(_NEIGHBOUR_FIELDS)
+                self._fields = {str(p): dict(zip(columns, values, strict=True))
+                                for p, *values in zip(table.index,
+                                                      *(table[c].tolist() for c in columns),
+                                                      strict=True)}
+        found = self._fields.get(patient_id)
+        if found is None:
+            self.catalog.require(patient_id)
+            raise AssertionError(patient_id)  # require raised: the catalog lacks it
+        return found
+
+    def _same_case(self, patient_id: str) -> set[str]:
+        """:meth:`PatientCatalog.same_case` from a case -> patients map built once."""
+        with self.lock:
+            if self._cases is None:
+                table = self.catalog.table
+                cases: dict[str, set[str]] = {}
+                for pid, case in zip(table.index, table["case_id"], strict=True):
+                    cases.setdefault(str(case), set()).add(str(pid))
+                self._cases = cases
+        fields = self._fields.get(patient_id) if self._fields is not None else None
+        case = fields["case_id"] if fields is not None else \
+            self._patient_fields(patient_id)["case_id"]
+        return self._cases.get(str(case), set()) | {patient_id}
 
     def _group_summaries(self, patient_ids: list[str], group_set: str | None
                          ) -> dict[str, dict[str, GroupSummary]]:
@@ -541,6 +575,8 @@ def query(
 
 
 _DEFAULT_SEARCH = QueryOptions()
+_NEIGHBOUR_FIELDS = ("cohort", "case_id", "time", "event", "oncotree_code", "genomics",
+                     "histology")
 
 
 def _searches(opts: QueryOptions) -> bool:
