@@ -51,8 +51,12 @@ def topk_neighbours(
         index = _dense_topk_index(keys, c, metric, chunk)
     else:
         index = _faiss_topk_index(keys, c, metric, chunk)
-    rows = torch.arange(m).repeat_interleave(c)
-    values = pair_similarity(keys[rows], keys[index.reshape(-1)]).reshape(m, c)
+    values = torch.empty(m, c, dtype=keys.dtype)
+    for start in range(0, m, chunk):  # gathered pairs in chunks: (chunk c, d), not (M c, d)
+        stop = min(start + chunk, m)
+        rows = torch.arange(start, stop).repeat_interleave(c)
+        pairs = pair_similarity(keys[rows], keys[index[start:stop].reshape(-1)])
+        values[start:stop] = pairs.reshape(stop - start, c)
     # the recomputed values may reorder near-ties by an ulp: rows must stay sorted, the
     # query path reads a row's K-th value as its last
     values, order = values.sort(dim=1, descending=True, stable=True)
