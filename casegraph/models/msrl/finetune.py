@@ -40,7 +40,9 @@ from casegraph.models.msrl.gsl import GraphLearner, median_sq_distance
 from casegraph.models.msrl.nets import MSRLNetwork, WSIInput
 
 # graphs of at least this many nodes (context + batch) are built sparse, O(n K) memory;
-# below it one dense n x n product is cheaper and small anyway (16 MB at 2,048 nodes)
+# below it the dense path is as fast or faster and small anyway (16 MB per n x n at 2,048).
+# Measured s/epoch dense vs sparse: 5.6 vs 9.3 at 1,000, 15.3 vs 17.0 at 1,500, 30.1 vs 10.6
+# at 3,000 nodes (docs/benchmarks.md, MSRL without an O(M²) step)
 SPARSE_FROM = 2048
 ROW_CHUNK = 1024  # rows of the similarity held at once on the sparse path
 
