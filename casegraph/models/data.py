@@ -25,6 +25,33 @@ SummaryLookup = Callable[
 ]
 
 
+def group_columns(store: Store, names: Sequence[str], group_set: str,
+                  modalities: tuple[Modality, ...] = (Modality.RNA, Modality.CNV, Modality.MUT)
+                  ) -> list[tuple[str, list[int]]]:
+    """(group, positions into ``names``) of every gene group of ``group_set`` that has
+    features among ``names``: a group's features are every ``<gene>_{rnaseq,cnv,mut}`` of
+    its genes in ``modalities``, ordered by feature name so the columns do not depend on
+    ingest order; ``group_set="all"`` is one group of every feature. The one grouping rule
+    of CV data (:meth:`CohortData.from_store`) and model versions (their InputSpec)."""
+    if not names:
+        return []
+    feats = store.feature_table().set_index("name").loc[list(names)]
+    wanted = {m.value for m in modalities}
+    items: list[tuple[str, list[str] | None]] = (
+        [(ALL_FEATURES, None)] if group_set == ALL_FEATURES
+        else list(store.gene_groups(group_set).items()))
+    out: list[tuple[str, list[int]]] = []
+    for group, genes in items:
+        gene_set = None if genes is None else set(genes)
+        cols = [j for j, (gene, mod) in enumerate(zip(feats["gene"], feats["modality"],
+                                                      strict=True))
+                if (gene_set is None or gene in gene_set) and mod in wanted]
+        cols.sort(key=lambda j: names[j])
+        if cols:
+            out.append((group, cols))
+    return out
+
+
 @dataclass
 class CohortData:
     """n patients of one or more cohorts.
@@ -106,26 +133,11 @@ class CohortData:
             patients = patients[patients["patient_id"].isin(set(slides["patient_id"]))]
         ids = list(patients["patient_id"])
         matrix, names, _present = store.genomic_matrix(ids)
-        feats = store.feature_table().set_index("name").loc[names] if names else None
         groups: list[str] = []
         genomics: list[FloatArray] = []
-        wanted = {m.value for m in modalities}
-        group_items: list[tuple[str, list[str] | None]] = (
-            [(ALL_FEATURES, None)] if group_set == ALL_FEATURES
-            else list(store.gene_groups(group_set).items()))
-        for group, genes in group_items:
-            if feats is None:
-                break
-            gene_set = None if genes is None else set(genes)
-            cols = [
-                j
-                for j, (gene, mod) in enumerate(zip(feats["gene"], feats["modality"], strict=True))
-                if (gene_set is None or gene in gene_set) and mod in wanted
-            ]
-            cols.sort(key=lambda j: names[j])  # by name: independent of ingest order
-            if cols:
-                groups.append(group)
-                genomics.append(np.ascontiguousarray(matrix[:, cols]))
+        for group, cols in group_columns(store, names, group_set, modalities):
+            groups.append(group)
+            genomics.append(np.ascontiguousarray(matrix[:, cols]))
         by_patient: dict[str, list[Path]] = {p: [] for p in ids}
         slide_ids: dict[str, list[str]] = {p: [] for p in ids}
         for pid, sid, path in zip(slides["patient_id"], slides["slide_id"],

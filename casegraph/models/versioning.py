@@ -36,7 +36,7 @@ from casegraph.ingest.bags import read_bag
 from casegraph.ingest.store import Store
 from casegraph.ingest.versions import NewVersion, PredictionRows
 from casegraph.models.base import Prediction, SurvivalModel
-from casegraph.models.data import ALL_FEATURES, CohortData
+from casegraph.models.data import CohortData, group_columns
 from casegraph.models.registry import MODELS, build_model, load_model_modules
 from casegraph.schema import SurvivalTarget
 
@@ -142,18 +142,8 @@ def spec_for_store(store: Store, cohort: str | None, group_set: str, genomics: b
     if genomics:
         ids = list(store.patients(cohort)["patient_id"])
         _, names, _ = store.genomic_matrix(ids)
-        feats = store.feature_table().set_index("name").loc[names] if names else None
-        items: list[tuple[str, list[str] | None]] = (
-            [(ALL_FEATURES, None)] if group_set == ALL_FEATURES
-            else list(store.gene_groups(group_set).items()))
-        for group, genes in items:
-            if feats is None:
-                break
-            wanted = None if genes is None else set(genes)
-            cols = sorted(name for name, gene in zip(names, feats["gene"], strict=True)
-                          if wanted is None or gene in wanted)  # as CohortData.from_store
-            if cols:
-                groups.append((group, cols))
+        groups = [(group, [names[j] for j in cols])
+                  for group, cols in group_columns(store, names, group_set)]
         if not groups:
             raise InputError(f"no genomic features of gene-group set {group_set!r} for cohort "
                              f"{cohort or 'all'}", column="--group-set",

@@ -112,6 +112,16 @@ def check_fit(store: Store, patient_ids: list[str], bag_dim: int | None,
     return problems
 
 
+def fitting(candidates: list[str], problems: dict[str, str], version_id: str,
+            skip_unfit: bool, report: AttachReport) -> list[str]:
+    """The candidates the version can read; the others are refused (nothing written) or,
+    with ``skip_unfit``, recorded in ``report.skipped``."""
+    if problems and not skip_unfit:
+        refuse_unfit(version_id, problems)
+    report.skipped = sorted(problems.items())
+    return [p for p in candidates if p not in problems]
+
+
 def refuse_unfit(version_id: str, problems: dict[str, str]) -> None:
     first = sorted(problems)[0]
     more = f" (and {len(problems) - 1} more patients)" if len(problems) > 1 else ""
@@ -132,10 +142,7 @@ def _attach_msrl(store: Store, version: ModelVersion, candidates: list[str],
     engine = QueryEngine(store)
     model = engine.model(version.version_id)
     problems = check_fit(store, candidates, int(model.bag_dim_), needs_slides=True)
-    if problems and not skip_unfit:
-        refuse_unfit(version.version_id, problems)
-    report.skipped = sorted(problems.items())
-    ids = [p for p in candidates if p not in problems]
+    ids = fitting(candidates, problems, version.version_id, skip_unfit, report)
     if not ids:
         report.seconds = time.perf_counter() - started
         return report

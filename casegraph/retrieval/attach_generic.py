@@ -19,14 +19,11 @@ if TYPE_CHECKING:
 
 def attach_generic(store: Store, version: ModelVersion, candidates: list[str],
                    report: AttachReport, skip_unfit: bool, started: float) -> AttachReport:
-    from casegraph.retrieval.attach import refuse_unfit
+    from casegraph.retrieval.attach import fitting
 
     model, spec = load_version(store, version.version_id)
     data, problems = cohort_with_misfits(store, candidates, spec)
-    if problems and not skip_unfit:
-        refuse_unfit(version.version_id, problems)
-    report.skipped = sorted(problems.items())
-    ids = [p for p in candidates if p not in problems]
+    ids = fitting(candidates, problems, version.version_id, skip_unfit, report)
     if not ids:
         report.seconds = time.perf_counter() - started
         return report
