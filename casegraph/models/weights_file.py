@@ -49,8 +49,13 @@ def save_weights(path: str | Path, model: str, payload: dict[str, Any]) -> None:
     torch.save({"format": FORMAT, "model": model, **to_safe(payload)}, path)
 
 
-def load_weights(path: str | Path, model: str) -> dict[str, Any]:
-    """The payload :func:`save_weights` wrote for ``model``; an InputError for any other file."""
+def load_weights(path: str | Path, model: str,
+                 legacy_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The payload :func:`save_weights` wrote for ``model``; an InputError for any other file.
+
+    ``legacy_keys``: a file without the format mark is still accepted when it holds every
+    one of these keys (casegraph's files from before the mark; it was loaded with
+    ``weights_only=True`` all the same, so nothing was unpickled)."""
     path = Path(path)
     fix = f"give a weights file written by casegraph for model {model!r}"
     if not path.is_file():
@@ -62,6 +67,9 @@ def load_weights(path: str | Path, model: str) -> dict[str, Any]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"not a casegraph weights file ({first[:160]})", file=path,
                          fix=fix) from None
+    if (legacy_keys and isinstance(blob, dict) and "format" not in blob
+            and all(k in blob for k in legacy_keys)):
+        return dict(blob)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise InputError("not a casegraph weights file (no casegraph format mark)",
                          file=path, fix=fix)

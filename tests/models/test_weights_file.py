@@ -62,3 +62,14 @@ def test_a_plain_state_dict_or_another_model_is_refused(tmp_path: Path) -> None:
         load_weights(tmp_path / "ccl.pt", "snn")
     with pytest.raises(InputError, match="not found"):
         load_weights(tmp_path / "missing.pt", "snn")
+
+
+def test_a_legacy_file_without_the_mark_loads_only_with_its_keys(tmp_path: Path) -> None:
+    path = tmp_path / "old.pt"
+    torch.save({"net": {"w": torch.ones(2)}, "target": {"w": torch.zeros(2)}}, path)
+    blob = load_weights(path, "msrl", legacy_keys=("net", "target"))
+    assert torch.equal(blob["net"]["w"], torch.ones(2))
+    with pytest.raises(InputError, match="format mark"):
+        load_weights(path, "msrl")
+    with pytest.raises(InputError, match="format mark"):
+        load_weights(path, "msrl", legacy_keys=("net", "target", "other"))

@@ -210,7 +210,8 @@ def load_version(store: Store, version_id: str) -> MSRLModel:
     model.bin_edges_ = None if meta["bin_edges"] is None else np.array(meta["bin_edges"])
     model.classes_ = list(meta["classes"])
     n_out = config.n_bins if config.task == "survival" else len(model.classes_)
-    weights = load_weights(folder / "weights.pt", str(meta["name"]))
+    weights = load_weights(folder / "weights.pt", str(meta["name"]),
+                           legacy_keys=("net", "target"))  # versions saved before 2026-12-02
     model.net_ = MSRLNetwork(config, model.bag_dim_, model.group_sizes_, n_out)
     model.net_.load_state_dict(weights["net"])
     model.net_.eval()
