@@ -25,7 +25,7 @@ one engine serves concurrent requests.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -184,34 +184,31 @@ class QueryEngine:
         """The stored patient as a query (its own case excluded from the neighbours)."""
         return self.query((), patient_id, options)
 
+    def _cached(self, cache: dict[Any, Any], key: Any, make: Callable[[], Any]) -> Any:
+        """``cache[key]``, made once under the engine's lock."""
+        with self.lock:
+            if key not in cache:
+                cache[key] = make()
+            return cache[key]
+
     def choose_version(self, opts: QueryOptions) -> tuple[str | None, str]:
         """:func:`msrl_adapter.choose_version`, remembered per (method, version)."""
-        key = (opts.method, opts.model_version)
-        with self.lock:
-            if key not in self._versions:
-                self._versions[key] = msrl_adapter.choose_version(self.store, opts.method,
-                                                                  opts.model_version)
-            return self._versions[key]
+        return self._cached(self._versions, (opts.method, opts.model_version),
+                            lambda: msrl_adapter.choose_version(self.store, opts.method,
+                                                                opts.model_version))
 
     def model(self, version: str) -> Any:
-        with self.lock:
-            if version not in self._models:
-                self._models[version] = msrl_adapter.load(self.store, version)
-            return self._models[version]
+        return self._cached(self._models, version,
+                            lambda: msrl_adapter.load(self.store, version))
 
     def index(self, key: IndexKey) -> LoadedIndex:
-        with self.lock:
-            if key not in self._indexes:
-                self._indexes[key] = open_index(self.store, key,
-                                                build=self.build_indexes)
-            return self._indexes[key]
+        return self._cached(self._indexes, key,
+                            lambda: open_index(self.store, key, build=self.build_indexes))
 
     def stored_graph(self, version: str) -> StoredGraph:
         """The version's stored case graph, read on first use (one pass over its rows)."""
-        with self.lock:
-            if version not in self._stored:
-                self._stored[version] = StoredGraph.read(self.store, version)
-            return self._stored[version]
+        return self._cached(self._stored, version,
+                            lambda: StoredGraph.read(self.store, version))
 
     # ------------------------------------------------------------------ stored answers
     def stored_answer(self, patient_id: str, options: QueryOptions | None = None
