@@ -464,6 +464,12 @@ def load_version(store: Store, version_id: str) -> tuple[SurvivalModel, InputSpe
     return model, InputSpec.from_dict(root.config["inputs"])
 
 
+def msrl_inputs(store: Store, version_id: str, model: Any) -> InputSpec:
+    """The inputs of an MSRL version whose model is already loaded (no second load)."""
+    root = store.versions.root(version_id)
+    return _msrl_spec(store, root.cohort, root.config, model)
+
+
 def _msrl_spec(store: Store, cohort: str | None, config: dict[str, Any],
                model: Any) -> InputSpec:
     if "inputs" in config:

@@ -16,8 +16,8 @@ covers; counts) holding only the new rows, so V stays byte-identical:
   the tail, oldest members out (MSRL's FIFO), recorded as counts buffer_in / buffer_out.
 - other model families: predictions and embeddings of the new patients.
 
-A patient the version's encoders cannot take (no slides for a WSI model, another patch
-feature dim, no genomics for a genomics model) is an error naming the patient and the
+A patient the version's inputs (its InputSpec) cannot take (no slides for a WSI model,
+another patch feature dim, no genomics for a genomics model) is an error naming the patient and the
 mismatch, and nothing is written — unless ``skip_unfit``, which attaches the others and
 lists the skipped ones.
 """
@@ -38,6 +38,7 @@ from casegraph.faults import crash_point
 from casegraph.ingest.store import Store
 from casegraph.ingest.versions import ModelVersion, NewVersion, PredictionRows
 from casegraph.models.data import CohortData
+from casegraph.models.versioning import cohort_with_misfits, is_msrl, msrl_inputs
 from casegraph.retrieval.options import QueryOptions
 from casegraph.retrieval.query import QueryEngine
 
@@ -66,10 +67,6 @@ class AttachReport:
                 f"-{self.buffer_out}, {len(self.skipped)} skipped, {self.seconds:.1f} s")
 
 
-def is_msrl(version: ModelVersion) -> bool:
-    return version.model.lower().startswith("msrl")
-
-
 def attach_patients(store: Store, version_id: str, *, refresh_buffer: bool = False,
                     skip_unfit: bool = False,
                     log: Callable[[str], None] = lambda _m: None) -> AttachReport:
@@ -81,7 +78,7 @@ def attach_patients(store: Store, version_id: str, *, refresh_buffer: bool = Fal
     if not candidates:
         report.seconds = time.perf_counter() - started
         return report
-    if not is_msrl(version):
+    if not is_msrl(version.model):
         from casegraph.retrieval.attach_generic import attach_generic
 
         return attach_generic(store, version, candidates, report, skip_unfit, started)
@@ -91,25 +88,6 @@ def attach_patients(store: Store, version_id: str, *, refresh_buffer: bool = Fal
 
 def _unseen_of_cohort(store: Store, version: ModelVersion) -> list[str]:
     return store.versions.unseen_patients(version.version_id, version.cohort)
-
-
-def check_fit(store: Store, patient_ids: list[str], bag_dim: int | None,
-              needs_slides: bool) -> dict[str, str]:
-    """patient id -> why the version's encoders cannot take it (fitting ones left out)."""
-    slides = store.slides()
-    slides = slides[slides["patient_id"].isin(set(patient_ids)) & slides["feature_path"].notna()]
-    dims = slides.groupby("patient_id")["feature_dim"].agg(lambda d: sorted(set(d)))
-    problems: dict[str, str] = {}
-    for pid in patient_ids:
-        if pid not in dims.index:
-            if needs_slides:
-                problems[pid] = "has no slide features (this version reads WSI bags)"
-            continue
-        have = [int(d) for d in dims[pid] if pd.notna(d)]
-        if bag_dim is not None and any(d != bag_dim for d in have):
-            problems[pid] = (f"has {have[0] if len(have) == 1 else have}-d patch features, "
-                             f"the version's encoder reads {bag_dim}-d")
-    return problems
 
 
 def fitting(candidates: list[str], problems: dict[str, str], version_id: str,
@@ -141,7 +119,8 @@ def _attach_msrl(store: Store, version: ModelVersion, candidates: list[str],
 
     engine = QueryEngine(store)
     model = engine.model(version.version_id)
-    problems = check_fit(store, candidates, int(model.bag_dim_), needs_slides=True)
+    _, problems = cohort_with_misfits(store, candidates,
+                                      msrl_inputs(store, version.version_id, model))
     ids = fitting(candidates, problems, version.version_id, skip_unfit, report)
     if not ids:
         report.seconds = time.perf_counter() - started
