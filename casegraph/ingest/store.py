@@ -32,6 +32,7 @@ from casegraph.ingest.parquet_files import genomic_file_columns, read_genomic_fi
 
 if TYPE_CHECKING:
     from casegraph.ingest.cv_results import CVResultTables
+    from casegraph.ingest.outcomes import Outcomes
     from casegraph.ingest.versions import ModelVersions
 
 DB_NAME = "store.duckdb"
@@ -145,11 +146,13 @@ class Store:
 
     def _migrate(self) -> None:
         from casegraph.ingest.cv_results import SCHEMA as CV_RESULTS_SCHEMA
+        from casegraph.ingest.outcomes import SCHEMA as OUTCOMES_SCHEMA
         from casegraph.ingest.versions import SCHEMA as VERSION_SCHEMA
 
         self.con.execute(SCHEMA)
         self.con.execute(VERSION_SCHEMA)
         self.con.execute(CV_RESULTS_SCHEMA)
+        self.con.execute(OUTCOMES_SCHEMA)
         self.con.execute(
             "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
             [str(SCHEMA_VERSION)],
@@ -194,6 +197,13 @@ class Store:
         from casegraph.ingest.cv_results import CVResultTables
 
         return CVResultTables(self)
+
+    @property
+    def outcomes(self) -> Outcomes:
+        """The endpoint table (:mod:`casegraph.ingest.outcomes`)."""
+        from casegraph.ingest.outcomes import Outcomes
+
+        return Outcomes(self)
 
     # ----------------------------------------------------------------- paths
     @property
