@@ -102,16 +102,17 @@ def augment_edges(adj: Tensor, drop: float, add: float, generator: torch.Generat
     eye = torch.eye(n, dtype=torch.bool, device=adj.device)
     upper = torch.triu(torch.ones(n, n, dtype=torch.bool, device=adj.device), diagonal=1)
     edges = (adj > 0) & upper
-    keep = torch.rand(n, n, generator=generator) >= drop
+    # drawn on the generator's device (CPU) so the stream is the same on any device
+    keep = (torch.rand(n, n, generator=generator) >= drop).to(adj.device)
     keep = torch.triu(keep, diagonal=1)
     keep = keep | keep.T | eye
     view = adj * keep
     n_add = round(add * int(edges.sum()))
     if n_add > 0 and n > 1:
-        rows = torch.randint(0, n, (n_add,), generator=generator)
-        cols = torch.randint(0, n, (n_add,), generator=generator)
+        rows = torch.randint(0, n, (n_add,), generator=generator).to(adj.device)
+        cols = torch.randint(0, n, (n_add,), generator=generator).to(adj.device)
         off = rows != cols
-        mean_w = adj[edges].mean().detach() if edges.any() else torch.tensor(1.0)
+        mean_w = adj[edges].mean().detach() if edges.any() else torch.tensor(1.0, device=adj.device)
         added = torch.zeros_like(adj)
         added[rows[off], cols[off]] = mean_w
         added = torch.maximum(added, added.T)
