@@ -183,3 +183,47 @@ def test_ablation_preset_refuses_a_conflicting_option() -> None:
     with pytest.raises(InputError, match="fixes pretrain_steps=0"):
         build_model("msrl_random_gsl", pretrain_steps=5)
     assert build_model("msrl_random_gsl", pretrain_steps=0).config.pretrain_steps == 0
+
+
+def test_cpu_device_trains_and_answers_on_cpu(cohort: CohortData) -> None:
+    train, test = cohort.subset(range(40)), cohort.subset(range(40, 50))
+    model = build_model("msrl", **{**FAST, "epochs": 1, "device": "cpu"}).fit(train, test)
+    assert isinstance(model, MSRLModel) and model.device_ == "cpu"
+    assert np.isfinite(model.predict(test).risk).all()
+    with pytest.raises(InputError, match="device"):
+        build_model("msrl", device="tpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("options", [{}, {"wsi_encoder": "abmil"}], ids=["mean_mlp", "abmil"])
+def test_msrl_trains_on_cuda_and_answers_on_cpu(cohort: CohortData,
+                                                options: dict[str, str]) -> None:
+    """Both stages run on the GPU (the sparse Stage-2 path too); the fitted model, its
+    buffer and reference features come back to the CPU, so predictions and queries run
+    there and a saved version loads on a machine without a GPU."""
+    train, test = cohort.subset(range(60)), cohort.subset(range(60, 80))
+    model = build_model("msrl", **{**FAST, **options, "epochs": 2, "device": "cuda"})
+    model.fit(train, test)
+    assert isinstance(model, MSRLModel) and model.device_ == "cuda"
+    assert model.finetune_history_ and np.isfinite(model.finetune_history_).all()
+    assert all(p.device.type == "cpu" for p in model.net_.parameters())
+    assert model.buffer_.features.device.type == "cpu"
+    pred = model.predict(test)
+    assert np.isfinite(pred.risk).all()
+    bag = test.load_bag(0)
+    assert np.isfinite(model.query_wsi_only(bag).risk)
+
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_msrl_sparse_stage2_on_cuda(cohort: CohortData, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sparse Stage-2 graph (chunked top-K, COO adjacency, checkpointed BCE) on CUDA."""
+    from casegraph.models.msrl import finetune
+
+    monkeypatch.setattr(finetune, "SPARSE_FROM", 0)  # every graph sparse, however small
+    train, test = cohort.subset(range(40)), cohort.subset(range(40, 50))
+    model = build_model("msrl", **{**FAST, "epochs": 1, "device": "cuda"}).fit(train, test)
+    assert isinstance(model, MSRLModel) and np.isfinite(model.finetune_history_).all()
+    assert np.isfinite(model.predict(test).risk).all()

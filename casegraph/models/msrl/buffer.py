@@ -20,11 +20,12 @@ class EvaluationLeakError(RuntimeError):
 class CaseBuffer:
     """FIFO of at most ``capacity`` (patient_id, feature (d,)) pairs."""
 
-    def __init__(self, capacity: int, dim: int, forbidden: Iterable[str] = ()) -> None:
+    def __init__(self, capacity: int, dim: int, forbidden: Iterable[str] = (),
+                 device: torch.device | str = "cpu") -> None:
         self.capacity, self.dim = int(capacity), int(dim)
         self.forbidden = frozenset(forbidden)
         self._ids: list[str] = []
-        self._feats = torch.zeros(0, self.dim)
+        self._feats = torch.zeros(0, self.dim, device=device)
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -64,6 +65,11 @@ class CaseBuffer:
         drop = set(patient_ids)
         keep = [i for i, p in enumerate(self._ids) if p not in drop]
         return [self._ids[i] for i in keep], self._feats[keep]
+
+    def to(self, device: torch.device | str) -> CaseBuffer:
+        """Move the features to ``device`` (in place); returns self."""
+        self._feats = self._feats.to(device)
+        return self
 
     def state(self) -> tuple[list[str], Tensor]:
         return list(self._ids), self._feats.clone()

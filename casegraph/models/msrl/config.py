@@ -58,6 +58,8 @@ class MSRLConfig:
     w_s_align: float = 1.0
     w_task: float = 1.0
     seed: int = 0
+    # training runs here ("auto": CUDA when present); the fitted model answers on the CPU
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         choices = {
@@ -80,6 +82,9 @@ class MSRLConfig:
                 f"buffer_fraction must be in [0, 1], got {self.buffer_fraction}",
                 column="buffer_fraction",
             )
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise InputError(f"device must be auto, cpu or cuda[:N], got {self.device!r}",
+                             column="device")
         if self.k < 1:
             raise InputError(f"k must be >= 1, got {self.k}", column="k")
         if self.task == "classification" and not self.label:

@@ -86,7 +86,8 @@ def init_buffer(
     target: MSRLNetwork, cases: TrainingCases, capacity: int, forbidden: set[str], seed: int
 ) -> CaseBuffer:
     """Buffer filled from the training set (random order, the last ``capacity`` kept)."""
-    buffer = CaseBuffer(capacity, target.f_dim, forbidden=forbidden)
+    device = next(target.parameters()).device
+    buffer = CaseBuffer(capacity, target.f_dim, forbidden=forbidden, device=device)
     order = torch.from_numpy(np.random.default_rng(seed).permutation(len(cases.patient_ids)))
     for chunk in order.split(256):
         wsi, groups = cases.take(chunk)
@@ -161,9 +162,9 @@ class SparseGraph:
     def _masked(self, rows: Tensor, n: int) -> Tensor:
         """(len(rows), n) bool: the pairs the dense path sets to -inf (batch x batch, i != j)."""
         if not self.masked_batch:
-            return torch.zeros(len(rows), n, dtype=torch.bool)
+            return torch.zeros(len(rows), n, dtype=torch.bool, device=rows.device)
         first = n - self.n_queries
-        cols = torch.arange(n)
+        cols = torch.arange(n, device=rows.device)
         return (rows[:, None] >= first) & (cols[None, :] >= first) & (rows[:, None] != cols)
 
     def structure_loss(self, target: SparseGraph) -> Tensor:
@@ -178,7 +179,7 @@ class SparseGraph:
         c0 = n_pairs - c1
         alpha0 = n_pairs / (2.0 * c0) if c0 > 0 else 0.0
         alpha1 = n_pairs / (2.0 * c1) if c1 > 0 else 0.0
-        total = torch.zeros(())
+        total = torch.zeros((), device=self.keys.device)
         for start in range(0, n, ROW_CHUNK):
             stop = min(start + ROW_CHUNK, n)
             in_rows = (positive[0] >= start) & (positive[0] < stop)
@@ -191,7 +192,7 @@ class SparseGraph:
                    eps: float = 1e-6) -> Tensor:
         start, alpha0, alpha1 = int(consts[0]), consts[1], consts[2]
         n = self.keys.shape[0]
-        rows = torch.arange(start, start + row_keys.shape[0])
+        rows = torch.arange(start, start + row_keys.shape[0], device=row_keys.device)
         p = ((self.learner.key_similarity(row_keys, self.keys) + 1.0) / 2.0).clamp(eps, 1.0 - eps)
         y = torch.zeros_like(p)
         y[positive[0] - start, positive[1]] = 1.0
@@ -206,18 +207,20 @@ def sparse_graph_forward(net: MSRLNetwork, nodes: Tensor, n_queries: int) -> Spa
     learner = net.gsl_f
     if learner.kind == "euclidean_knn" and learner.training:
         learner.scale.copy_(median_sq_distance(nodes.detach()))  # O(n²): the ablation only
-    keys = learner.keys(nodes)
+    keys, device = learner.keys(nodes), nodes.device
     masked_batch = n_queries > 1 and not net.config.batch_edges
-    graph = SparseGraph(learner, keys, torch.zeros(2, 0, dtype=torch.long), torch.zeros(0),
-                        n_queries, masked_batch, torch.zeros(0))
+    graph = SparseGraph(learner, keys, torch.zeros(2, 0, dtype=torch.long, device=device),
+                        torch.zeros(0, device=device), n_queries, masked_batch,
+                        torch.zeros(0, device=device))
     rows, cols = _topk_pairs(graph, min(learner.k, nodes.shape[0] - 1))
     values = learner.pair_similarity(keys[rows], keys[cols])
     n = nodes.shape[0]
-    loops = torch.arange(n)
+    loops = torch.arange(n, device=device)
     edge_index = torch.stack([torch.cat([rows, cols, loops]), torch.cat([cols, rows, loops])])
-    edge_index, pre = coalesce(edge_index, torch.cat([values / 2, values / 2, torch.ones(n)]), n)
+    ones = torch.ones(n, device=device)
+    edge_index, pre = coalesce(edge_index, torch.cat([values / 2, values / 2, ones]), n)
     raw = pre.clamp_min(0.0)
-    degree = torch.zeros(n).index_add(0, edge_index[0], raw)
+    degree = torch.zeros(n, device=device).index_add(0, edge_index[0], raw)
     inv = degree.clamp_min(1e-12).pow(-0.5)
     adj = torch.sparse_coo_tensor(edge_index, inv[edge_index[0]] * raw * inv[edge_index[1]],
                                   (n, n), is_coalesced=True, check_invariants=False)
@@ -229,12 +232,12 @@ def sparse_graph_forward(net: MSRLNetwork, nodes: Tensor, n_queries: int) -> Spa
 @torch.no_grad()
 def _topk_pairs(graph: SparseGraph, c: int) -> tuple[Tensor, Tensor]:
     """(rows, cols) of every row's top-c other nodes, pairs the dense path masks dropped."""
-    keys, n = graph.keys, graph.keys.shape[0]
+    keys, n, device = graph.keys, graph.keys.shape[0], graph.keys.device
     found_rows, found_cols = [], []
     for start in range(0, n, ROW_CHUNK):
-        rows = torch.arange(start, min(start + ROW_CHUNK, n))
+        rows = torch.arange(start, min(start + ROW_CHUNK, n), device=device)
         sim = graph.learner.key_similarity(keys[rows], keys)
-        sim[torch.arange(len(rows)), rows] = float("-inf")
+        sim[torch.arange(len(rows), device=device), rows] = float("-inf")
         sim = sim.masked_fill(graph._masked(rows, n), float("-inf"))
         if c <= 0:
             continue
@@ -243,7 +246,8 @@ def _topk_pairs(graph: SparseGraph, c: int) -> tuple[Tensor, Tensor]:
         found_rows.append(rows[:, None].expand(-1, c)[finite])
         found_cols.append(index[finite])
     if not found_rows:
-        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return empty, empty.clone()
     return torch.cat(found_rows), torch.cat(found_cols)
 
 
@@ -275,7 +279,8 @@ def finetune(
             if len(idx) < 2:
                 continue
             losses, f_on, f_t = finetune_step(net, target, buffer, cases, idx, gen, sparse)
-            loss = sum((weights[k] * v for k, v in losses.items()), start=torch.zeros(()))
+            loss = sum((weights[k] * v for k, v in losses.items()),
+                       start=torch.zeros((), device=f_on.device))
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -36,9 +36,17 @@ from casegraph.models.msrl.pretrain import pretrain
 from casegraph.models.msrl.stage1 import STAGES, Stage1Cache, stage1_key
 from casegraph.models.preprocess import GenomicsPreprocessor
 from casegraph.models.targets import bin_edges, discretize
-from casegraph.runtime import seed_everything
+from casegraph.runtime import pick_device, seed_everything
 
 VARIANTS = {"msrl": "inductor", "msrl_h": "none", "msrl_multi": "authentic"}
+
+
+def _to_device(wsi: WSIInput, device: torch.device) -> WSIInput:
+    return [bag.to(device) for bag in wsi] if isinstance(wsi, list) else wsi.to(device)
+
+
+def _groups_to(groups: list[Tensor] | None, device: torch.device) -> list[Tensor] | None:
+    return None if groups is None else [g.to(device) for g in groups]
 
 
 @dataclass
@@ -104,29 +112,38 @@ class MSRLModel:
         bag_dim = int(wsi[0].shape[-1]) if isinstance(wsi, list) else int(wsi.shape[1])
         self.bag_dim_, self.group_sizes_ = bag_dim, train.group_sizes
         n_out = c.n_bins if c.task == "survival" else len(self.classes_)
-        net = MSRLNetwork(c, bag_dim, self.group_sizes_, n_out)
-        self.pretrain_history_ = self._stage1(net, list(train.patient_ids), wsi, groups)
+        self.device_ = pick_device(c.device)
+        device = torch.device(self.device_)
+        net = MSRLNetwork(c, bag_dim, self.group_sizes_, n_out).to(device)
+        key_inputs = (list(train.patient_ids), wsi, groups)  # the Stage-1 key reads CPU tensors
+        wsi, groups = _to_device(wsi, device), _groups_to(groups, device)
+        self.pretrain_history_ = self._stage1(net, key_inputs, wsi, groups)
         if self.stage == "pretrain":
-            self.net_ = net
+            self.net_ = net.cpu()
             return self
         seed_everything(c.seed + 1)  # Stage 2 starts from the same RNG state, cached or not
-        cases = TrainingCases(list(train.patient_ids), wsi, groups, labels, events)
+        cases = TrainingCases(list(train.patient_ids), wsi, groups, labels.to(device),
+                              events.to(device))
         target, buffer, self.finetune_history_ = finetune(net, cases, forbidden, c.seed + 1)
-        self.net_, self.target_ = net, target
-        self._set_buffer(buffer)
+        # the fitted model answers on the CPU (one query at a time; FAISS search on CPU)
+        self.net_, self.target_ = net.cpu(), target.cpu()
+        self._set_buffer(buffer.to("cpu"))
         self.reference_ids_ = list(train.patient_ids)
         self.fitted_ids_ = list(train.patient_ids)
-        self.reference_fused_ = target_fused(target, wsi, groups)
+        self.reference_fused_ = target_fused(target, _to_device(wsi, torch.device("cpu")),
+                                             _groups_to(groups, torch.device("cpu")))
         return self
 
-    def _stage1(self, net: MSRLNetwork, patient_ids: list[str], wsi: WSIInput,
-                groups: list[Tensor] | None) -> list[float]:
-        """Stage 1 (self-supervised pre-training), loaded from the cache when there."""
+    def _stage1(self, net: MSRLNetwork,
+                key_inputs: tuple[list[str], WSIInput, list[Tensor] | None],
+                wsi: WSIInput, groups: list[Tensor] | None) -> list[float]:
+        """Stage 1 (self-supervised pre-training), loaded from the cache when there.
+        ``key_inputs``: (patient ids, WSI inputs, genomics) on the CPU, for the cache key."""
         c = self.config
         if not c.pretrain_steps:
             return []
         cache = self.stage1_cache
-        key = stage1_key(c, patient_ids, wsi, groups) if cache is not None else ""
+        key = stage1_key(c, *key_inputs) if cache is not None else ""
         if cache is not None and (history := cache.load(key, net)) is not None:
             return history
         if self.stage == "finetune":
