@@ -18,6 +18,7 @@ class CohortSummary:
     slides_with_features: int
     censoring_rate: float
     modalities: dict[str, int]  # modality -> patients with at least one value
+    endpoints: list[str] = field(default_factory=lambda: ["OS"])  # OS, DSS, PFI, DFI held
 
 
 @dataclass
@@ -31,12 +32,14 @@ class StoreSummary:
 
     def render(self) -> Table:
         table = Table(title=f"casegraph store {self.root}")
-        for col in ("cohort", "patients", "slides (with features)", "censored", "rna", "cnv", "mut"):
+        for col in ("cohort", "patients", "slides (with features)", "censored", "rna", "cnv", "mut",
+                    "endpoints"):
             table.add_column(col)
         for c in self.cohorts:
             table.add_row(c.name, str(c.patients), f"{c.slides} ({c.slides_with_features})",
                           f"{c.censoring_rate:.1%}",
-                          *(str(c.modalities.get(m, 0)) for m in ("rna", "cnv", "mut")))
+                          *(str(c.modalities.get(m, 0)) for m in ("rna", "cnv", "mut")),
+                          " ".join(c.endpoints))
         caption = [f"{self.batches} ingest batches, {self.model_versions} model versions"]
         for name, (groups, covered, genes) in self.gene_group_sets.items():
             caption.append(f"gene groups {name!r}: {groups} groups, {covered} of {genes} "
@@ -50,6 +53,7 @@ class StoreSummary:
 def store_summary(store: Store) -> StoreSummary:
     con = store.con
     cohorts = []
+    endpoints = store.outcomes.endpoints()
     for name, patients, censored in con.execute(
         "SELECT cohort, count(*), avg(CASE WHEN event THEN 0.0 ELSE 1.0 END) FROM patients "
         "GROUP BY cohort ORDER BY cohort"
@@ -58,7 +62,8 @@ def store_summary(store: Store) -> StoreSummary:
             "SELECT count(*), count(feature_path) FROM slides WHERE cohort = ?", [name]
         ).fetchall()[0]
         cohorts.append(CohortSummary(name, int(patients), int(slides), int(with_features),
-                                     float(censored), _modalities(store, name)))
+                                     float(censored), _modalities(store, name),
+                                     endpoints.get(name, ["OS"])))
     features = store.feature_table()
     genes = set(features["gene"])
     group_sets = {}

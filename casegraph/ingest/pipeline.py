@@ -23,6 +23,7 @@ from casegraph.errors import InputError
 from casegraph.faults import crash_point
 from casegraph.ingest.bag_plan import BagPlan, plan_bags
 from casegraph.ingest.doctor import remove_leftovers
+from casegraph.ingest.outcomes import OutcomePlan, Outcomes
 from casegraph.ingest.parquet_files import write_genomic_file
 from casegraph.ingest.signatures import GeneGroups
 from casegraph.ingest.splits import SplitSet
@@ -79,6 +80,7 @@ class IngestReport:
     store_slides: int = 0
     store_slides_without_bags: int = 0
     removed_leftovers: list[str] = field(default_factory=list)  # files of killed ingests
+    new_outcomes: int = 0  # endpoint rows (DSS/PFI/DFI) written or replaced by this batch
 
     @property
     def changed(self) -> bool:
@@ -97,6 +99,7 @@ def ingest(store: Store, request: IngestRequest) -> IngestReport:
     started = datetime.now(UTC)
     _check_tables_disjoint(request.tables)
     patient_plans = [_plan_patients(store, t, request.update, report) for t in request.tables]
+    outcome_plans = _plan_outcomes(store, request, report)
     new_features = _plan_features(store, request.tables)
     group_sets = _plan_gene_groups(store, request, report)
     split_sets = _plan_splits(store, request, report)
@@ -112,7 +115,7 @@ def ingest(store: Store, request: IngestRequest) -> IngestReport:
     _report_coverage(store, request, report)
     # Validation passed: clear what killed ingests left (their batches never committed).
     report.removed_leftovers = [str(p) for p in remove_leftovers(store, uncommitted_only=True)]
-    has_rows = any(p.rows for p in patient_plans)
+    has_rows = any(p.rows for p in patient_plans) or any(p.rows for p in outcome_plans)
     if not (has_rows or new_features or group_sets or split_sets or bag_plan.has_changes):
         _store_totals(store, report)
         return report
@@ -124,6 +127,8 @@ def ingest(store: Store, request: IngestRequest) -> IngestReport:
         _write_features(con, new_features)
         for plan, file in zip(patient_plans, genomic_files, strict=True):
             _write_patients(con, plan, file, batch_id)
+        for outcome_plan in outcome_plans:
+            Outcomes.write(con, outcome_plan, batch_id)
         _write_groups(con, group_sets)
         _write_splits(con, split_sets)
         _write_bags(con, bag_plan, summary_file, batch_id, request)
@@ -200,6 +205,18 @@ def _compare_genomics(store: Store, table: CohortTable, pids: list[str], pos: di
     for r in np.flatnonzero(differs.any(axis=1)):
         col = table.feature_names[int(np.flatnonzero(differs[r])[0])]
         changed[pids[int(r)]] = f"genomic value {col}"
+
+
+def _plan_outcomes(store: Store, request: IngestRequest,
+                   report: IngestReport) -> list[OutcomePlan]:
+    """Each table's endpoint rows (DSS/PFI/DFI) that are new or changed; a patient whose
+    endpoint values changed counts as updated."""
+    plans = [store.outcomes.plan(t.patient_ids, t.outcomes, request.update, t.source)
+             for t in request.tables]
+    known = set(report.updated_patients)
+    report.updated_patients.extend(p for plan in plans for p in plan.updated if p not in known)
+    report.new_outcomes = sum(len(plan.rows) for plan in plans)
+    return plans
 
 
 def _plan_features(store: Store, tables: list[CohortTable]) -> list[tuple[int, str, str, str]]:
@@ -412,5 +429,6 @@ def _inputs(request: IngestRequest) -> dict[str, object]:
 def _counts(report: IngestReport) -> dict[str, object]:
     return {"new_patients": report.new_patients, "updated_patients": len(report.updated_patients),
             "new_slides": report.new_slides, "bags_registered": report.bags_registered,
+            "new_outcomes": report.new_outcomes,
             "gene_group_sets": report.new_gene_group_sets, "split_sets": report.new_split_sets}
 

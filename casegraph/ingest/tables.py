@@ -21,6 +21,7 @@ import pandas as pd
 from casegraph.errors import InputError
 from casegraph.ingest.files import check_regular_file
 from casegraph.ingest.ids import check_patient_ids, table_slides
+from casegraph.ingest.outcomes import OutcomeRow
 from casegraph.schema import Modality
 
 FloatMatrix = npt.NDArray[np.float32]
@@ -44,6 +45,7 @@ class CohortTable:
     feature_modalities: list[str]
     genomics: FloatMatrix
     extra_sources: list[Path] = field(default_factory=list)
+    outcomes: list[OutcomeRow] = field(default_factory=list)  # endpoints besides OS
 
     @property
     def n_patients(self) -> int:
@@ -225,7 +227,11 @@ def _table_from_frame(df: pd.DataFrame, path: Path, cohort: str, mapping: Column
     values = df[feature_cols].to_numpy(dtype=np.float32) if feature_cols else np.zeros(
         (len(df), 0), dtype=np.float32)
     first_rows = _first_row_per_patient(ids, time, event, values, path, mapping)
-    skip = set(feature_cols) | set(required) | LEGACY_COLUMNS | {mapping.slide}
+    endpoint_columns = find_endpoint_columns(df, path)
+    outcomes = [row for columns in endpoint_columns
+                for row in _endpoint_rows(df, ids, first_rows, columns, path)]
+    skip = (set(feature_cols) | set(required) | LEGACY_COLUMNS | {mapping.slide}
+            | {c for columns in endpoint_columns for c in (columns.time, columns.event)})
     attr_cols = [c for c in df.columns if c not in skip]
     attributes = _attributes(df.iloc[first_rows], attr_cols)
     slides: list[tuple[str, str]] = []
@@ -238,7 +244,7 @@ def _table_from_frame(df: pd.DataFrame, path: Path, cohort: str, mapping: Column
         time=time[first_rows], event=event[first_rows], attributes=attributes, slides=slides,
         feature_names=[str(c) for c in feature_cols],
         feature_genes=[s[0] for s in split if s], feature_modalities=[s[1].value for s in split if s],
-        genomics=np.ascontiguousarray(values[first_rows]),
+        genomics=np.ascontiguousarray(values[first_rows]), outcomes=outcomes,
     )
 
 
@@ -332,3 +338,115 @@ def _attributes(df: pd.DataFrame, columns: list[str]) -> list[dict[str, object]]
 
 def _is_missing(value: object) -> bool:
     return isinstance(value, float) and np.isnan(value)
+
+
+@dataclass(frozen=True)
+class EndpointColumns:
+    """The two columns of one endpoint besides OS. SurvPath style (``survival_months_dss``,
+    ``censorship_dss``: months, 1 = censored) or TCGA-CDR style (``DSS.time``, ``DSS``:
+    days, 1 = event observed); ``days`` says CDR times are converted to months."""
+
+    endpoint: str
+    time: str
+    event: str
+    censorship: bool
+    days: bool
+
+
+DAYS_PER_MONTH = 30.0  # SurvPath's survival_months is days / 30 (shared data README)
+SURVPATH_ENDPOINT = re.compile(r"^(survival_months|censorship)_(dss|pfi|dfi)$")
+CDR_ENDPOINT = re.compile(r"^(DSS|PFI|DFI)(\.time)?$")
+
+
+def find_endpoint_columns(df: pd.DataFrame, path: Path) -> list[EndpointColumns]:
+    """The DSS / PFI / DFI column pairs of a table; a time column without its event column
+    (or the reverse) is an InputError naming the column and the one missing."""
+    found: list[EndpointColumns] = []
+    names = {str(c) for c in df.columns}
+    for name in sorted(names):
+        survpath, cdr = SURVPATH_ENDPOINT.match(name), CDR_ENDPOINT.match(name)
+        if survpath:
+            suffix = survpath.group(2)
+            time, event = f"survival_months_{suffix}", f"censorship_{suffix}"
+            columns = EndpointColumns(suffix.upper(), time, event, censorship=True, days=False)
+        elif cdr:
+            endpoint = cdr.group(1)
+            columns = EndpointColumns(endpoint, f"{endpoint}.time", endpoint, censorship=False,
+                                      days=True)
+        else:
+            continue
+        other = columns.event if name == columns.time else columns.time
+        if other not in names:
+            what = "time" if name == columns.time else "event"
+            raise InputError(f"{columns.endpoint} {what} column {name!r} has no "
+                             f"{'event' if what == 'time' else 'time'} column {other!r}",
+                             file=path, row=1, column=name,
+                             fix=f"add {other!r}, or drop {name!r}")
+        if name == columns.time:
+            found.append(columns)
+    endpoints = [c.endpoint for c in found]
+    twice = sorted({e for e in endpoints if endpoints.count(e) > 1})
+    if twice:
+        both = [c for c in found if c.endpoint == twice[0]]
+        raise InputError(f"endpoint {twice[0]} is given twice ({both[0].time!r} and "
+                         f"{both[1].time!r})", file=path, row=1, column=both[1].time,
+                         fix="keep one pair of columns per endpoint")
+    return found
+
+
+def _endpoint_rows(df: pd.DataFrame, ids: pd.Series, first_rows: np.ndarray,
+                   columns: EndpointColumns, path: Path) -> list[OutcomeRow]:
+    """One row per patient with a value; both cells empty = no value for that patient (a
+    TCGA-CDR DFI is defined for some patients only). Repeated rows of a patient agree."""
+    time = _optional_numeric(df, columns.time, path)
+    label = _optional_numeric(df, columns.event, path)
+    has_time, has_label = ~np.isnan(time), ~np.isnan(label)
+    lone = np.flatnonzero(has_time != has_label)
+    if lone.size:
+        r = int(lone[0])
+        given, empty = ((columns.time, columns.event) if has_time[r]
+                        else (columns.event, columns.time))
+        raise InputError(f"{columns.endpoint}: {given!r} has a value but {empty!r} is empty",
+                         file=path, row=r + 2, column=empty,
+                         fix="give both the time and the event, or leave both empty")
+    bad = np.flatnonzero(has_time & ((time < 0) | (time > FLOAT32_MAX) | ~np.isfinite(time)))
+    if bad.size:
+        raise InputError(f"{columns.endpoint} time must be finite, >= 0 and within the 32-bit "
+                         f"float range, got {time[bad[0]]!r}", file=path, row=int(bad[0]) + 2,
+                         column=columns.time, fix="correct or remove the value")
+    bad = np.flatnonzero(has_label & ~np.isin(label, (0.0, 1.0)))
+    if bad.size:
+        raise InputError(f"{columns.event} must be 0 or 1, got {df[columns.event].iloc[bad[0]]!r}",
+                         file=path, row=int(bad[0]) + 2, column=columns.event,
+                         fix="use 1 = censored, 0 = event" if columns.censorship
+                         else "use 1 = event observed, 0 = censored")
+    _check_endpoint_repeats(ids, time, label, first_rows, columns, path)
+    months = time / DAYS_PER_MONTH if columns.days else time
+    event = label == (0.0 if columns.censorship else 1.0)
+    return [OutcomeRow(str(ids.iloc[r]), columns.endpoint, float(months[r]), bool(event[r]))
+            for r in first_rows if has_time[r]]
+
+
+def _optional_numeric(df: pd.DataFrame, column: str, path: Path) -> npt.NDArray[np.float64]:
+    converted = pd.to_numeric(df[column], errors="coerce")
+    bad = converted.isna() & df[column].notna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputError(f"not a number: {df[column].iloc[row]!r}", file=path, row=row + 2,
+                         column=column, fix="leave the cell empty when there is no value")
+    return converted.to_numpy(dtype=np.float64)
+
+
+def _check_endpoint_repeats(ids: pd.Series, time: np.ndarray, label: np.ndarray,
+                            first_rows: np.ndarray, columns: EndpointColumns, path: Path) -> None:
+    codes, _ = pd.factorize(ids)
+    ref = first_rows[codes]
+    for column, values in ((columns.time, time), (columns.event, label)):
+        same = (values == values[ref]) | (np.isnan(values) & np.isnan(values[ref]))
+        bad = np.flatnonzero(~same)
+        if bad.size:
+            r = int(bad[0])
+            raise InputError(f"patient {ids.iloc[r]!r} has conflicting {columns.endpoint} "
+                             f"values (rows {int(ref[r]) + 2} and {r + 2})", file=path,
+                             row=r + 2, column=column,
+                             fix="make every row of a patient carry the same label")
