@@ -93,7 +93,7 @@ class ResultStore:
 
 def _options_label(config: object) -> str:
     """What identifies a run beyond model / cohort / selection / bins / seed: its model
-    options (not epochs) and a non-default gene-group set — never runtime-only options
+    options (not epochs), a non-default gene-group set and endpoint — never runtime-only options
     such as MSRL's Stage-1 cache path."""
     from casegraph.models.cv import RUNTIME_OPTIONS
 
@@ -107,6 +107,8 @@ def _options_label(config: object) -> str:
     group_set = parsed.get("group_set")
     if group_set not in (None, "mcat"):
         parts.append(f"group_set={group_set}")
+    if parsed.get("endpoint", "OS") != "OS":
+        parts.append(f"endpoint={parsed['endpoint']}")
     return ",".join(parts)
 
 
