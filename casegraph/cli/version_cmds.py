@@ -1,6 +1,7 @@
-"""``casegraph versions`` (list stored model versions) and ``casegraph predict`` (one
-patient's risk and survival curve from a version: a stored patient, or a new one given by
-patch-feature files and genomics)."""
+"""``casegraph versions`` (list stored model versions), ``casegraph versions track-record V``
+(the CV runs that back a version: found, checked, run with ``--run-cv``, recorded) and
+``casegraph predict`` (one patient's risk and survival curve from a version: a stored
+patient, or a new one given by patch-feature files and genomics)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,13 @@ import typer
 
 from casegraph.config import default_store_path
 
+versions_app = typer.Typer(help="Model versions: list them (no subcommand), or show and "
+                                "record a version's validated track record.")
 
+
+@versions_app.callback(invoke_without_command=True)
 def versions(
+    ctx: typer.Context,
     store_dir: Path = typer.Option(None, "--store", help="Store directory [CASEGRAPH_STORE]."),
     model: str = typer.Option(None, "--model", help="Only versions of this model."),
     as_json: bool = typer.Option(False, "--json", help="One JSON array (machine output)."),
@@ -20,6 +26,8 @@ def versions(
     """List model versions, oldest first: id, model, cohort, parent, created, counts."""
     from casegraph.ingest.store import Store
 
+    if ctx.invoked_subcommand is not None:
+        return
     with Store.open(store_dir or default_store_path(), create=False, read_only=True) as store:
         rows = store.versions.all(model)
     if as_json:
@@ -83,7 +91,55 @@ def predict(
                        f"{', '.join(result.coverage['unknown'][:10])}")
 
 
+@versions_app.command("track-record")
+def track_record(
+    version: str = typer.Argument(..., help="Model version id (`casegraph versions`)."),
+    run_cv: bool = typer.Option(False, "--run-cv", help="Cross-validate what is missing: "
+                                "the version's model with its options on its cohort, and the "
+                                "mean-pooling ABMIL baseline under the same folds."),
+    baseline_option: list[str] = typer.Option([], "--baseline-option",
+                                              help="Baseline (abmil pooling=mean) option "
+                                              "KEY=VALUE (JSON value), e.g. epochs=20."),
+    store_dir: Path = typer.Option(None, "--store", help="Store directory [CASEGRAPH_STORE]."),
+    as_json: bool = typer.Option(False, "--json", help="The track record as JSON."),
+) -> None:
+    """The version's validated performance on its cohort beside the baseline's; verified
+    runs are recorded as the version's track record (answers then carry it)."""
+    from casegraph.ingest.store import Store
+    from casegraph.retrieval.track_record import link_version
+
+    options = _key_values(baseline_option, "--baseline-option")
+    log = (lambda _msg: None) if as_json else typer.echo
+    with Store.open(store_dir or default_store_path(), create=False) as store:
+        store.versions.get(version)  # an unknown id lists the known ones
+        report = link_version(store, version, run_cv=run_cv, baseline_options=options, log=log)
+    if as_json:
+        typer.echo(report.record.model_dump_json(indent=1))
+        return
+    for line in report.lines:
+        typer.echo(line)
+    from casegraph.retrieval.report import track_record_lines
+
+    for line in track_record_lines(report.record):
+        typer.echo(line)
+
+
+def _key_values(pairs: list[str], option: str) -> dict[str, object]:
+    from casegraph.errors import InputError
+
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"bad {option} {pair!r}", column=option, fix="write KEY=VALUE")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``versions`` and ``predict`` to ``app``."""
-    app.command("versions")(versions)
+    """Add ``versions`` (with ``track-record``) and ``predict`` to ``app``."""
+    app.add_typer(versions_app, name="versions")
     app.command("predict")(predict)

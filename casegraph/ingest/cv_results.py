@@ -7,7 +7,11 @@ Tables (all in ``store.duckdb``):
 - ``cv_fold_results``: run_id, fold, n_train, n_eval, the metric columns
   (:data:`METRIC_COLUMNS`), seconds, selected_epoch, finished_at, note;
 - ``cv_predictions``: run_id, fold, patient_id, risk, time, event, survival (DOUBLE[] or
-  NULL).
+  NULL);
+- ``cv_version_links``: version_id, role (``method``: the run of the version's own model,
+  options, cohort and folds; ``baseline``: the simplest WSI-only model under the same
+  folds), run_id, linked_at: the runs ``casegraph versions track-record`` verified for a
+  model version (docs/retrieval.md, *Track record*).
 
 What a run or a fold result *means* (metrics, summaries, tables) is the models layer's
 (:mod:`casegraph.models.results`); this module only stores and reads the rows. A store
@@ -46,7 +50,11 @@ CREATE TABLE IF NOT EXISTS cv_predictions (
     risk DOUBLE NOT NULL, time DOUBLE NOT NULL, event BOOLEAN NOT NULL, survival DOUBLE[],
     PRIMARY KEY (run_id, fold, patient_id));
 ALTER TABLE cv_fold_results ADD COLUMN IF NOT EXISTS note VARCHAR;
+CREATE TABLE IF NOT EXISTS cv_version_links (
+    version_id VARCHAR NOT NULL, role VARCHAR NOT NULL, run_id VARCHAR NOT NULL,
+    linked_at TIMESTAMP NOT NULL, PRIMARY KEY (version_id, role));
 """
+LINK_ROLES = ("method", "baseline")
 
 
 @dataclass(frozen=True)
@@ -88,10 +96,11 @@ class CVResultTables:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def exist(self) -> bool:
-        """False for a read-only store whose file predates the tables."""
+    def exist(self, table: str = "cv_runs") -> bool:
+        """False for a read-only store whose file predates the table (one of this
+        module's)."""
         row = self._store.con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'cv_runs'"
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
         ).fetchone()
         return bool(row and row[0])
 
@@ -129,7 +138,47 @@ class CVResultTables:
         finally:
             con.unregister("_fold_predictions")
 
+    def link_version(self, version_id: str, role: str, run_id: str) -> None:
+        """Record that ``run_id`` backs ``version_id`` as its ``role`` (:data:`LINK_ROLES`);
+        a link of the same role is replaced (a newer verified run)."""
+        if role not in LINK_ROLES:
+            raise ValueError(f"unknown link role {role!r}; choose among: {', '.join(LINK_ROLES)}")
+        with self._store.transaction() as con:
+            con.execute("INSERT OR REPLACE INTO cv_version_links VALUES (?, ?, ?, ?)",
+                        [version_id, role, run_id, _now()])
+
     # ------------------------------------------------------------------ reads
+    def version_links(self, version_id: str) -> dict[str, str]:
+        """role -> run id of the runs recorded for ``version_id`` (empty when none)."""
+        if not self.exist("cv_version_links"):
+            return {}
+        rows = self._store.con.execute(
+            "SELECT role, run_id FROM cv_version_links WHERE version_id = ?",
+            [version_id]).fetchall()
+        return {str(role): str(run) for role, run in rows}
+
+    def run_overview(self) -> pd.DataFrame:
+        """Every run (columns :data:`RUN_COLUMNS`) with ``n_folds_done``, its number of
+        finished folds, oldest run first: what a track-record lookup filters."""
+        if not self.exist():
+            return pd.DataFrame(columns=[*RUN_COLUMNS, "n_folds_done"])
+        return self._store.query_df(
+            "SELECT r.*, count(f.fold) AS n_folds_done FROM cv_runs r "
+            "LEFT JOIN cv_fold_results f USING (run_id) "
+            "GROUP BY ALL ORDER BY r.created_at, r.run_id")
+
+    def evaluated_patients(self, run_id: str) -> dict[int, frozenset[str]]:
+        """fold -> the patients the run evaluated in it: two runs evaluated "under the same
+        folds" exactly when these are equal."""
+        if not self.exist():
+            return {}
+        rows = self._store.con.execute(
+            "SELECT fold, patient_id FROM cv_predictions WHERE run_id = ?", [run_id]).fetchall()
+        out: dict[int, set[str]] = {}
+        for fold, patient in rows:
+            out.setdefault(int(fold), set()).add(str(patient))
+        return {fold: frozenset(ids) for fold, ids in out.items()}
+
     def finished_folds(self, run_id: str) -> set[int]:
         if not self.exist():
             return set()

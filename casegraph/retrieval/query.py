@@ -17,6 +17,11 @@ its stored rows) is answered from the version's stored case graph instead
 stored prediction, the same neighbours the graph backends and Cypher return, without
 running the model. Everything else is computed as above.
 
+Every answer carries ``track_record`` (casegraph.retrieval.track_record: the answering
+method's validated C and IBS on its cohort, the mean-pooling ABMIL baseline's under the
+same folds, and a calibration note); with ``method="auto"`` (and no version named) the
+method is chosen per cohort by validated Harrell C, said in ``method_choice``.
+
 Thread safety: ``QueryEngine.lock`` (re-entrant) guards the store's DuckDB connection and
 the engine's caches; the model forward, FAISS searches and bag reads run outside it, so
 one engine serves concurrent requests.
@@ -47,6 +52,7 @@ from casegraph.models.neighbourhood import (
     softmax_weights,
 )
 from casegraph.retrieval import msrl_adapter
+from casegraph.retrieval import track_record as records
 from casegraph.retrieval.catalog import PatientCatalog, genomic_group_summaries
 from casegraph.retrieval.index import (
     SLIDE_MEAN,
@@ -153,6 +159,10 @@ class QueryEngine:
         self._models: dict[str, Any] = {}
         self._stored: dict[str, StoredGraph] = {}
         self._versions: dict[tuple[str, str | None], tuple[str | None, str]] = {}
+        self._choices: dict[tuple[Any, ...], tuple[str | None, str,
+                                                   records.MethodChoice | None]] = {}
+        self._records: dict[tuple[Any, ...], records.TrackRecord] = {}
+        self._lookup: records.RunLookup | None = None
         self._groups: dict[tuple[str, str | None], dict[str, GroupSummary]] = {}
         self._slide_owners: dict[str, str] | None = None
         self._fields: dict[str, dict[str, Any]] | None = None
@@ -169,13 +179,15 @@ class QueryEngine:
         if not files and patient_id is not None:
             stored = self.stored_answer(patient_id, opts)
             if stored is not None:
+                stored = self.with_track_record(stored, opts)
                 return self._persist(stored, patient_id) if opts.persist else stored
         q = self.load_input(files, patient_id)
-        version, reason = self.choose_version(opts)
+        version, reason, _ = self.choose(opts, self.query_cohort(q.patient_id, opts))
         if version is not None:
             result = self._query_msrl(q, version, opts)
         else:
             result = self._query_knn(q, opts, reason)
+        result = self.with_track_record(result, opts)
         if opts.persist:
             result = self._persist(result, q.patient_id)
         return result
@@ -196,6 +208,63 @@ class QueryEngine:
         return self._cached(self._versions, (opts.method, opts.model_version),
                             lambda: msrl_adapter.choose_version(self.store, opts.method,
                                                                 opts.model_version))
+
+    def choose(self, opts: QueryOptions, cohort: str | None
+               ) -> tuple[str | None, str, records.MethodChoice | None]:
+        """(MSRL version or None, the fallback's reason, what ``auto`` chose and why):
+        ``auto`` without a named version picks, per cohort, the method with the best
+        validated Harrell C (:func:`records.choose_method`); any other request is
+        :meth:`choose_version`'s, with no choice to report."""
+        if opts.method != "auto" or opts.model_version is not None:
+            return (*self.choose_version(opts), None)
+        return self._cached(self._choices, (cohort, opts.k, opts.temperature),
+                            lambda: self._auto_choice(opts, cohort))
+
+    def _auto_choice(self, opts: QueryOptions, cohort: str | None
+                     ) -> tuple[str | None, str, records.MethodChoice | None]:
+        default, reason = self.choose_version(opts)
+        versions = msrl_adapter.msrl_versions(self.store) if default is not None else []
+        choice = records.choose_method(self.run_lookup(), cohort, versions, opts.k,
+                                       opts.temperature, default)
+        if choice.version is None:
+            return None, reason if default is None else choice.reason, choice
+        return choice.version, "", choice
+
+    def query_cohort(self, patient_id: str | None, opts: QueryOptions) -> str | None:
+        """The cohort a query belongs to: the stored patient's, else the one ``--cohort``
+        filter, else the store's only cohort; None when it cannot be told."""
+        if patient_id is not None:
+            return str(self._patient_fields(patient_id)["cohort"])
+        if len(opts.cohorts) == 1:
+            return opts.cohorts[0]
+        cohorts = self.catalog.table["cohort"].unique()
+        return str(cohorts[0]) if len(cohorts) == 1 else None
+
+    def run_lookup(self) -> records.RunLookup:
+        """The store's CV runs, read once (the store a served state reads is a snapshot)."""
+        with self.lock:
+            if self._lookup is None:
+                self._lookup = records.RunLookup(self.store)
+            return self._lookup
+
+    def with_track_record(self, result: QueryResult, opts: QueryOptions) -> QueryResult:
+        """``result`` with its method's track record, the calibration of this answer and,
+        for ``auto``, the method choice."""
+        cohort = self.query_cohort(result.query_patient_id, opts)
+        _, _, choice = self.choose(opts, cohort)
+        version = result.model_version
+
+        def make() -> records.TrackRecord:
+            if version is not None:
+                return records.version_record(self.run_lookup(), version)
+            return records.knn_record(self.run_lookup(), cohort, opts.k, opts.temperature)
+
+        key = (version,) if version is not None else (None, cohort, opts.k, opts.temperature)
+        record = self._cached(self._records, key, make).model_copy(update={
+            "calibration": records.calibration(
+                result.survival.times, result.survival.survival,
+                [n.time for n in result.neighbours], [n.event for n in result.neighbours])})
+        return result.model_copy(update={"track_record": record, "method_choice": choice})
 
     def model(self, version: str) -> Any:
         return self._cached(self._models, version,
@@ -226,8 +295,8 @@ class QueryEngine:
         opts = (options or QueryOptions()).validated()
         if opts.cohorts or opts.require or opts.exact or _searches(opts):
             return None
-        self._patient_fields(patient_id)  # an unknown patient is an InputError
-        version, _ = self.choose_version(opts)
+        cohort = self.query_cohort(patient_id, opts)  # an unknown patient is an InputError
+        version, _, _ = self.choose(opts, cohort)
         if version is None:
             return None
         graph = self.stored_graph(version)

@@ -5,6 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 from casegraph.retrieval.results import QueryResult
+from casegraph.retrieval.track_record import MetricSummary, TrackRecord
+
+
+def _metric(summary: MetricSummary | None) -> str:
+    if summary is None or summary.mean is None:
+        return "-"
+    return f"{summary.mean:.3f} ± {summary.sd or 0.0:.3f} (n={summary.n})"
+
+
+def track_record_lines(record: TrackRecord) -> list[str]:
+    """The track record as terminal lines: one line when there is none."""
+    if record.run_id is None:
+        return [f"track record of {record.method}: {record.note}"]
+    lines = [f"track record of {record.method} on {record.cohort} ({record.folds}, run "
+             f"{record.run_id}, {record.linked}): Harrell C {_metric(record.harrell_c)}, "
+             f"Uno C {_metric(record.uno_c)}, IBS {_metric(record.ibs)}"]
+    base = record.baseline
+    if base is not None:
+        lines.append(f"baseline {base.method}: " + (
+            f"Harrell C {_metric(base.harrell_c)}, Uno C {_metric(base.uno_c)}, IBS "
+            f"{_metric(base.ibs)} (run {base.run_id})" if base.run_id else str(base.note)))
+    return lines
 
 
 def print_result(result: QueryResult) -> None:
@@ -41,6 +63,13 @@ def print_result(result: QueryResult) -> None:
                   f"{sum(km.events)} deaths among {len(result.neighbours)}")
     console.print("inputs: " + "; ".join(f"{i.name} ({i.modality}): {i.status}"
                                          for i in result.inputs))
+    if result.method_choice is not None:
+        console.print(f"method choice: {result.method_choice.reason}", markup=False)
+    if result.track_record is not None:
+        for line in track_record_lines(result.track_record):
+            console.print(line, markup=False)
+        if result.track_record.calibration is not None:
+            console.print(f"calibration: {result.track_record.calibration.note}", markup=False)
     for note in result.notes:
         console.print(f"note: {note}")
 

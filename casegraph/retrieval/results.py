@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from casegraph.retrieval.track_record import MethodChoice, TrackRecord
+
 Provenance = Literal["authentic", "simulated", "inferred", "absent", "unknown"]
 Method = Literal["msrl-gsl", "embedding-knn"]
 
@@ -91,6 +93,11 @@ class QueryResult(BaseModel):
     filters: dict[str, str | list[str] | bool | None] = Field(default_factory=dict)
     persisted_to_graph: bool = False
     notes: list[str] = Field(default_factory=list)
+    track_record: TrackRecord | None = Field(
+        default=None, description="the answering method's validated performance on its cohort, "
+                          "its baseline's, and this answer's calibration")
+    method_choice: MethodChoice | None = Field(
+        default=None, description="method auto: which method answered for the cohort, and why")
 
 
 class PatientRecord(BaseModel):
