@@ -27,6 +27,7 @@ CRASH_POINTS = frozenset({
     "attach.in_transaction",   # a derived version written, before COMMIT
     "version.in_transaction",  # a trained version's rows written, before COMMIT
     "attach.after_version",    # a derived version committed, before its index update
+    "register.slide",          # a bag registration worker starts on a slide
 })
 
 _reached: Counter[str] = Counter()

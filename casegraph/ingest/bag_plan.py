@@ -2,11 +2,17 @@
 
 Files are matched by slide id without extension (``.svs`` in tables, ``.h5``/``.pt`` on
 disk). A file whose path, size and modification time equal the stored ones is not read
-again; any other file is hashed and summarised (mean embedding, k-means centres).
+again; any other file is hashed and summarised (mean embedding, k-means centres, coords,
+provenance) by the batch's executor (:mod:`casegraph.ingest.executors`).
+
+Hashes across algorithms: a stored slide hashed with another algorithm (sha256 in older
+stores) is re-hashed with that one too, in the same read, and compared with it: a file
+rewritten with identical bytes stays a no-op and its row keeps its old digest.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,14 +20,18 @@ from typing import Any
 
 from casegraph.errors import InputError
 from casegraph.ingest.bags import BAG_SUFFIXES, slide_key
+from casegraph.ingest.executors import Executor, LocalExecutor, SlideTask
 from casegraph.ingest.files import check_regular_file
+from casegraph.ingest.hashes import DEFAULT_ALGORITHM
 from casegraph.ingest.store import Store
-from casegraph.ingest.summaries import SummaryRow, register_bags
+from casegraph.ingest.summaries import SummaryRow
 from casegraph.ingest.tables import CohortTable
 from casegraph.runtime import progress
 
+# slide_id, patient_id, cohort, feature_path, digest, n_patches, feature_dim, encoder,
+# file_size, file_mtime, hash_algorithm, provenance (JSON)
 SlideRow = tuple[str, str, str, str | None, str | None, int | None, int | None, str | None,
-                 int | None, float | None]
+                 int | None, float | None, str | None, str | None]
 
 
 # Skipping such an entry would drop a slide's features silently.
@@ -62,12 +72,13 @@ def find_bag_files(folders: list[Path]) -> dict[str, Path]:
 
 
 def plan_bags(store: Store, tables: list[CohortTable], folders: list[Path], k: int, seed: int,
-              encoder: str) -> BagPlan:
+              encoder: str, executor: Executor | None = None) -> BagPlan:
     plan = BagPlan()
     files = find_bag_files(folders)
     stored = {row[0]: row for row in store.con.execute(
         "SELECT slide_id, patient_id, cohort, feature_path, sha256, n_patches, feature_dim, "
-        "encoder, file_size, file_mtime FROM slides").fetchall()}
+        "encoder, file_size, file_mtime, coalesce(hash_algorithm, 'sha256') FROM slides"
+    ).fetchall()}
     wanted: dict[str, tuple[str, str]] = {}
     for table in tables:
         for key, pid in table.slides:
@@ -86,7 +97,8 @@ def plan_bags(store: Store, tables: list[CohortTable], folders: list[Path], k: i
         old = stored.get(key)
         if path is None:
             if old is None:
-                plan.new_slide_rows.append((key, pid, cohort, None, None, None, None, None, None, None))
+                plan.new_slide_rows.append((key, pid, cohort, None, None, None, None, None, None,
+                                            None, None, None))
             if old is None or old[3] is None:
                 plan.store_slides_without_bags += 1
                 plan.batch_slides_without_bags += key in in_batch
@@ -96,23 +108,33 @@ def plan_bags(store: Store, tables: list[CohortTable], folders: list[Path], k: i
                 and old[9] == info.st_mtime and old[1] == pid:
             continue
         to_register.append((key, pid, cohort, path))
-    summaries = list(progress(register_bags([p for *_, p in to_register], k, seed),
-                              "registering bags", total=len(to_register)))
+    tasks = [SlideTask(key, str(path), k, seed, _algorithms(stored.get(key)))
+             for key, _, _, path in to_register]
+    summaries = list(progress((executor or LocalExecutor()).register(tasks),
+                              "registering bags", total=len(tasks)))
     _check_dims(stored, [(cohort, summary.dim, path) for (_, _, cohort, path), summary
                          in zip(to_register, summaries, strict=True)])
     for (key, pid, cohort, path), summary in zip(to_register, summaries, strict=True):
         info = path.stat()
-        row: SlideRow = (key, pid, cohort, str(path), summary.sha256, summary.n_patches,
-                         summary.dim, encoder, info.st_size, info.st_mtime)
+        row: SlideRow = (key, pid, cohort, str(path), summary.content_hash, summary.n_patches,
+                         summary.dim, encoder, info.st_size, info.st_mtime,
+                         summary.hash_algorithm, json.dumps(summary.provenance, sort_keys=True))
         old = stored.get(key)
         if old is None:
             plan.new_slide_rows.append(row)
-        elif (old[1], old[3], old[4]) == (pid, str(path), summary.sha256):
-            continue  # rewritten with identical bytes: nothing to record
+        elif (old[1], old[3]) == (pid, str(path)) and summary.hashes.get(old[10]) == old[4]:
+            continue  # rewritten with identical bytes (under the stored algorithm): a no-op
         else:
             plan.updated_slide_rows.append(row)
         plan.records.append(SummaryRow.from_record(key, summary, k, seed))
     return plan
+
+
+def _algorithms(old: tuple[Any, ...] | None) -> tuple[str, ...]:
+    """The default algorithm, then the stored row's own when it differs (to compare)."""
+    if old is None or old[4] is None or old[10] == DEFAULT_ALGORITHM:
+        return (DEFAULT_ALGORITHM,)
+    return (DEFAULT_ALGORITHM, str(old[10]))
 
 
 def _check_dims(stored: dict[str, tuple[Any, ...]], new: list[tuple[str, int, Path]]) -> None:

@@ -3,6 +3,11 @@
 A ``.pt`` file holds either a tensor (N, D) or a dict with ``features`` (and optional
 ``coords``). Every failure becomes an :class:`~casegraph.errors.InputError` naming the file.
 
+Provenance: the HDF5 attributes of the file, of ``features`` and of ``coords`` (TRIDENT's
+``patch_size_level0``, ``patch_size``, ``level0_magnification``, CLAM's ``patch_level``,
+encoder names, ...) and a ``.pt`` dict's scalar entries become :attr:`Bag.attrs`
+(:func:`provenance_attributes`).
+
 Memory is bounded (:class:`~casegraph.config.BagLimits`, env ``CASEGRAPH_MAX_BAG_PATCHES``
 and ``CASEGRAPH_MAX_BAG_BYTES``): an HDF5 dataset's shape and dtype are checked before a
 byte of it is read or decompressed, a ``.pt`` zip's declared uncompressed size before it is
@@ -12,8 +17,9 @@ loaded; a bag over a limit is a :class:`BagTooLarge` (the service answers 413).
 from __future__ import annotations
 
 import io
+import math
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -47,11 +53,13 @@ def check_bag_size(n_patches: int, nbytes: int, limits: BagLimits, where: str | 
 
 @dataclass
 class Bag:
-    """One slide's patches: ``features`` (N, D) float32, ``coords`` (N, 2) int or None."""
+    """One slide's patches: ``features`` (N, D) float32, ``coords`` (N, 2) int or None,
+    ``attrs`` the file's provenance attributes (JSON-ready scalars and short lists)."""
 
     path: Path
     features: npt.NDArray[np.float32]
     coords: npt.NDArray[np.int64] | None
+    attrs: dict[str, object] = field(default_factory=dict)
 
     @property
     def n_patches(self) -> int:
@@ -83,8 +91,9 @@ def read_bag(path: str | Path, limits: BagLimits | None = None) -> Bag:
     if path.suffix == ".h5":
         return parse_bag(np.fromfile(path, dtype=np.uint8), path, limits)
     if path.suffix == ".pt":
-        features, coords = _read_pt(path, path, limits)
-        return Bag(path=path, features=_validate_features(features, path), coords=coords)
+        features, coords, attrs = _read_pt(path, path, limits)
+        return Bag(path=path, features=_validate_features(features, path), coords=coords,
+                   attrs=attrs)
     raise _unsupported(path)
 
 
@@ -102,12 +111,13 @@ def parse_bag(data: npt.NDArray[np.uint8] | bytes, path: str | Path,
     if buffer.size == 0:
         raise InputError("patch-feature file is empty", file=path, fix="re-extract the features")
     if path.suffix == ".h5":
-        features, coords = _read_h5(_BufferFile(buffer), path, limits, buffer)
+        features, coords, attrs = _read_h5(_BufferFile(buffer), path, limits, buffer)
     elif path.suffix == ".pt":
-        features, coords = _read_pt(io.BytesIO(buffer.tobytes()), path, limits)
+        features, coords, attrs = _read_pt(io.BytesIO(buffer.tobytes()), path, limits)
     else:
         raise _unsupported(path)
-    return Bag(path=path, features=_validate_features(features, path), coords=coords)
+    return Bag(path=path, features=_validate_features(features, path), coords=coords,
+               attrs=attrs)
 
 
 def _unsupported(path: Path) -> InputError:
@@ -148,7 +158,7 @@ class _BufferFile(io.RawIOBase):
 def _read_h5(
     source: Path | io.RawIOBase, path: Path, limits: BagLimits,
     buffer: npt.NDArray[np.uint8] | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, object]]:
     import h5py
 
     try:
@@ -164,6 +174,9 @@ def _read_h5(
             _check_h5_layout(handle, path, limits)
             features = _read_dataset(handle, "features", buffer)
             coords = _read_dataset(handle, "coords", buffer) if "coords" in handle else None
+            attrs = provenance_attributes([("file", handle.attrs), ("features", dataset.attrs)]
+                                          + ([("coords", handle["coords"].attrs)]
+                                             if coords is not None else []))
     except InputError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:
@@ -177,7 +190,56 @@ def _read_h5(
         raise InputError(f"coords shape {coords.shape} does not match features {features.shape}",
                          file=path, column="coords",
                          fix="write one (x, y) row per patch in 'coords'")
-    return features, None if coords is None else coords.astype(np.int64)
+    return features, None if coords is None else coords.astype(np.int64), attrs
+
+
+MAX_ATTRIBUTE_ITEMS = 64  # longer arrays (e.g. a stored thumbnail) are not provenance
+
+
+def provenance_attributes(sources: list[tuple[str, Any]]) -> dict[str, object]:
+    """Flat ``{name: value}`` of the JSON-ready attributes of ``(where, mapping)`` pairs.
+
+    Values: str (bytes decoded), bool, int, finite float, or a list of at most
+    ``MAX_ATTRIBUTE_ITEMS`` of those; anything else (a long array, an object
+    reference, NaN) is not provenance and is left out. A name found in two places with
+    different values is kept as ``<where>.<name>`` for each (where = ``file``,
+    ``features``, ``coords``), so that no value is silently overwritten.
+    """
+    found: dict[str, list[tuple[str, object]]] = {}
+    for where, mapping in sources:
+        for name in mapping:
+            try:
+                value = _json_value(mapping[name])
+            except (OSError, TypeError, ValueError):  # an attribute h5py cannot decode
+                continue
+            if value is not None:
+                found.setdefault(str(name), []).append((where, value))
+    out: dict[str, object] = {}
+    for name, entries in sorted(found.items()):
+        if all(value == entries[0][1] for _, value in entries):
+            out[name] = entries[0][1]
+        else:
+            out.update({f"{where}.{name}": value for where, value in entries})
+    return out
+
+
+def _json_value(value: Any) -> object | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray):
+        if value.ndim == 0:
+            return _json_value(value[()])
+        if value.size > MAX_ATTRIBUTE_ITEMS or value.ndim != 1:
+            return None
+        items = [_json_value(v) for v in value.tolist()]
+        return None if any(v is None for v in items) else items
+    if isinstance(value, np.generic):
+        return _json_value(value.item())
+    if isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return None
 
 
 def _check_h5_layout(handle: Any, path: Path, limits: BagLimits) -> None:
@@ -264,7 +326,7 @@ def _read_dataset(handle: Any, name: str, buffer: npt.NDArray[np.uint8] | None) 
 
 
 def _read_pt(source: Path | BinaryIO, path: Path, limits: BagLimits
-             ) -> tuple[np.ndarray, np.ndarray | None]:
+             ) -> tuple[np.ndarray, np.ndarray | None, dict[str, object]]:
     import torch
 
     _check_pt_size(source, path, limits)
@@ -274,11 +336,14 @@ def _read_pt(source: Path | BinaryIO, path: Path, limits: BagLimits
         raise InputError(f"unreadable .pt file ({exc.__class__.__name__})", file=path,
                          fix="save a tensor (N, D) or {'features': tensor} with torch.save") from None
     coords = None
+    attrs: dict[str, object] = {}
     if isinstance(obj, dict):
         if "features" not in obj:
             raise InputError(f"dict without 'features' (keys: {sorted(obj)})", file=path,
                              column="features")
         coords = obj.get("coords")
+        attrs = provenance_attributes(
+            [("file", {k: v for k, v in obj.items() if k not in ("features", "coords")})])
         obj = obj["features"]
     if not isinstance(obj, torch.Tensor):
         raise InputError(f"expected a tensor, found {type(obj).__name__}", file=path)
@@ -293,7 +358,7 @@ def _read_pt(source: Path | BinaryIO, path: Path, limits: BagLimits
         raise InputError(f"coords shape {c.shape} does not match features {feats.shape}",
                          file=path, column="coords",
                          fix="save one (x, y) row per patch in 'coords'")
-    return feats, c
+    return feats, c, attrs
 
 
 def _check_pt_size(source: Path | BinaryIO, path: Path, limits: BagLimits) -> None:

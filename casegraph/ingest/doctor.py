@@ -1,7 +1,8 @@
 """``casegraph doctor``: find what no longer matches the store.
 
-Checks: every referenced bag file still exists and has the stored sha256 (or, without
-``rehash``, the stored size and modification time); every Parquet file the tables reference
+Checks: every referenced bag file still exists and has the stored content hash, under
+the algorithm its row records (xxh3_128, or sha256 for slides of older stores), or,
+without ``rehash``, the stored size and modification time; every Parquet file the tables reference
 exists; Parquet files no table references (left by a killed writer, or superseded by an
 ``--update``) are listed, and :func:`remove_leftovers` (``doctor --fix``, and every ingest
 for its own killed batches) deletes those it can prove are casegraph's and unreferenced.
@@ -14,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from casegraph.errors import StoreError
+from casegraph.ingest.hashes import hash_file
 from casegraph.ingest.store import Store
-from casegraph.runtime import progress, sha256_file
+from casegraph.runtime import progress
 
 
 def run_checks(store: Store, rehash: bool = True) -> list[str]:
@@ -24,21 +26,19 @@ def run_checks(store: Store, rehash: bool = True) -> list[str]:
 
 def check_bag_files(store: Store, rehash: bool = True) -> list[str]:
     problems = []
-    rows = store.con.execute(
-        "SELECT slide_id, feature_path, sha256, file_size, file_mtime FROM slides "
-        "WHERE feature_path IS NOT NULL ORDER BY slide_id"
-    ).fetchall()
-    for slide_id, path_text, sha, size, mtime in progress(rows, "checking bag files"):
-        path = Path(path_text)
+    rows = [row for row in store.slide_hashes() if row[1] is not None]
+    for slide_id, path_text, digest, algorithm, size, mtime in progress(rows, "checking bag files"):
+        path = Path(str(path_text))
         if not path.is_file():
             problems.append(f"slide {slide_id}: feature file vanished: {path} "
                             "(restore it, or re-ingest with --bags pointing to its new folder)")
             continue
         stat = path.stat()
         if rehash:
-            if sha256_file(path) != sha:
-                problems.append(f"slide {slide_id}: feature file changed since ingest: {path} "
-                                "(re-run `casegraph ingest --bags ...` to register the new content)")
+            if hash_file(path, algorithm) != digest:
+                problems.append(f"slide {slide_id}: feature file changed since ingest ({algorithm} "
+                                f"differs): {path} (re-run `casegraph ingest --bags ...` to "
+                                "register the new content)")
         elif stat.st_size != size or stat.st_mtime != mtime:
             problems.append(f"slide {slide_id}: feature file size/time changed: {path} "
                             "(run `casegraph doctor --full` to compare hashes)")

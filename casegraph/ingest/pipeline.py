@@ -23,6 +23,7 @@ from casegraph.errors import InputError
 from casegraph.faults import crash_point
 from casegraph.ingest.bag_plan import BagPlan, plan_bags
 from casegraph.ingest.doctor import remove_leftovers
+from casegraph.ingest.executors import executor_from_spec
 from casegraph.ingest.outcomes import OutcomePlan, Outcomes
 from casegraph.ingest.parquet_files import write_genomic_file
 from casegraph.ingest.signatures import GeneGroups
@@ -34,7 +35,8 @@ from casegraph.runtime import sha256_file
 
 PATIENT_COLUMNS = ["patient_id", "cohort", "time", "event", "source_id", "attributes", "batch_id"]
 SLIDE_COLUMNS = ["slide_id", "patient_id", "cohort", "feature_path", "sha256", "n_patches",
-                 "feature_dim", "encoder", "file_size", "file_mtime", "batch_id"]
+                 "feature_dim", "encoder", "file_size", "file_mtime", "hash_algorithm",
+                 "provenance", "batch_id"]
 
 
 @dataclass
@@ -47,6 +49,7 @@ class IngestRequest:
     k: int = 6
     seed: int = 0
     encoder: str = "unknown"
+    executor: str | None = None  # where bags are registered: local (default), dask://HOST:PORT
 
 
 @dataclass
@@ -104,7 +107,7 @@ def ingest(store: Store, request: IngestRequest) -> IngestReport:
     group_sets = _plan_gene_groups(store, request, report)
     split_sets = _plan_splits(store, request, report)
     bag_plan = plan_bags(store, request.tables, request.bag_dirs, request.k, request.seed,
-                         request.encoder)
+                         request.encoder, executor_from_spec(request.executor))
     report.unmatched_bag_files = bag_plan.unmatched_files
     report.batch_slides = bag_plan.batch_slides
     report.slides_without_bags = bag_plan.batch_slides_without_bags
@@ -407,11 +410,12 @@ def _write_bags(con, plan: BagPlan, summary_file: str | None, batch_id: str,  # 
         slide_id, *rest = row
         con.execute("UPDATE slides SET patient_id = ?, cohort = ?, feature_path = ?, sha256 = ?, "
                     "n_patches = ?, feature_dim = ?, encoder = ?, file_size = ?, file_mtime = ?, "
-                    "batch_id = ? WHERE slide_id = ?", [*rest, batch_id, slide_id])
+                    "hash_algorithm = ?, provenance = ?, batch_id = ? WHERE slide_id = ?",
+                    [*rest, batch_id, slide_id])
     if summary_file:
         _insert_rows(con, "slide_summaries",
                      ["slide_id", "sha256", "k", "seed", "file", "row_index"],
-                     [(rec.slide_id, rec.sha256, request.k, request.seed, summary_file, i)
+                     [(rec.slide_id, rec.content_hash, request.k, request.seed, summary_file, i)
                       for i, rec in enumerate(plan.records)])
 
 
@@ -423,6 +427,7 @@ def _inputs(request: IngestRequest) -> dict[str, object]:
         "split_dirs": [str(s.source) for s in request.split_sets],
         "bag_dirs": [str(d) for d in request.bag_dirs],
         "k": request.k, "seed": request.seed, "encoder": request.encoder,
+        "executor": request.executor or "local",
     }
 
 

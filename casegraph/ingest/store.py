@@ -83,6 +83,15 @@ CREATE TABLE IF NOT EXISTS patient_embeddings (
     dim INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (version_id, kind));
 """
 
+# Added to slides after the first release (old stores gain them on their next read-write
+# open; a read-only open of an old store or snapshot reads them as absent). The digest
+# column keeps its first name, ``sha256``, so that older snapshots and replicas read
+# alike; ``hash_algorithm`` says what it holds (old rows: sha256).
+SLIDE_COLUMNS_ADDED = """
+ALTER TABLE slides ADD COLUMN IF NOT EXISTS hash_algorithm VARCHAR DEFAULT 'sha256';
+ALTER TABLE slides ADD COLUMN IF NOT EXISTS provenance JSON;
+"""
+
 
 class Store:
     """An open store directory. Use :meth:`open` (creates the directory when asked)."""
@@ -150,6 +159,7 @@ class Store:
         from casegraph.ingest.versions import SCHEMA as VERSION_SCHEMA
 
         self.con.execute(SCHEMA)
+        self.con.execute(SLIDE_COLUMNS_ADDED)
         self.con.execute(VERSION_SCHEMA)
         self.con.execute(CV_RESULTS_SCHEMA)
         self.con.execute(OUTCOMES_SCHEMA)
@@ -353,6 +363,49 @@ class Store:
         from casegraph.ingest.summaries import read_summary_rows
 
         return read_summary_rows(self.summaries_dir, refs)
+
+    def slide_coords(self, slide_id: str) -> npt.NDArray[np.int32] | None:
+        """The slide's patch coords (N, 2) int32, in the row order of its bag's features,
+        as registered for its current content; None when the bag had none, the slide has
+        no bag, or it was registered before coords were kept."""
+        rows = self.con.execute(
+            "SELECT m.file, m.row_index FROM slides s JOIN slide_summaries m "
+            "ON m.slide_id = s.slide_id AND m.sha256 = s.sha256 WHERE s.slide_id = ? "
+            "ORDER BY m.file, m.row_index LIMIT 1", [slide_id]).fetchall()
+        if not rows:
+            return None
+        from casegraph.ingest.summaries import read_coords
+
+        return read_coords(self.summaries_dir, str(rows[0][0]), int(rows[0][1]), slide_id)
+
+    def slide_provenance(self, slide_id: str) -> dict[str, object]:
+        """The bag file's provenance attributes (TRIDENT/CLAM h5 attributes such as
+        ``patch_size_level0``, ``patch_size``, ``level0_magnification``, encoder names);
+        {} for an unknown slide, one without a bag or one registered before they were kept."""
+        if not self._has_column("slides", "provenance"):
+            return {}
+        rows = self.con.execute("SELECT provenance FROM slides WHERE slide_id = ?",
+                                [slide_id]).fetchall()
+        if not rows or rows[0][0] is None:
+            return {}
+        value = json.loads(rows[0][0])
+        return value if isinstance(value, dict) else {}
+
+    def slide_hashes(self) -> list[tuple[str, str | None, str | None, str, int | None,
+                                         float | None]]:
+        """(slide_id, feature_path, digest, hash algorithm, file size, mtime) of every
+        slide, sorted; the algorithm of a row from before algorithms were kept is sha256."""
+        algorithm = ("coalesce(hash_algorithm, 'sha256')"
+                     if self._has_column("slides", "hash_algorithm") else "'sha256'")
+        rows = self.con.execute(
+            f"SELECT slide_id, feature_path, sha256, {algorithm}, file_size, file_mtime "  # our SQL
+            "FROM slides ORDER BY slide_id").fetchall()
+        return [(str(r[0]), r[1], r[2], str(r[3]), r[4], r[5]) for r in rows]
+
+    def _has_column(self, table: str, column: str) -> bool:
+        return bool(self.con.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = ? "
+            "AND column_name = ?", [table, column]).fetchall()[0][0])
 
     def summary_setting(self) -> tuple[int, int] | None:
         """The (k, seed) most slides have summaries for, or None when there are none."""

@@ -4,8 +4,10 @@
   with Lloyd's algorithm and k-means++ init on a seeded subsample of at most
   ``max_points`` patches. Deterministic for a seed; centres sorted by cluster size
   (largest first, ties by the init order).
-- :func:`register_bag`: reads a bag file's bytes once, hashes them (sha256, overlapped
-  with the read) and parses the same bytes, then summarises: one pass over the disk.
+- :func:`register_bag`: reads a bag file's bytes once, hashes them (xxh3_128 by default,
+  :mod:`casegraph.ingest.hashes`; overlapped with the read) and parses the same bytes,
+  then summarises: one pass over the disk. It also keeps the patch coords (int32) and
+  the file's provenance attributes.
 - :func:`write_summary_file` / :func:`read_summary_rows`: the store's Parquet files of
   summaries (``summaries/<batch_id>-<random>.parquet``), referenced from the
   ``slide_summaries`` table by (file, row_index).
@@ -13,14 +15,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,16 @@ import numpy as np
 import numpy.typing as npt
 
 from casegraph.errors import InputError, StoreError
+from casegraph.faults import crash_point
 from casegraph.ingest.bags import parse_bag
+from casegraph.ingest.hashes import DEFAULT_ALGORITHM, READ_CHUNK, new_hasher
 
 Float32Array = npt.NDArray[np.float32]
 
 DEFAULT_K = 6
 DEFAULT_MAX_POINTS = 2048
 DEFAULT_MAX_ITER = 20
-READ_CHUNK = 1 << 22  # 4 MiB: hashing chunk i overlaps reading chunk i+1
+SUMMARY_ROW_GROUP = 64  # rows per Parquet row group: one slide's coords are read alone
 
 
 # --------------------------------------------------------------------------- k-means
@@ -166,23 +169,39 @@ def _update_centres(
 # --------------------------------------------------------------------------- registration
 @dataclass(frozen=True)
 class BagRecord:
-    """What the store keeps about one bag file: its hash, shape and summary."""
+    """What the store keeps about one bag file: its content hash (``hashes`` holds the
+    digest of every algorithm asked for, ``content_hash`` that of ``hash_algorithm``),
+    shape, summary, patch ``coords`` ((N, W) int32, W = 2 for (x, y); None without) and
+    provenance attributes (:attr:`casegraph.ingest.bags.Bag.attrs`)."""
 
-    sha256: str
+    content_hash: str
+    hash_algorithm: str
     n_patches: int
     dim: int
     mean: Float32Array
     centres: Float32Array
+    coords: npt.NDArray[np.int32] | None = None
+    provenance: dict[str, object] = field(default_factory=dict)
+    hashes: dict[str, str] = field(default_factory=dict)
 
 
-def read_and_hash(path: str | Path, chunk_size: int = READ_CHUNK) -> tuple[npt.NDArray[np.uint8], str]:
-    """The file's bytes (a uint8 array) and their sha256, hashing while reading."""
+def read_and_hash(
+    path: str | Path, algorithms: Sequence[str] = (DEFAULT_ALGORITHM,),
+    chunk_size: int = READ_CHUNK,
+) -> tuple[npt.NDArray[np.uint8], dict[str, str]]:
+    """The file's bytes (a uint8 array) and their digest with each of ``algorithms``,
+    hashing chunk i in a second thread while chunk i+1 is read."""
     path = Path(path)
+    hashers = {name: new_hasher(name) for name in algorithms}
+
+    def update(chunk: memoryview) -> None:
+        for hasher in hashers.values():
+            hasher.update(chunk)
+
     try:
         size = path.stat().st_size
         buffer = np.empty(size, dtype=np.uint8)
         view = memoryview(buffer.data)
-        digest = hashlib.sha256()
         with open(path, "rb", buffering=0) as handle, ThreadPoolExecutor(1) as hasher:
             pending = None
             pos = 0
@@ -193,7 +212,7 @@ def read_and_hash(path: str | Path, chunk_size: int = READ_CHUNK) -> tuple[npt.N
                                      file=path, fix="do not modify bag files during ingest")
                 if pending is not None:
                     pending.result()
-                pending = hasher.submit(digest.update, view[pos : pos + n])
+                pending = hasher.submit(update, view[pos : pos + n])
                 pos += n
             if pending is not None:
                 pending.result()
@@ -202,66 +221,109 @@ def read_and_hash(path: str | Path, chunk_size: int = READ_CHUNK) -> tuple[npt.N
                          fix="check the path, or re-run ingest with the moved files") from None
     except IsADirectoryError:
         raise InputError("expected a patch-feature file, found a directory", file=path) from None
-    return buffer, digest.hexdigest()
+    return buffer, {name: h.hexdigest() for name, h in hashers.items()}
 
 
-def register_bag(path: str | Path, k: int = DEFAULT_K, seed: int = 0) -> BagRecord:
-    """Hash, validate and summarise one bag file, reading it from disk once."""
-    buffer, sha = read_and_hash(path)
+def register_bag(path: str | Path, k: int = DEFAULT_K, seed: int = 0,
+                 algorithms: Sequence[str] = (DEFAULT_ALGORITHM,)) -> BagRecord:
+    """Hash, validate and summarise one bag file, reading it from disk once.
+
+    The record's ``content_hash`` is the digest of ``algorithms[0]``; the others are
+    in ``hashes`` (to compare with a slide stored under an older algorithm).
+    """
+    crash_point("register.slide")
+    buffer, digests = read_and_hash(path, algorithms)
     bag = parse_bag(buffer, Path(path))
     mean, centres = summarize_features(bag.features, k=k, seed=seed)
-    return BagRecord(sha256=sha, n_patches=bag.n_patches, dim=bag.dim, mean=mean, centres=centres)
+    return BagRecord(content_hash=digests[algorithms[0]], hash_algorithm=algorithms[0],
+                     n_patches=bag.n_patches, dim=bag.dim, mean=mean, centres=centres,
+                     coords=compact_coords(bag.coords, Path(path)), provenance=bag.attrs,
+                     hashes=digests)
+
+
+def compact_coords(coords: npt.NDArray[np.int64] | None, path: Path
+                   ) -> npt.NDArray[np.int32] | None:
+    """``coords`` as int32 (patch positions in level-0 pixels fit with room to spare)."""
+    if coords is None:
+        return None
+    info = np.iinfo(np.int32)
+    if coords.size and (coords.min() < info.min or coords.max() > info.max):
+        raise InputError("coords beyond the int32 range", file=path, column="coords",
+                         fix="write patch positions in level-0 pixels")
+    return np.ascontiguousarray(coords, dtype=np.int32)
 
 
 def register_bags(
-    paths: Iterable[str | Path], k: int = DEFAULT_K, seed: int = 0, *, threads: int = 2
+    paths: Iterable[str | Path], k: int = DEFAULT_K, seed: int = 0, *,
+    threads: int | None = None, algorithms: Sequence[Sequence[str]] | None = None,
 ) -> Iterator[BagRecord]:
-    """:func:`register_bag` over many files, ``threads`` at a time, results in input order.
+    """:func:`register_bag` over many files, ``threads`` at a time (default: every core
+    this process may use), results in input order; ``algorithms[i]`` for ``paths[i]``.
 
-    Reading, hashing and the numpy work release the GIL, so two threads keep both the
-    disk and a core busy. The first :class:`InputError` is raised in input order. BLAS
+    Reading, hashing and the numpy work release the GIL, so the threads keep the disk
+    and the cores busy. The first :class:`InputError` is raised in input order. BLAS
     is limited to one thread until the generator finishes.
     """
     path_list = list(paths)
+    per_file = list(algorithms) if algorithms is not None else [(DEFAULT_ALGORITHM,)] * len(path_list)
+    workers = threads or available_cores()
     # One BLAS limit for the whole batch: toggling OpenBLAS's thread count per file while
     # other threads run made two threads 5x slower than one (measured).
     with _single_threaded_blas:
-        if threads <= 1:
-            for p in path_list:
-                yield register_bag(p, k, seed)
+        if workers <= 1:
+            for p, algs in zip(path_list, per_file, strict=True):
+                yield register_bag(p, k, seed, algs)
             return
-        with ThreadPoolExecutor(threads) as pool:
+        with ThreadPoolExecutor(workers) as pool:
             pending: deque[Future[BagRecord]] = deque()
-            for p in path_list:
-                pending.append(pool.submit(register_bag, p, k, seed))
-                if len(pending) > 2 * threads:
+            for p, algs in zip(path_list, per_file, strict=True):
+                pending.append(pool.submit(register_bag, p, k, seed, algs))
+                if len(pending) > 2 * workers:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def limit_blas_for_this_process() -> None:
+    """Keep BLAS at one thread for the rest of this process (a registration worker)."""
+    _single_threaded_blas.__enter__()
+
+
 # --------------------------------------------------------------------------- Parquet
 @dataclass(frozen=True)
 class SummaryRow:
-    """One row of a summaries Parquet file."""
+    """One row of a summaries Parquet file: the summary and the slide's patch coords."""
 
     slide_id: str
-    sha256: str
+    content_hash: str
     k: int
     seed: int
     mean: Float32Array
     centres: Float32Array
+    hash_algorithm: str = DEFAULT_ALGORITHM
+    coords: npt.NDArray[np.int32] | None = None
 
     @classmethod
     def from_record(cls, slide_id: str, record: BagRecord, k: int, seed: int) -> SummaryRow:
-        return cls(slide_id, record.sha256, k, seed, record.mean, record.centres)
+        return cls(slide_id, record.content_hash, k, seed, record.mean, record.centres,
+                   record.hash_algorithm, record.coords)
 
 
 def write_summary_file(summaries_dir: str | Path, batch_id: str, rows: Sequence[SummaryRow]) -> str:
     """Write ``rows`` to a fresh Parquet file; return its name (relative to summaries_dir).
 
     Written under a temporary name, flushed to disk and renamed, so a reader (or a
-    crash) never sees a partial file. Row i of the file is ``rows[i]``.
+    crash) never sees a partial file. Row i of the file is ``rows[i]``. Coords are a
+    flat int32 list (N x ``coords_width``, null without coords) in row groups of
+    ``SUMMARY_ROW_GROUP`` rows, so that one slide's coords are read without the rest.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -275,15 +337,19 @@ def write_summary_file(summaries_dir: str | Path, batch_id: str, rows: Sequence[
             raise ValueError(f"slide {r.slide_id}: centres {r.centres.shape} != (k={r.k}, {d})")
     table = pa.table({
         "slide_id": pa.array([r.slide_id for r in rows], pa.string()),
-        "sha256": pa.array([r.sha256 for r in rows], pa.string()),
+        "content_hash": pa.array([r.content_hash for r in rows], pa.string()),
+        "hash_algorithm": pa.array([r.hash_algorithm for r in rows], pa.string()),
         "k": pa.array([r.k for r in rows], pa.int32()),
         "seed": pa.array([r.seed for r in rows], pa.int64()),
         "dim": pa.array(dims, pa.int32()),
         "mean": _list_column([r.mean for r in rows]),
         "centres": _list_column([r.centres.reshape(-1) for r in rows]),
+        "coords_width": pa.array([0 if r.coords is None else int(r.coords.shape[1])
+                                  for r in rows], pa.int32()),
+        "coords": _coords_column([r.coords for r in rows]),
     })
     tmp = directory / f".{name}.tmp"
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp, row_group_size=SUMMARY_ROW_GROUP)
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, directory / name)
@@ -298,6 +364,47 @@ def _list_column(vectors: Sequence[npt.NDArray[np.float32]]):  # type: ignore[no
     flat = (np.concatenate([np.asarray(v, np.float32) for v in vectors])
             if vectors else np.empty(0, np.float32))
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.float32()))
+
+
+def _coords_column(coords: Sequence[npt.NDArray[np.int32] | None]):  # type: ignore[no-untyped-def]
+    """A large_list<int32> column (64-bit offsets: a batch may hold > 2^31 coordinates)."""
+    import pyarrow as pa
+
+    present = [c.reshape(-1) for c in coords if c is not None]
+    lengths = np.array([0 if c is None else c.size for c in coords], dtype=np.int64)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+    flat = np.concatenate(present).astype(np.int32) if present else np.empty(0, np.int32)
+    mask = pa.array([c is None for c in coords], pa.bool_())
+    return pa.LargeListArray.from_arrays(offsets, pa.array(flat, pa.int32()), mask=mask)
+
+
+def read_coords(summaries_dir: str | Path, file: str, row: int, slide_id: str
+                ) -> npt.NDArray[np.int32] | None:
+    """Row ``row`` of a summaries file's coords as (N, W) int32, or None when the slide
+    has none or the file predates coords. Reads only the row group holding the row."""
+    import pyarrow.parquet as pq
+
+    path = Path(summaries_dir) / file
+    handle = pq.ParquetFile(path)
+    if "coords" not in handle.schema_arrow.names:
+        return None
+    group, first = 0, 0
+    while group < handle.num_row_groups and first + handle.metadata.row_group(group).num_rows <= row:
+        first += handle.metadata.row_group(group).num_rows
+        group += 1
+    if group == handle.num_row_groups:
+        raise StoreError(f"{path}: no summary row {row} for slide {slide_id!r}; "
+                         "run `casegraph doctor`")
+    table = handle.read_row_group(group, columns=["slide_id", "coords_width", "coords"])
+    if table.column("slide_id")[row - first].as_py() != slide_id:
+        raise StoreError(f"{path}: summary row {row} is not slide {slide_id!r}; "
+                         "run `casegraph doctor`")
+    cell = table.column("coords")[row - first]
+    if not cell.is_valid:
+        return None
+    width = int(table.column("coords_width")[row - first].as_py())
+    flat = np.asarray(cell.values.to_numpy(zero_copy_only=False), dtype=np.int32)
+    return flat.reshape(-1, width)
 
 
 def read_summary_rows(

@@ -8,6 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import xxhash
 
 from casegraph.errors import InputError, StoreError
 from casegraph.ingest.summaries import (
@@ -82,11 +83,15 @@ def test_identical_patches() -> None:
     np.testing.assert_array_equal(centres, np.ones((6, 3), np.float32))
 
 
-def test_register_bag_hash_is_file_sha256(tmp_path: Path) -> None:
+def test_register_bag_hash_is_the_file_hash_with_its_algorithm(tmp_path: Path) -> None:
     x, _ = _planted()
     path = _write_h5(tmp_path / "slide.h5", x)
     record = register_bag(path, k=6, seed=0)
-    assert record.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert record.hash_algorithm == "xxh3_128"
+    assert record.content_hash == xxhash.xxh3_128(path.read_bytes()).hexdigest()
+    both = register_bag(path, k=6, seed=0, algorithms=("xxh3_128", "sha256"))
+    assert both.content_hash == record.content_hash
+    assert both.hashes["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert (record.n_patches, record.dim) == x.shape
     mean, centres = summarize_features(x, k=6, seed=0)
     np.testing.assert_array_equal(record.mean, mean)
@@ -96,16 +101,17 @@ def test_register_bag_hash_is_file_sha256(tmp_path: Path) -> None:
 def test_read_and_hash_small_chunks(tmp_path: Path) -> None:
     path = tmp_path / "blob.h5"
     path.write_bytes(bytes(range(256)) * 1000)
-    buffer, sha = read_and_hash(path, chunk_size=1000)
+    buffer, digests = read_and_hash(path, ("sha256", "xxh3_128"), chunk_size=1000)
     assert buffer.tobytes() == path.read_bytes()
-    assert sha == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digests == {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                       "xxh3_128": xxhash.xxh3_128(path.read_bytes()).hexdigest()}
 
 
 def test_register_bags_keeps_order_and_raises_bad_file(tmp_path: Path) -> None:
     paths = [_write_h5(tmp_path / f"s{i}.h5", _planted(n_per=20, seed=i)[0]) for i in range(5)]
     serial = [register_bag(p) for p in paths]
     threaded = list(register_bags(paths, threads=2))
-    assert [r.sha256 for r in threaded] == [r.sha256 for r in serial]
+    assert [r.content_hash for r in threaded] == [r.content_hash for r in serial]
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"")
     with pytest.raises(InputError, match=r"bad\.h5.*empty"):
@@ -137,8 +143,9 @@ def test_store_slide_summaries_reads_them(store, tmp_path: Path) -> None:  # typ
     name = write_summary_file(store.summaries_dir, "b1", [SummaryRow.from_record("S1", record, 4, 0)])
     with store.transaction() as con:
         con.execute("INSERT INTO slides (slide_id, patient_id, sha256) VALUES ('S1', 'P1', ?)",
-                    [record.sha256])
-        con.execute("INSERT INTO slide_summaries VALUES ('S1', ?, 4, 0, ?, 0)", [record.sha256, name])
+                    [record.content_hash])
+        con.execute("INSERT INTO slide_summaries VALUES ('S1', ?, 4, 0, ?, 0)",
+                    [record.content_hash, name])
     got = store.slide_summaries(["S1"], k=4, seed=0)
     np.testing.assert_array_equal(got["S1"][1], record.centres)
     assert store.slide_summaries(["S1"], k=6, seed=0) == {}
@@ -151,5 +158,5 @@ def test_register_pt_bag(tmp_path: Path) -> None:
     path = tmp_path / "slide.pt"
     torch.save(torch.from_numpy(x), path)
     record = register_bag(path, k=3, seed=0)
-    assert record.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert record.content_hash == xxhash.xxh3_128(path.read_bytes()).hexdigest()
     assert (record.n_patches, record.dim, record.centres.shape) == (40, 16, (3, 16))
