@@ -12,6 +12,11 @@ class owns bins, labels, seeding, the optimiser loop and honest epoch selection:
 
 Sampling: ``sampler="shuffle"`` (each patient once per epoch) or ``"balanced"`` (MCAT's
 ``--weighted_sample``: draws with replacement, classes = time bin x censoring equally likely).
+
+Devices and ranks: ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:1``) is where the network
+trains; a saved model loads on that device when the machine has it, else on the CPU. Under
+``torchrun`` (``distributed=True``, the default) every optimiser step's patients are split
+over the ranks and DDP all-reduces the gradients (:mod:`casegraph.models.distributed`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 
+from casegraph.models import distributed as ddp
 from casegraph.models.base import Prediction
 from casegraph.models.data import CohortData
 from casegraph.models.losses import nll_survival_loss, risk_from_survival, survival_from_logits
@@ -34,7 +40,7 @@ from casegraph.models.metrics import harrell_c
 from casegraph.models.preprocess import GenomicsPreprocessor
 from casegraph.models.targets import bin_edges, discretize
 from casegraph.models.weights_file import array, load_weights, save_weights
-from casegraph.runtime import pick_device, seed_everything
+from casegraph.runtime import loading_device, pick_device, seed_everything
 
 SELECTIONS = ("last", "inner", "eval")
 SAMPLERS = ("shuffle", "balanced")
@@ -49,7 +55,7 @@ class DiscreteSurvivalModel(ABC):
                  batch_size: int = 32, alpha: float = 0.0, n_bins: int = 4, l1: float = 0.0,
                  select: str = "last", inner_fraction: float = 0.2, sampler: str = "shuffle",
                  bin_edges: npt.ArrayLike | None = None, seed: int = 0,
-                 device: str = "auto") -> None:
+                 device: str = "auto", distributed: bool = True) -> None:
         if select not in SELECTIONS:
             raise ValueError(f"unknown select {select!r}; choose among: {', '.join(SELECTIONS)}")
         self.epochs, self.lr, self.weight_decay = epochs, lr, weight_decay
@@ -58,7 +64,7 @@ class DiscreteSurvivalModel(ABC):
             raise ValueError(f"unknown sampler {sampler!r}; choose among: {', '.join(SAMPLERS)}")
         self.select, self.inner_fraction, self.sampler = select, inner_fraction, sampler
         self.bin_edges = None if bin_edges is None else np.asarray(bin_edges, dtype=np.float64)
-        self.seed, self.device = seed, device
+        self.seed, self.device, self.distributed = seed, device, distributed
 
     # ------------------------------------------------------------------ subclass hooks
     @abstractmethod
@@ -82,8 +88,11 @@ class DiscreteSurvivalModel(ABC):
 
     # ------------------------------------------------------------------ fit / predict
     def fit(self, train: CohortData, valid: CohortData | None = None) -> DiscreteSurvivalModel:
+        rank = ddp.current() if self.distributed else None
+        ddp.announce_fit(self, train, valid, rank)
         rng = seed_everything(self.seed)
-        self.device_ = pick_device(self.device)
+        self.device_ = ddp.rank_device(pick_device(self.device), rank)
+        self.world_size_ = 1 if rank is None else rank.world_size
         self.edges_ = self.bin_edges if self.bin_edges is not None else bin_edges(
             train.target, self.n_bins)
         fit_data, select_data = train, None
@@ -97,6 +106,7 @@ class DiscreteSurvivalModel(ABC):
         self._fit_preprocessing(fit_data)
         self.shapes_ = self._network_shapes(fit_data)
         self.network_ = self._network(self.shapes_).to(self.device_)
+        trainer = ddp.wrap(self.network_, rank, self.device_)
         labels = torch.as_tensor(discretize(fit_data.target.time, self.edges_))
         events = torch.as_tensor(fit_data.target.event, dtype=torch.float32)
         source = self._source(fit_data)
@@ -106,11 +116,12 @@ class DiscreteSurvivalModel(ABC):
         best_score, best_state = -math.inf, None
         select_source = None if select_data is None else self._source(select_data)
         for epoch in range(self.epochs):
-            loss = self._train_epoch(source, labels, events, optimiser, rng)
+            loss = self._train_epoch(trainer, source, labels, events, optimiser, rng, rank)
             row = {"epoch": float(epoch), "loss": loss}
             if select_data is not None and select_source is not None:
-                score = harrell_c(self._predict_risk(select_source, len(select_data)),
-                                  select_data.target)
+                score = ddp.leader_value(harrell_c(
+                    self._predict_risk(select_source, len(select_data)), select_data.target),
+                    rank)
                 row["select_c_index"] = score
                 if not math.isnan(score) and score > best_score:
                     best_score, best_state = score, copy.deepcopy(self.network_.state_dict())
@@ -123,24 +134,35 @@ class DiscreteSurvivalModel(ABC):
             self.selected_epoch_ = self.epochs - 1
         return self
 
-    def _train_epoch(self, source: Any, labels: Tensor, events: Tensor,
-                     optimiser: torch.optim.Optimizer, rng: np.random.Generator) -> float:
-        self.network_.train()
+    def _train_epoch(self, trainer: nn.Module, source: Any, labels: Tensor, events: Tensor,
+                     optimiser: torch.optim.Optimizer, rng: np.random.Generator,
+                     rank: ddp.Rank | None) -> float:
+        """One epoch; the mean training loss (NLL + L1 penalty) per drawn patient, the same
+        on every rank. ``trainer`` is the network, or its DDP wrapper under torchrun."""
+        trainer.train()
         order = (_balanced_order(labels, events, rng) if self.sampler == "balanced"
                  else rng.permutation(len(labels)))
-        total = 0.0
+        nll_sum, l1_sum = 0.0, 0.0
         for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            logits, _ = self.network_(source.batch(idx, self.device_))
+            step = order[start:start + self.batch_size]
+            idx, weights = ddp.share(step, rank)
+            logits, _ = trainer(source.batch(idx, self.device_))
             index = torch.as_tensor(idx)
-            loss = nll_survival_loss(logits, labels[index].to(self.device_),
-                                     events[index].to(self.device_), alpha=self.alpha)
+            per_row = nll_survival_loss(logits, labels[index].to(self.device_),
+                                        events[index].to(self.device_), alpha=self.alpha,
+                                        reduction="none")
+            weight = torch.as_tensor(weights, dtype=per_row.dtype, device=per_row.device)
+            loss = (per_row * weight).sum() / len(step)  # the step's mean once DDP averages
             if self.l1 > 0:
-                loss = loss + self.l1 * sum(p.abs().sum() for p in self._l1_parameters())
+                penalty = self.l1 * sum((p.abs().sum() for p in self._l1_parameters()),
+                                        torch.zeros((), device=self.device_))
+                loss = loss + penalty
+                l1_sum += float(penalty.detach()) * len(step)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total += float(loss.detach()) * len(idx)
+            nll_sum += float((per_row.detach() * (weight > 0)).sum())
+        total = float(ddp.sum_over_ranks([nll_sum], rank)[0]) + l1_sum
         return total / max(len(order), 1)
 
     @torch.no_grad()
@@ -181,7 +203,13 @@ class DiscreteSurvivalModel(ABC):
                                        "shapes": self.shapes_, "edges": self.edges_,
                                        "history": self.history_,
                                        "selected_epoch": self.selected_epoch_,
+                                       "trained_on": self.trained_on(),
                                        "extra": self._extra_state()})
+
+    def trained_on(self) -> dict[str, Any]:
+        """Where the fit ran: its device and how many ranks trained it."""
+        return {"device": str(getattr(self, "device_", self.device)),
+                "world_size": int(getattr(self, "world_size_", 1))}
 
     @classmethod
     def load(cls, path: str | Path) -> DiscreteSurvivalModel:
@@ -189,14 +217,15 @@ class DiscreteSurvivalModel(ABC):
         file that is not ours is an InputError."""
         blob = load_weights(path, cls.name)
         model = cls(**blob["options"])
-        model.device_ = pick_device(model.device)
+        model.device_ = loading_device(model.device)
+        model.world_size_ = int(blob.get("trained_on", {}).get("world_size", 1))
         model.edges_ = array(blob["edges"])
         model.shapes_ = {k: int(v) for k, v in blob["shapes"].items()}
         model.history_ = list(blob["history"])
         model.selected_epoch_ = int(blob["selected_epoch"])
         model._set_extra_state(blob["extra"])
         model.network_ = model._network(model.shapes_)
-        model.network_.load_state_dict(blob["state_dict"])
+        model.network_.load_state_dict(blob["state_dict"])  # tensors arrive on the CPU
         model.network_.to(model.device_)
         return model
 
