@@ -390,10 +390,14 @@ def _metrics(model: Any) -> dict[str, Any]:
 
 
 def train_version(store: Store, cohort: str | None, model: str, fold: int | None = 0,
-                  split_set: str = "mcat", group_set: str = "mcat", **options: Any) -> str:
+                  split_set: str = "mcat", group_set: str = "mcat", endpoint: str = "OS",
+                  **options: Any) -> str:
     """Fit ``model`` on the training patients of ``fold`` (None = every patient) of the
-    cohort, predict every cohort patient that fits its inputs (the rest are skipped and
-    counted), and store one version; its id."""
+    cohort that have ``endpoint``'s outcome, predict every cohort patient that fits its
+    inputs (the rest are skipped and counted), and store one version; its id."""
+    if is_msrl(model) and endpoint.upper() != "OS":
+        raise InputError(f"{model} versions are trained on OS only", column="--endpoint",
+                         fix="drop --endpoint for --save-version, or save another model")
     if is_msrl(model):
         from casegraph.models.msrl.api import train_version as msrl_train_version
 
@@ -412,18 +416,20 @@ def train_version(store: Store, cohort: str | None, model: str, fold: int | None
         raise InputError(f"cohort {cohort or 'all'} has no training patients with the inputs "
                          f"{model} reads", fix="ingest them, or check --version-fold")
     data = data.select(fits)
-    fitted.fit(data.select(train_ids))
+    train = data.select(train_ids).with_endpoint(store, endpoint, cohort)
+    fitted.fit(train)
     prediction = fitted.predict(data)
     embeddings = {}
     if prediction.embedding is not None and prediction.embedding.shape[1] > 0:
         embeddings[embedding_kind(fitted)] = (list(prediction.patient_ids),
                                               np.asarray(prediction.embedding, np.float32))
     config = {"model": model, "options": _json_safe(_options(fitted)),
-              "inputs": spec.to_dict(), "fold": fold, "split_set": split_set}
+              "inputs": spec.to_dict(), "fold": fold, "split_set": split_set,
+              "endpoint": endpoint.upper()}
     edges = prediction.bin_edges
     new = NewVersion(
         model=model, cohort=cohort, config=config, metrics=_metrics(fitted),
-        fitted_on=train_ids,
+        fitted_on=list(train.patient_ids),
         predictions=PredictionRows(list(prediction.patient_ids), prediction.risk,
                                    prediction.survival),
         bin_edges=None if edges is None else [float(e) for e in edges],
