@@ -61,6 +61,9 @@ def train(
     option: list[str] = typer.Option([], "--option", help="Model option KEY=VALUE (JSON value)."),
     folds: str = typer.Option(None, "--folds", help="Only these folds, e.g. 0,1."),
     group_set: str = typer.Option("mcat", "--group-set", help="Gene-group set for genomics."),
+    endpoint: str = typer.Option("OS", "--endpoint",
+                                 help="Outcome to model: OS | DSS | PFI | DFI (`casegraph info` "
+                                 "lists each cohort's)."),
     threads: int = typer.Option(None, "--threads", help="torch CPU threads."),
     save_version: bool = typer.Option(False, "--save-version",
                                       help="Also fit on the training patients of --version-fold "
@@ -78,8 +81,13 @@ def train(
 ) -> None:
     """Cross-validate MODEL on COHORT; results go to the store (resumable: finished folds are
     skipped when the same configuration is run again)."""
+    from casegraph.models.distributed import lead_or_follow
+
+    if not lead_or_follow():  # under torchrun, ranks > 0 train rank 0's fits and end here
+        return
     import torch
 
+    from casegraph.ingest.outcomes import check_endpoint
     from casegraph.ingest.store import Store
     from casegraph.models.cv import CVConfig, kfold_folds, run_cv, stored_folds
     from casegraph.models.data import CohortData
@@ -98,10 +106,11 @@ def train(
     _check_options(model, options)
     if select_on_eval:
         select = "eval"
+    endpoint = check_endpoint(endpoint)
     config = CVConfig(model=model, cohort=cohort, splits=splits, n_folds=n_folds, seed=seed,
                       bins=bins, select=select, options=options,
                       folds=[int(f) for f in folds.split(",")] if folds else None,
-                      group_set=group_set)
+                      group_set=group_set, endpoint=endpoint)
     config.validate()
     is_msrl = bool(getattr(factory, "uses_stage1_cache", False))
     if stage != "all" and not is_msrl:
@@ -112,8 +121,14 @@ def train(
     with Store.open(store_dir or default_store_path(), create=False) as store:
         if is_msrl:  # runtime options: not part of the run id
             options.update(stage1_cache=str(store.artifacts_dir / "msrl_stage1"), stage=stage)
+        if cohort not in store.cohorts():
+            from casegraph.errors import InputError
+
+            raise InputError(f"cohort {cohort!r} has no patients in the store",
+                             fix=f"cohorts in the store: {', '.join(store.cohorts()) or 'none'}")
         data = CohortData.from_store(store, cohort, group_set=group_set,
-                                     require_slides=bool(getattr(factory, "uses_slides", False)))
+                                     require_slides=bool(getattr(factory, "uses_slides", False)),
+                                     endpoint=endpoint)
         if len(data) == 0:
             from casegraph.errors import InputError
 
@@ -129,7 +144,7 @@ def train(
         if select == "eval":
             typer.echo("NOTE: --select-on-eval: epochs are chosen on the evaluation fold; the "
                        "metrics below are OPTIMISTIC (not an honest estimate).")
-        typer.echo(f"run {config.run_id()}: {model} on {cohort} ({len(data)} patients, "
+        typer.echo(f"run {config.run_id()}: {model} on {cohort} {endpoint} ({len(data)} patients, "
                    f"{len(fold_map)} folds, splits={splits}, bins={bins}, select={select})")
         if stage == "pretrain":
             from casegraph.models.msrl.api import pretrain_folds
@@ -137,7 +152,8 @@ def train(
             pretrain_folds(data, config, fold_map, log=typer.echo)
             return
         if save_version:
-            _save_version(store, model, cohort, version_fold, options, group_set, seed)
+            _save_version(store, model, cohort, version_fold, options, group_set, seed,
+                          endpoint)
         if not cv:
             return
         results = ResultStore(store)
@@ -150,7 +166,8 @@ def train(
                        f"over {len(values)} folds")
         if out:
             png = out / f"{config.run_id()}_km.png"
-            p = km_plot(results.predictions(config.run_id()), png, f"{model} on {cohort}")
+            p = km_plot(results.predictions(config.run_id()), png,
+                        f"{model} on {cohort} ({endpoint})")
             typer.echo(f"KM figure: {png} (log-rank p = {p:.2e})")
 
 
@@ -264,7 +281,8 @@ def _write_figures(results: Any, summary: Any, directory: Path) -> None:
 
 
 def _save_version(store: Any, model: str, cohort: str, version_fold: str,
-                  options: dict[str, Any], group_set: str, seed: int) -> None:
+                  options: dict[str, Any], group_set: str, seed: int,
+                  endpoint: str = "OS") -> None:
     from casegraph.errors import InputError
     from casegraph.models.versioning import train_version
 
@@ -274,6 +292,8 @@ def _save_version(store: Any, model: str, cohort: str, version_fold: str,
     fold = None if version_fold == "all" else int(version_fold)
     chosen = {"seed": seed, **options}
     groups = str(chosen.pop("group_set", group_set))
+    if endpoint != "OS":  # only when asked: MSRL's own train_version takes no endpoint yet
+        chosen["endpoint"] = endpoint
     version = train_version(store, cohort, model=model, fold=fold, group_set=groups, **chosen)
     counts = store.versions.get(version).counts
     shown = ", ".join(f"{k} {v}" for k, v in counts.items())

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from casegraph.errors import InputError, StoreError
+from casegraph.ingest.outcomes import check_endpoint
 from casegraph.ingest.store import Store
 from casegraph.models.base import Prediction, SurvivalModel
 from casegraph.models.data import CohortData
@@ -57,6 +58,7 @@ class CVConfig:
     folds: list[int] | None = None  # run only these folds (None = all)
     group_set: str = "mcat"
     data: str = ""  # fingerprint of the cohort data and fold membership (for_data)
+    endpoint: str = "OS"  # the outcome the folds are scored on: OS, DSS, PFI, DFI
 
     def for_data(self, data: CohortData, folds: Folds) -> CVConfig:
         """This configuration bound to the data it runs on: any change of the patients,
@@ -68,15 +70,26 @@ class CVConfig:
         if self.bins not in BIN_SOURCES:
             raise InputError(f"unknown bins {self.bins!r}; choose among: {', '.join(BIN_SOURCES)}",
                              column="--bins")
+        check_endpoint(self.endpoint)
         if self.select not in SELECTIONS:
             raise InputError(f"unknown selection {self.select!r}; choose among: "
                              f"{', '.join(SELECTIONS)}", column="--select")
 
     def run_id(self) -> str:
-        payload = {k: v for k, v in asdict(self).items() if k != "folds"}
+        payload = {k: v for k, v in asdict(self).items()
+                   if k != "folds" and not _default_identity(k, v)}
         payload["options"] = {k: v for k, v in self.options.items() if k not in RUNTIME_OPTIONS}
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode())
         return f"{self.model}-{self.cohort}-{digest.hexdigest()[:10]}"
+
+
+def _default_identity(name: str, value: object) -> bool:
+    """Fields added after runs were stored, at their default: left out of the hash so a
+    run stored before them keeps its id (and resumes)."""
+    return name in IDENTITY_DEFAULTS and IDENTITY_DEFAULTS[name] == value
+
+
+IDENTITY_DEFAULTS: dict[str, object] = {"endpoint": "OS"}
 
 
 def data_fingerprint(data: CohortData, folds: Folds) -> str:
@@ -188,6 +201,9 @@ def run_cv(
     ``config`` is bound to ``data`` and ``folds`` (its ``data`` fingerprint is set), so
     ``config.run_id()`` afterwards names this run."""
     config.validate()
+    if check_endpoint(config.endpoint) != data.endpoint:
+        raise InputError(f"the run is configured for endpoint {config.endpoint} but the data "
+                         f"hold {data.endpoint}", column="--endpoint")
     config.data = data_fingerprint(data, folds)  # the caller's config names this run after
     check_no_leak(folds, data.patient_ids)
     load_model_modules()

@@ -72,6 +72,7 @@ class CohortData:
     attributes: list[dict[str, object]] = field(default_factory=list)
     slide_ids: list[list[str]] = field(default_factory=list)
     summaries: SummaryLookup | None = field(default=None, repr=False, compare=False)
+    endpoint: str = "OS"  # which outcome ``target`` holds: OS, DSS, PFI or DFI
 
     def __len__(self) -> int:
         return len(self.patient_ids)
@@ -92,6 +93,20 @@ class CohortData:
     def select(self, patient_ids: list[str]) -> CohortData:
         pos = {p: i for i, p in enumerate(self.patient_ids)}
         return self.subset([pos[p] for p in patient_ids])
+
+    def with_endpoint(self, store: Store, endpoint: str, cohort: str | None = None
+                      ) -> CohortData:
+        """These patients with ``endpoint``'s outcome (of ``cohort``, or any cohort) as the
+        target, those without a value left out; an InputError naming the cohort and its
+        endpoints when it has none."""
+        if endpoint.upper() == self.endpoint:
+            return self
+        outcomes = store.outcomes.of(endpoint, cohort).set_index("patient_id")
+        kept = self.select([p for p in self.patient_ids if p in outcomes.index])
+        chosen = outcomes.loc[kept.patient_ids]
+        target = SurvivalTarget.from_arrays(chosen["time"].to_numpy(dtype=np.float64),
+                                            chosen["event"].to_numpy(dtype=bool), source="store")
+        return replace(kept, target=target, endpoint=endpoint.upper())
 
     @property
     def group_sizes(self) -> list[int]:
@@ -120,14 +135,19 @@ class CohortData:
         group_set: str = "mcat",
         modalities: tuple[Modality, ...] = (Modality.RNA, Modality.CNV, Modality.MUT),
         require_slides: bool = False,
+        endpoint: str = "OS",
     ) -> CohortData:
         """Load patients of ``cohort`` (all cohorts if None) with genomics grouped by
         ``group_set``: a group's features are every ``<gene>_{rnaseq,cnv,mut}`` the store
         holds for a gene of that group (the MCAT convention), restricted to ``modalities``.
         Groups with no feature for these patients are dropped. ``group_set="all"`` gives
         one group holding every genomic feature (MCAT's SNN baseline uses them all).
+        ``endpoint`` picks the outcome (``store.outcomes``): patients without a value for
+        it are left out; a cohort without it is an InputError naming what it has.
         """
+        outcomes = store.outcomes.of(endpoint, cohort).set_index("patient_id")
         patients = store.patients(cohort)
+        patients = patients[patients["patient_id"].isin(set(outcomes.index))]
         slides = store.slides(cohort)
         if require_slides:
             patients = patients[patients["patient_id"].isin(set(slides["patient_id"]))]
@@ -145,9 +165,10 @@ class CohortData:
             if pid in by_patient and path:
                 by_patient[pid].append(Path(path))
                 slide_ids[pid].append(str(sid))
+        chosen = outcomes.loc[ids]
         target = SurvivalTarget.from_arrays(
-            patients["time"].to_numpy(), patients["event"].to_numpy(), source="store"
-        )
+            chosen["time"].to_numpy(dtype=np.float64), chosen["event"].to_numpy(dtype=bool),
+            source="store")
         return cls(
             patient_ids=ids,
             target=target,
@@ -158,4 +179,5 @@ class CohortData:
             attributes=list(patients["attributes"]),
             slide_ids=[slide_ids[p] for p in ids],
             summaries=store.slide_summaries,
+            endpoint=endpoint.upper(),
         )

@@ -111,3 +111,52 @@ def test_models_lists_every_registered_model_with_a_line_and_train_help_points_t
     helped = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "300"})
     text = " ".join(helped.output.replace("│", " ").split())
     assert "casegraph models" in text and "--list-models" not in text
+
+
+def _add_dss(root: Path) -> None:
+    """DSS rows for the synthetic cohort's patients (time halved, every third without)."""
+    import numpy as np
+
+    from casegraph.ingest.outcomes import OutcomeRow
+    from casegraph.ingest.pipeline import IngestRequest, ingest
+    from casegraph.ingest.tables import CohortTable
+
+    with Store.open(root) as store:
+        patients = store.patients("synth")
+        ids = list(patients["patient_id"])
+        rows = [OutcomeRow(p, "DSS", float(t) / 2, bool(e)) for i, (p, t, e) in enumerate(
+            zip(ids, patients["time"], patients["event"], strict=True)) if i % 3]
+        ingest(store, IngestRequest(tables=[CohortTable(
+            source=Path("dss.csv"), cohort="synth", patient_ids=ids,
+            time=patients["time"].to_numpy(), event=patients["event"].to_numpy(),
+            attributes=[{} for _ in ids], slides=[], feature_names=[], feature_genes=[],
+            feature_modalities=[], genomics=np.zeros((len(ids), 0), np.float32),
+            outcomes=rows)]))
+
+
+def test_train_and_evaluate_by_endpoint(synth_store: Path, tmp_path: Path) -> None:
+    _add_dss(synth_store)
+    runner = CliRunner()
+    info = runner.invoke(app, ["info", "--store", str(synth_store)], env={"COLUMNS": "200"})
+    assert info.exit_code == 0 and "OS DSS" in info.output, info.output
+    base = ["train", "--store", str(synth_store), "--model", "snn", "--cohort", "synth",
+            "--epochs", "1", "--threads", "1"]
+    dss = runner.invoke(app, [*base, "--endpoint", "dss"])
+    assert dss.exit_code == 0, dss.output
+    assert "on synth DSS (30 patients" in dss.output
+    os_run = runner.invoke(app, base)
+    assert os_run.exit_code == 0 and "on synth OS (45 patients" in os_run.output
+    missing = runner.invoke(app, [*base, "--endpoint", "PFI"])
+    assert missing.exit_code != 0
+    assert "cohort 'synth' has no PFI outcomes (it has: OS, DSS)" in str(missing.exception)
+    table = tmp_path / "results.md"
+    report = runner.invoke(app, ["evaluate", "--store", str(synth_store), "--markdown",
+                                 str(table)])
+    assert report.exit_code == 0, report.output
+    text = table.read_text(encoding="utf-8")
+    assert "| snn [endpoint=DSS] |" in text and "| snn |" in text
+    saved = runner.invoke(app, [*base, "--endpoint", "DSS", "--save-version", "--no-cv"])
+    assert saved.exit_code == 0, saved.output
+    with Store.open(synth_store, read_only=True) as store:
+        version = store.latest_model_version("snn")
+        assert version is not None and store.versions.get(version).config["endpoint"] == "DSS"
