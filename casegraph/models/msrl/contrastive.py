@@ -5,21 +5,49 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 
-def info_nce(a: Tensor, b: Tensor, tau: float = 0.2, symmetric: bool = True) -> Tensor:
+def info_nce(
+    a: Tensor, b: Tensor, tau: float = 0.2, symmetric: bool = True, chunk: int | None = None
+) -> Tensor:
     """InfoNCE between row-paired views a (n, d) and b (n, d); row i of a and b are positives,
     every other row of b a negative. Similarity = cosine / tau.
 
     ``L(a->b) = mean_i -log( exp(s_ii) / sum_j exp(s_ij) )``; symmetric averages L(a->b)
-    and L(b->a). Returns a scalar.
+    and L(b->a). Returns a scalar. ``chunk``: compute it ``chunk`` rows of the n x n
+    logits at a time (recomputed in the backward pass), O(chunk x n) memory; None: dense.
     """
+    if chunk is not None:
+        return _chunked_info_nce(a, b, tau, symmetric, chunk)
     logits = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / tau
     labels = torch.arange(a.shape[0], device=a.device)
     loss = F.cross_entropy(logits, labels)
     if symmetric:
         loss = (loss + F.cross_entropy(logits.T, labels)) / 2.0
     return loss
+
+
+def _chunked_info_nce(a: Tensor, b: Tensor, tau: float, symmetric: bool, chunk: int) -> Tensor:
+    """:func:`info_nce` as mean(logsumexp of a row - the positive), row blocks checkpointed:
+    L(b->a) is the same sum over the columns, i.e. over the rows of b against a."""
+    a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+    positive = (a * b).sum(dim=1) / tau
+    loss = (_row_logsumexp(a, b, tau, chunk) - positive).mean()
+    if symmetric:
+        loss = (loss + (_row_logsumexp(b, a, tau, chunk) - positive).mean()) / 2.0
+    return loss
+
+
+def _row_logsumexp(a: Tensor, b: Tensor, tau: float, chunk: int) -> Tensor:
+    """logsumexp_j (a_i . b_j / tau) for every row i of a (n,), a block of rows at a time."""
+    blocks = [checkpoint(_block_logsumexp, a[start:start + chunk], b, tau, use_reentrant=False)
+              for start in range(0, a.shape[0], chunk)]
+    return torch.cat(blocks)
+
+
+def _block_logsumexp(rows: Tensor, b: Tensor, tau: float) -> Tensor:
+    return torch.logsumexp(rows @ b.T / tau, dim=1)
 
 
 def balanced_bce_weights(target: Tensor) -> tuple[float, float]:

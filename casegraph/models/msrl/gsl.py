@@ -10,11 +10,16 @@ symmetrisation fills in from rows that chose it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from casegraph.models.msrl.graph_ops import coalesce, symmetric_topk_edges
 from casegraph.models.msrl.knn_graph import topk_neighbours
+
+ROW_CHUNK = 1024  # rows of an n-wide block held at once on the edge-list (sparse) paths
 
 
 class ElementwiseLearner(nn.Module):
@@ -120,6 +125,99 @@ def augment_edges(adj: Tensor, drop: float, add: float, generator: torch.Generat
     return view
 
 
+def augment_edge_list(
+    edge_index: Tensor, raw: Tensor, n: int, drop: float, add: float,
+    generator: torch.Generator, chunk: int = ROW_CHUNK,
+) -> tuple[Tensor, Tensor]:
+    """:func:`augment_edges` on coalesced symmetric edges ((2, E), (E,), self-loops listed)
+    in O(E + chunk x n) memory, with the same random draws and so the same view.
+
+    The dense version draws one uniform per entry of an n x n matrix (row-major) and keeps
+    edge (i < j) when its draw is >= ``drop``; here the same stream is drawn a row chunk at
+    a time and read only at the edges, so the generator ends in the same state and the
+    added edges (drawn next) are the same too. Returns the view's (edge_index, weight)."""
+    rows, cols = edge_index
+    lo, hi = torch.minimum(rows, cols), torch.maximum(rows, cols)
+    draw = torch.ones(len(rows))
+    for start in range(0, n, chunk):
+        block = torch.rand(min(chunk, n - start), n, generator=generator)
+        mine = (lo >= start) & (lo < start + chunk) & (lo != hi)
+        draw[mine] = block[lo[mine] - start, hi[mine]]
+    view = raw * ((draw >= drop) | (lo == hi))
+    positive = (rows < cols) & (raw > 0)
+    n_add = round(add * int(positive.sum()))
+    if n_add == 0 or n < 2:
+        return edge_index, view
+    add_rows = torch.randint(0, n, (n_add,), generator=generator)
+    add_cols = torch.randint(0, n, (n_add,), generator=generator)
+    off = add_rows != add_cols
+    mean_w = raw[positive].mean().detach() if bool(positive.any()) else torch.tensor(1.0)
+    a, b = add_rows[off], add_cols[off]
+    pairs = torch.unique(torch.cat([a * n + b, b * n + a]))  # both directions, sorted
+    keys = rows * n + cols  # sorted: edge_index is coalesced
+    at = torch.searchsorted(keys, pairs).clamp_max(max(len(keys) - 1, 0))
+    listed = keys[at] == pairs if len(keys) else torch.zeros(len(pairs), dtype=torch.bool)
+    empty = torch.zeros(len(keys), dtype=torch.bool)
+    empty[at[listed]] = True
+    view = torch.where(empty & (view == 0), mean_w.to(view.dtype), view)
+    new = pairs[~listed]
+    new_index = torch.stack([torch.div(new, n, rounding_mode="floor"), new % n])
+    return coalesce(torch.cat([edge_index, new_index], dim=1),
+                    torch.cat([view, mean_w.to(view.dtype).expand(len(new))]), n)
+
+
+def chunked_median_sq_distance(
+    x: Tensor, chunk: int = ROW_CHUNK, bins: int = 4096, keep_at_most: int = 1 << 22,
+) -> Tensor:
+    """:func:`median_sq_distance` in O(chunk x n + keep_at_most) memory, exact: the
+    histogram of the upper triangle's squared distances (a chunk of rows at a time) finds
+    the bin holding the median's rank, narrowed again while that bin holds more than
+    ``keep_at_most`` values, whose values are then sorted. Each pair appears twice in the
+    off-diagonal list, so its lower median is the upper triangle's lower median."""
+    n = x.shape[0]
+    if n < 2:
+        return torch.tensor(1.0)
+    rank = (n * (n - 1) // 2 - 1) // 2  # 0-based: torch.median's lower median
+    cells: list[tuple[float, float, int]] = []  # (low, width, bin) of each narrowing
+
+    def in_cell(values: Tensor) -> Tensor:
+        for low, width, target in cells:
+            values = values[_bin_of(values, low, width, bins) == target]
+        return values
+
+    for _ in range(16):
+        low, high = float("inf"), float("-inf")
+        for block in _upper_sq_distances(x, chunk):
+            mine = in_cell(block)
+            if len(mine):
+                low, high = min(low, float(mine.min())), max(high, float(mine.max()))
+        width = (high - low) / bins or 1.0
+        counts = torch.zeros(bins, dtype=torch.long)
+        for block in _upper_sq_distances(x, chunk):
+            counts += torch.bincount(_bin_of(in_cell(block), low, width, bins), minlength=bins)
+        cumulative = counts.cumsum(0)
+        target = int(torch.searchsorted(cumulative, torch.tensor(rank), right=True))
+        rank -= int(cumulative[target - 1]) if target > 0 else 0
+        cells.append((low, width, target))
+        if int(counts[target]) <= keep_at_most or high == low:
+            break
+    kept = torch.cat([in_cell(block) for block in _upper_sq_distances(x, chunk)])
+    return kept.sort().values[rank].clamp_min(1e-8)
+
+
+def _bin_of(values: Tensor, low: float, width: float, bins: int) -> Tensor:
+    return ((values - low) / width).long().clamp(0, bins - 1)
+
+
+def _upper_sq_distances(x: Tensor, chunk: int) -> Iterator[Tensor]:
+    """The squared distances of pairs (i < j), a chunk of rows i at a time, flattened."""
+    n = x.shape[0]
+    for start in range(0, n, chunk):
+        rows = torch.arange(start, min(start + chunk, n))
+        d2 = torch.cdist(x[rows], x).pow(2)
+        yield d2[rows[:, None] < torch.arange(n)[None, :]]
+
+
 class GraphLearner(nn.Module):
     """Features (n, d) -> normalised adjacency (n, n), learned or static (ablations)."""
 
@@ -176,6 +274,15 @@ class GraphLearner(nn.Module):
         if self.kind == "euclidean_knn":
             return gaussian_similarity_matrix(x, other, self.scale)
         return cosine_similarity_matrix(self.embed(x), self.embed(other))
+
+    def raw_edges(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`raw` as coalesced edges without an n x n matrix: (n, d) -> (edge_index
+        (2, E), weight (E,)), E = O(n K); the top-K pairs chosen without gradient, their
+        values recomputed with it (the same graph as the dense path, ties aside)."""
+        if self.kind == "euclidean_knn" and self.training:
+            self.scale.copy_(chunked_median_sq_distance(x.detach()))
+        values, index = self.key_topk(self.keys(x))
+        return symmetric_topk_edges(index, values, x.shape[0])
 
     def raw(self, x: Tensor) -> Tensor:
         return raw_adjacency(self.similarity(x), self.k)

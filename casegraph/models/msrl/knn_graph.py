@@ -47,10 +47,11 @@ def topk_neighbours(
     c = min(k, max(m - 1, 0))
     if c == 0:
         return torch.zeros(m, 0), torch.zeros(m, 0, dtype=torch.long)
-    if m < (DENSE_BELOW if dense_below is None else dense_below):
-        index = _dense_topk_index(keys, c, metric, chunk)
-    else:
-        index = _faiss_topk_index(keys, c, metric, chunk)
+    with torch.no_grad():  # the choice carries no gradient; the values below do
+        if m < (DENSE_BELOW if dense_below is None else dense_below):
+            index = _dense_topk_index(keys, c, metric, chunk)
+        else:
+            index = _faiss_topk_index(keys, c, metric, chunk)
     values = torch.empty(m, c, dtype=keys.dtype)
     for start in range(0, m, chunk):  # gathered pairs in chunks: (chunk c, d), not (M c, d)
         stop = min(start + chunk, m)
