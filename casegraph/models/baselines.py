@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 
@@ -142,6 +144,24 @@ class _BagOptions:
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose among: {', '.join(POOLINGS)}")
         self.max_patches, self.pooling, self.cache_bags = max_patches, pooling, cache_bags
+
+    def patch_attention(self, bag: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
+        """The fitted WSI pooling's weight of each patch of ``bag`` (N, D): gated attention,
+        or 1/N for mean pooling; (N,), sums to 1."""
+        network = getattr(self, "network_", None)
+        if network is None:
+            raise RuntimeError("patch_attention called before fit")
+        pool = network.get_submodule("wsi.pool" if hasattr(network, "wsi") else "pool")
+        was_training = network.training
+        network.eval()
+        try:
+            with torch.no_grad():
+                x = torch.as_tensor(np.asarray(bag, dtype=np.float32),
+                                    device=getattr(self, "device_", "cpu"))
+                attention = pool(x)[1]
+        finally:
+            network.train(was_training)
+        return attention.double().cpu().numpy()
 
     def _bags(self, data: CohortData, seed: int) -> BagSource:
         if not all(data.bags):

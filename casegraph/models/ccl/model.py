@@ -94,6 +94,12 @@ class CCLNet(nn.Module):
         if self.use_cca:
             centres = self.anchor.align(centres, update=training)
         x = torch.from_numpy(np.array(centres, dtype=np.float32)).to(self.cls_token)
+        return self.forward_aligned(x, genomics)
+
+    def forward_aligned(self, x: torch.Tensor, genomics: list[torch.Tensor]
+                        ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`forward` from centres already aligned to the anchor, as a tensor (k, D)
+        (differentiable: patch attribution reads its gradient)."""
         f_p, f_g = self.modality_features(x, genomics)
         comps = self.decompose(f_p, f_g)
         stacked = torch.stack([comps[n] for n in self.encoder_names])  # (c, d)
