@@ -22,6 +22,7 @@ gloo group whose timeout allows a long wait between fits.
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -95,27 +96,38 @@ def current() -> Rank | None:
     return Rank(dist.get_rank(), dist.get_world_size(), local)
 
 
-@contextmanager
-def session(environ: Mapping[str, str] | None = None) -> Iterator[Rank | None]:
-    """Join the process group torchrun describes (a no-op for a lone process, or when the
-    group already exists); leave it at the end if this call joined it."""
+def _join(environ: Mapping[str, str] | None) -> tuple[Rank | None, bool]:
+    """Join the process group torchrun describes: (this rank or None, whether this call
+    created the group). A lone process, or a group that already exists, joins nothing."""
     global _control
     rank = rank_from_env(environ)
-    if rank is None or dist.is_initialized():
-        if dist.is_initialized() and _control is None:
-            _control = dist.new_group(backend="gloo", timeout=FOLLOWER_WAIT)
-        yield current()
-        return
-    backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-    if torch.cuda.is_available():
-        torch.cuda.set_device(rank.local_rank % torch.cuda.device_count())
-    dist.init_process_group(backend=backend)
-    _control = dist.new_group(backend="gloo", timeout=FOLLOWER_WAIT)
-    try:
-        yield current()
-    finally:
-        _control = None
+    created = rank is not None and not dist.is_initialized()
+    if created and rank is not None:
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():
+            torch.cuda.set_device(rank.local_rank % torch.cuda.device_count())
+        dist.init_process_group(backend=backend)
+    if dist.is_initialized() and _control is None:
+        _control = dist.new_group(backend="gloo", timeout=FOLLOWER_WAIT)
+    return current(), created
+
+
+def _leave() -> None:
+    global _control
+    _control = None
+    if dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def session(environ: Mapping[str, str] | None = None) -> Iterator[Rank | None]:
+    """Join the ranks for the duration of the block (leave at the end if this joined)."""
+    rank, created = _join(environ)
+    try:
+        yield rank
+    finally:
+        if created:
+            _leave()
 
 
 def lead(command: Callable[[], T], environ: Mapping[str, str] | None = None) -> T | None:
@@ -132,6 +144,28 @@ def lead(command: Callable[[], T], environ: Mapping[str, str] | None = None) -> 
                 _broadcast(None)
         follow()
         return None
+
+
+def lead_or_follow(environ: Mapping[str, str] | None = None) -> bool:
+    """For a command line under torchrun (``casegraph train``): True where the command
+    should run -- the leader, which releases the followers when the process exits, or a
+    lone process; a follower trains the leader's fits, and False once it is released."""
+    rank, created = _join(environ)
+    if rank is None:
+        return True
+    if rank.is_leader:
+        atexit.register(_release, created)
+        return True
+    follow()
+    if created:
+        _leave()
+    return False
+
+
+def _release(created: bool) -> None:
+    _broadcast(None)
+    if created:
+        _leave()
 
 
 def follow() -> int:

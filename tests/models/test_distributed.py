@@ -126,3 +126,60 @@ def test_two_cpu_ranks_match_one_process(tmp_path: Path, model: str, options: di
     loaded = MODELS.get(model).load(tmp_path / "ranks" / f"{model}.pt")  # type: ignore[attr-defined]
     np.testing.assert_allclose(loaded.predict(test).risk, two, rtol=1e-6)
     assert loaded.trained_on()["world_size"] == WORLD
+
+
+# ---------------------------------------------------------------------- torchrun + CLI
+def _train_command(store: Path) -> list[str]:
+    return ["train", "--store", str(store), "--model", "snn", "--cohort", "synth",
+            "--epochs", "15", "--option", "dropout=0.0", "--option", "lr=0.001",
+            "--folds", "0", "--save-version", "--version-fold", "all"]
+
+
+def _store_with_cohort(folder: Path) -> Path:
+    from casegraph.ingest.store import Store
+    from tests.models.synthetic import write_to_store
+
+    with Store.open(folder) as store:
+        write_to_store(store, planted_cohort(90, seed=2), n_folds=3)
+    return folder
+
+
+def _run(argv: list[str]) -> str:
+    import subprocess
+
+    env = {**os.environ, "CASEGRAPH_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_casegraph_train_under_torchrun_matches_one_process(tmp_path: Path) -> None:
+    """``torchrun --nproc-per-node 2 --no-python casegraph train ...``: rank 0 alone writes
+    the store (CV results, one version); the metrics and the version's stored risks match
+    the same command in one process, and the version loads in this (single) process."""
+    import sys
+
+    from casegraph.ingest.store import Store
+    from casegraph.models.versioning import load_version
+
+    bin_dir = Path(sys.executable).parent
+    two, one = _store_with_cohort(tmp_path / "two"), _store_with_cohort(tmp_path / "one")
+    out_two = _run([str(bin_dir / "torchrun"), "--standalone", "--nproc-per-node", "2",
+                    "--no-python", str(bin_dir / "casegraph"), *_train_command(two)])
+    out_one = _run([str(bin_dir / "casegraph"), *_train_command(one)])
+    c_two, c_one = (float(next(line for line in out.splitlines()
+                               if line.startswith("c_index:")).split()[1])
+                    for out in (out_two, out_one))
+    assert c_one > 0.6 and abs(c_two - c_one) < 0.02
+    assert out_two.count("stored model version") == 1  # rank 0 only
+    risks = []
+    for folder in (two, one):
+        with Store.open(folder, create=False, read_only=True) as store:
+            (version,) = store.versions.ids()
+            risks.append(store.versions.predictions(version).sort_values("patient_id")
+                         ["risk"].to_numpy())
+            if folder == two:
+                model, _spec = load_version(store, version)
+                assert model.trained_on()["world_size"] == 2  # type: ignore[attr-defined]
+    np.testing.assert_allclose(risks[0], risks[1], rtol=1e-3, atol=1e-3)
