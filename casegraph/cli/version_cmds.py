@@ -72,7 +72,8 @@ def predict(
         return
     who = result.patient_id if result.patient_id is not None else "new patient"
     source = " (stored)" if result.stored else ""
-    typer.echo(f"{who}: risk {result.risk:.4f} by {result.version_id} ({result.model}){source}")
+    typer.echo(f"{who}: risk {result.risk:.4f} by {result.version_id} "
+               f"({result.model}, {result.endpoint}){source}")
     if result.inferred:
         typer.echo("genomics: inferred by the model from the slides")
     for point in result.survival:

@@ -30,6 +30,8 @@ class SurvivalPoint(BaseModel):
 class PredictionResult(BaseModel):
     version_id: str
     model: str
+    endpoint: str = Field(default="OS", description="the outcome the version predicts: OS, "
+                          "DSS, PFI or DFI")
     patient_id: str | None = Field(default=None, description="null for a new patient")
     risk: float = Field(description="higher = worse prognosis")
     survival: list[SurvivalPoint] = Field(default_factory=list)
@@ -74,21 +76,25 @@ def predict_for(store: Store, version_id: str, patient_id: str | None = None,
         raise InputError("nothing to predict", column="--patient",
                          fix="give --patient ID, or --slide FILE [--genomics FILE]")
     edges = _edges(store, version_id)
+    endpoint = str(store.versions.root(version_id).config.get("endpoint", "OS"))
     if patient_id is not None:
         rows = store.versions.predictions(version_id)
         row = rows[rows["patient_id"] == patient_id]
         if len(row):
             return PredictionResult(
-                version_id=version_id, model=version.model, patient_id=patient_id,
+                version_id=version_id, model=version.model, endpoint=endpoint,
+                patient_id=patient_id,
                 risk=float(row["risk"].iloc[0]), survival=_curve(edges, row["survival"].iloc[0]),
                 inferred=bool(row["inferred"].iloc[0]), stored=True)
         prediction = predict_stored(store, version_id, [patient_id])
         return PredictionResult(
-            version_id=version_id, model=version.model, patient_id=patient_id,
+            version_id=version_id, model=version.model, endpoint=endpoint,
+            patient_id=patient_id,
             risk=float(prediction.risk[0]), survival=_curve(edges, _first(prediction.survival)))
     prediction, coverage, inferred = predict_external(store, version_id, bag_paths, genomics)
     return PredictionResult(
-        version_id=version_id, model=version.model, risk=float(prediction.risk[0]),
+        version_id=version_id, model=version.model, endpoint=endpoint,
+        risk=float(prediction.risk[0]),
         survival=_curve(edges, _first(prediction.survival)),
         coverage=None if coverage is None else coverage.to_dict(), inferred=inferred)
 

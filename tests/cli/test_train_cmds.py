@@ -160,3 +160,6 @@ def test_train_and_evaluate_by_endpoint(synth_store: Path, tmp_path: Path) -> No
     with Store.open(synth_store, read_only=True) as store:
         version = store.latest_model_version("snn")
         assert version is not None and store.versions.get(version).config["endpoint"] == "DSS"
+    answer = runner.invoke(app, ["predict", "--store", str(synth_store), "--version", version,
+                                 "--patient", "P001"])
+    assert answer.exit_code == 0 and "(snn, DSS)" in answer.output, answer.output
