@@ -21,6 +21,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "msrl_knn_euclidean": {"graph": "euclidean_knn"},
     "msrl_random_gsl": {"pretrain_steps": 0},
     "msrl_online_buffer": {"buffer_source": "online"},
+    "msrl_shuffled_buffer": {"buffer_genomics": "shuffled"},
 }
 
 
@@ -32,6 +33,8 @@ SUMMARIES = {
     "msrl_knn_euclidean": "MSRL ablation: a static Euclidean k-NN graph instead of the learned one.",
     "msrl_random_gsl": "MSRL ablation: no Stage-1 pre-training (graph learner from random init).",
     "msrl_online_buffer": "MSRL ablation: the buffer filled online (FIFO) instead of from training.",
+    "msrl_shuffled_buffer": "MSRL ablation: the buffer's genomics permuted across its cases "
+                            "(right slides, someone else's genomics).",
 }
 
 

@@ -66,6 +66,10 @@ class CaseBuffer:
         keep = [i for i, p in enumerate(self._ids) if p not in drop]
         return [self._ids[i] for i in keep], self._feats[keep]
 
+    def grow(self, capacity: int) -> None:
+        """Raise the capacity (never evicts)."""
+        self.capacity = max(self.capacity, int(capacity))
+
     def to(self, device: torch.device | str) -> CaseBuffer:
         """Move the features to ``device`` (in place); returns self."""
         self._feats = self._feats.to(device)
@@ -76,8 +80,10 @@ class CaseBuffer:
 
     @classmethod
     def from_state(
-        cls, ids: Sequence[str], features: Tensor, capacity: int | None = None
+        cls, ids: Sequence[str], features: Tensor, capacity: int | None = None,
+        forbidden: Iterable[str] = (),
     ) -> CaseBuffer:
-        buf = cls(len(ids) if capacity is None else capacity, int(features.shape[1]))
+        buf = cls(len(ids) if capacity is None else capacity, int(features.shape[1]),
+                  forbidden=forbidden)
         buf._ids, buf._feats = list(ids), features.detach().clone()
         return buf

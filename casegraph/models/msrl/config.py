@@ -14,7 +14,8 @@ GENOMICS_MODES = ("inductor", "authentic", "none")
 GRAPH_KINDS = ("learned", "cosine_knn", "euclidean_knn")
 BUFFER_SOURCES = ("target", "online")
 WSI_ENCODERS = ("mean_mlp", "abmil")
-READOUTS = ("z", "z_skip")
+READOUTS = ("z", "z_skip", "z_gated")
+BUFFER_GENOMICS = ("authentic", "shuffled")
 TASKS = ("survival", "classification")
 
 
@@ -35,7 +36,10 @@ class MSRLConfig:
     gsl_layers: int = 2
     k: int = 12
     gcn_layers: int = 3
-    readout: str = "z_skip"
+    readout: str = "z_skip"  # "z": Z alone; "z_skip": [Z, f]; "z_gated": Z + a per-case gate on f
+    # z_skip / z_gated: drop a training case's f from the readout with this probability
+    # (inverted scaling), so the head must also predict from the graph output Z
+    skip_dropout: float = 0.0
     batch_edges: bool = False  # may current cases link to each other during fine-tuning?
     # --- stage 1 ----------------------------------------------------------------------
     pretrain_steps: int = 100
@@ -52,11 +56,19 @@ class MSRLConfig:
     ema_momentum: float = 0.99
     buffer_fraction: float = 1.0
     buffer_source: str = "target"
+    # "shuffled" (ablation): the buffer's genomic halves permuted across its cases after
+    # training, so the graph sees the right slides with someone else's genomics
+    buffer_genomics: str = "authentic"
     mixup_alpha: float = 0.4
     w_f_align: float = 1.0
     w_g_align: float = 1.0
     w_s_align: float = 1.0
     w_task: float = 1.0
+    # epoch selection: 0 = the last epoch; f > 0 = keep the Stage-2 epoch with the best
+    # C-index on an inner validation split (fraction f of the training fold, stratified by
+    # event); stop after ``patience`` epochs without improvement (0 = never stop early)
+    inner_valid: float = 0.0
+    patience: int = 0
     seed: int = 0
     # training runs here ("auto": CUDA when present); the fitted model answers on the CPU
     device: str = "auto"
@@ -68,6 +80,7 @@ class MSRLConfig:
             "buffer_source": BUFFER_SOURCES,
             "wsi_encoder": WSI_ENCODERS,
             "readout": READOUTS,
+            "buffer_genomics": BUFFER_GENOMICS,
             "task": TASKS,
         }
         for name, allowed in choices.items():
@@ -85,8 +98,17 @@ class MSRLConfig:
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise InputError(f"device must be auto, cpu or cuda[:N], got {self.device!r}",
                              column="device")
+        for name in ("skip_dropout", "inner_valid"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise InputError(f"{name} must be in [0, 1), got {getattr(self, name)}",
+                                 column=name)
+        if self.patience < 0:
+            raise InputError(f"patience must be >= 0, got {self.patience}", column="patience")
         if self.k < 1:
             raise InputError(f"k must be >= 1, got {self.k}", column="k")
+        if self.buffer_genomics == "shuffled" and self.genomics_mode == "none":
+            raise InputError("buffer_genomics='shuffled' needs a variant with genomics in its "
+                             "buffer (msrl, msrl_multi)", column="buffer_genomics")
         if self.task == "classification" and not self.label:
             raise InputError(
                 "task 'classification' needs a label column",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -56,6 +56,13 @@ class TrainingCases:
     groups: list[Tensor] | None  # G x (n, g_j)
     labels: Tensor  # (n,) long: time bin or class
     events: Tensor  # (n,) float (survival; ones for classification)
+
+    def subset(self, rows: list[int]) -> TrainingCases:
+        idx = torch.tensor(rows, dtype=torch.long)
+        wsi, groups = self.take(idx)
+        return TrainingCases([self.patient_ids[i] for i in rows], wsi, groups,
+                             self.labels[idx.to(self.labels.device)],
+                             self.events[idx.to(self.events.device)])
 
     def take(self, idx: Tensor) -> tuple[WSIInput, list[Tensor] | None]:
         wsi = [self.wsi[int(i)] for i in idx] if isinstance(self.wsi, list) else self.wsi[idx]
@@ -251,6 +258,40 @@ def _topk_pairs(graph: SparseGraph, c: int) -> tuple[Tensor, Tensor]:
     return torch.cat(found_rows), torch.cat(found_cols)
 
 
+@dataclass
+class EpochSelection:
+    """Stage-2 epoch selection on inner-validation cases of the training fold.
+
+    ``score(net, buffer) -> C-index`` is called after every epoch; the best epoch's online
+    and target weights and buffer are restored at the end. ``patience`` > 0 stops after that
+    many epochs without improvement."""
+
+    score: Callable[[MSRLNetwork, CaseBuffer], float]
+    patience: int = 0
+    scores: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+
+    def record(self, epoch: int, value: float) -> bool:
+        """Store one epoch's score; True when it is the best so far."""
+        self.scores.append(value)
+        best = self.best_epoch < 0 or value > self.scores[self.best_epoch]
+        if best:
+            self.best_epoch = epoch
+        return best
+
+    def should_stop(self, epoch: int) -> bool:
+        return self.patience > 0 and epoch - self.best_epoch >= self.patience
+
+
+@torch.no_grad()
+def batch_logits(net: MSRLNetwork, context: Tensor, f_queries: Tensor) -> Tensor:
+    """Head logits (q, n_out) of q query cases on one graph over [context ; queries], the
+    queries barred from picking each other (as the training batches): the inner-validation
+    score, one graph for all queries instead of one per query."""
+    _, _, z = net.graph_forward(torch.cat([context, f_queries]), len(f_queries))
+    return net.logits(z[len(context):], f_queries)
+
+
 def _mixed(groups: list[Tensor] | None, lam: float, perm: Tensor) -> list[Tensor] | None:
     return None if groups is None else [lam * g + (1 - lam) * g[perm] for g in groups]
 
@@ -258,9 +299,11 @@ def _mixed(groups: list[Tensor] | None, lam: float, perm: Tensor) -> list[Tensor
 def finetune(
     net: MSRLNetwork, cases: TrainingCases, forbidden: set[str], seed: int,
     on_epoch: Callable[[int, float], None] | None = None, sparse: bool | None = None,
+    selection: EpochSelection | None = None,
 ) -> tuple[MSRLNetwork, CaseBuffer, list[float]]:
     """Run Stage 2; returns (target branch, buffer, mean loss per epoch).
-    ``sparse``: see :func:`finetune_step` (None: by graph size)."""
+    ``sparse``: see :func:`finetune_step` (None: by graph size). ``selection``: keep the
+    best epoch by its score (the net is left with that epoch's weights)."""
     c = net.config
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # Beta sampling for mixup
@@ -291,5 +334,16 @@ def finetune(
         history.append(total / max(steps, 1))
         if on_epoch is not None:
             on_epoch(epoch, history[-1])
+        if selection is not None:
+            net.eval()
+            if selection.record(epoch, selection.score(net, buffer)):
+                best = (copy.deepcopy(net.state_dict()), copy.deepcopy(target.state_dict()),
+                        buffer.state())
+            if selection.should_stop(epoch):
+                break
+    if selection is not None and selection.best_epoch >= 0:
+        net.load_state_dict(best[0])
+        target.load_state_dict(best[1])
+        buffer = CaseBuffer.from_state(*best[2], capacity=buffer.capacity, forbidden=forbidden)
     net.eval()
     return target, buffer, history

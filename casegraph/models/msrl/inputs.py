@@ -113,3 +113,17 @@ def class_labels(data: CohortData, column: str, classes: list[str] | None = None
     if unknown:
         raise InputError(f"label values {unknown[:5]} were not seen in training", column=column)
     return np.array([pos[v] for v in values], dtype=np.int64), list(known)
+
+
+def inner_split(events: npt.NDArray[np.bool_], fraction: float, seed: int
+                ) -> tuple[list[int], list[int]]:
+    """(fit rows, inner-validation rows) of the training fold: ``fraction`` of the cases
+    with and of those without an event, drawn with ``seed``; no inner rows for fraction 0."""
+    rng = np.random.default_rng(seed)
+    inner: list[int] = []
+    for value in (False, True):
+        rows = np.flatnonzero(np.asarray(events, dtype=bool) == value)
+        n_inner = round(len(rows) * fraction)
+        inner += rng.choice(rows, n_inner, replace=False).tolist() if n_inner else []
+    chosen = set(inner)
+    return [i for i in range(len(events)) if i not in chosen], sorted(inner)

@@ -9,6 +9,7 @@ options (see :class:`MSRLConfig`): ``graph``, ``pretrain_steps=0`` with a random
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,22 @@ from casegraph.errors import InputError
 from casegraph.models.base import Prediction
 from casegraph.models.data import CohortData
 from casegraph.models.losses import risk_from_survival, survival_from_logits
+from casegraph.models.metrics import harrell_c
 from casegraph.models.msrl.buffer import CaseBuffer
 from casegraph.models.msrl.config import MSRLConfig
-from casegraph.models.msrl.finetune import TrainingCases, finetune, target_fused
+from casegraph.models.msrl.finetune import (
+    EpochSelection,
+    TrainingCases,
+    batch_logits,
+    finetune,
+    target_fused,
+)
 from casegraph.models.msrl.inference import BufferGraph, query_forward, query_neighbours
 from casegraph.models.msrl.inputs import (
     bags_to_wsi,
     class_labels,
     genomics_tensors,
+    inner_split,
     wsi_inputs,
 )
 from casegraph.models.msrl.nets import MSRLNetwork, WSIInput
@@ -37,6 +46,7 @@ from casegraph.models.msrl.stage1 import STAGES, Stage1Cache, stage1_key
 from casegraph.models.preprocess import GenomicsPreprocessor
 from casegraph.models.targets import bin_edges, discretize
 from casegraph.runtime import pick_device, seed_everything
+from casegraph.schema import SurvivalTarget
 
 VARIANTS = {"msrl": "inductor", "msrl_h": "none", "msrl_multi": "authentic"}
 
@@ -124,7 +134,7 @@ class MSRLModel:
         seed_everything(c.seed + 1)  # Stage 2 starts from the same RNG state, cached or not
         cases = TrainingCases(list(train.patient_ids), wsi, groups, labels.to(device),
                               events.to(device))
-        target, buffer, self.finetune_history_ = finetune(net, cases, forbidden, c.seed + 1)
+        target, buffer = self._stage2(net, cases, train, forbidden)
         # the fitted model answers on the CPU (one query at a time; FAISS search on CPU)
         self.net_, self.target_ = net.cpu(), target.cpu()
         self._set_buffer(buffer.to("cpu"))
@@ -132,7 +142,65 @@ class MSRLModel:
         self.fitted_ids_ = list(train.patient_ids)
         self.reference_fused_ = target_fused(target, _to_device(wsi, torch.device("cpu")),
                                              _groups_to(groups, torch.device("cpu")))
+        if c.buffer_genomics == "shuffled":
+            self.shuffle_buffer_genomics(c.seed)
         return self
+
+    def _stage2(self, net: MSRLNetwork, cases: TrainingCases, train: CohortData,
+                forbidden: set[str]) -> tuple[MSRLNetwork, CaseBuffer]:
+        """Stage 2 on the training fold, or with ``inner_valid`` on its fit part with the
+        epoch chosen on the inner part; the inner cases then join the buffer (they are
+        authentic training cases), so the buffer covers the training fold either way."""
+        c = self.config
+        fit_rows, inner_rows = inner_split(train.target.event, c.inner_valid, c.seed)
+        if not inner_rows:
+            target, buffer, self.finetune_history_ = finetune(net, cases, forbidden, c.seed + 1)
+            return target, buffer
+        inner = cases.subset(inner_rows)
+        inner_target = SurvivalTarget.from_arrays(time=train.target.time[inner_rows],
+                                                  event=train.target.event[inner_rows])
+        selection = EpochSelection(partial(self._inner_score, inner=inner,
+                                           inner_target=inner_target), c.patience)
+        target, buffer, self.finetune_history_ = finetune(
+            net, cases.subset(fit_rows), forbidden, c.seed + 1, selection=selection)
+        self.selection_scores_, self.selected_epoch_ = selection.scores, selection.best_epoch
+        buffer.grow(round(c.buffer_fraction * len(cases.patient_ids)))
+        buffer.enqueue(inner.patient_ids, target_fused(target, inner.wsi, inner.groups))
+        return target, buffer
+
+    def _inner_score(self, net: MSRLNetwork, buffer: CaseBuffer, inner: TrainingCases,
+                     inner_target: SurvivalTarget) -> float:
+        """Harrell's C (survival) or minus the cross-entropy (classification) of the inner
+        cases answered against the current buffer."""
+        with torch.no_grad():
+            groups = inner.groups if self.config.genomics_mode == "authentic" else None
+            f = net.online_fused(net.encode_wsi(inner.wsi), groups)
+            logits = batch_logits(net, buffer.features, f).cpu()
+        if self.config.task == "survival":
+            _, surv = survival_from_logits(logits)
+            return harrell_c(risk_from_survival(surv).numpy(), inner_target)
+        return -float(torch.nn.functional.cross_entropy(logits, inner.labels.cpu()))
+
+    def shuffle_buffer_genomics(self, seed: int) -> None:
+        """The shuffled-buffer ablation on a fitted model: the genomic half of every buffer
+        (and reference) case's fused feature is replaced by another case's, by one seeded
+        permutation; the slide half stays. A graph that uses the neighbours' authentic
+        genomics must answer worse after this."""
+        if not self.config.uses_genomics:
+            raise InputError(f"{self.name} keeps no genomics in its buffer to shuffle",
+                             column="buffer_genomics")
+        d, rng = self.config.dim, np.random.default_rng(seed)
+
+        def shuffled(features: Tensor) -> Tensor:
+            out = features.clone()
+            out[:, :d] = features[torch.from_numpy(rng.permutation(len(features))), :d]
+            return out
+
+        buffer = self.buffer_
+        self._set_buffer(CaseBuffer.from_state(buffer.ids, shuffled(buffer.features),
+                                               capacity=buffer.capacity,
+                                               forbidden=buffer.forbidden))
+        self.reference_fused_ = shuffled(self.reference_fused_)
 
     def _stage1(self, net: MSRLNetwork,
                 key_inputs: tuple[list[str], WSIInput, list[Tensor] | None],

@@ -54,6 +54,9 @@ class MSRLNetwork(nn.Module):
         self.proj_f = _projection(d, c.proj_dim)
         head_in = d + self.f_dim if c.readout == "z_skip" else d
         self.head = nn.Linear(head_in, n_out)
+        if c.readout == "z_gated":
+            self.head_f = nn.Linear(self.f_dim, n_out)
+            self.gate = nn.Linear(d + self.f_dim, 1)
 
     # ----------------------------------------------------------------- encoders
     def encode_wsi(self, wsi: WSIInput) -> Tensor:
@@ -107,7 +110,19 @@ class MSRLNetwork(nn.Module):
         return sim, raw, self.gcn_f(nodes, normalize_adjacency(raw))
 
     def logits(self, z: Tensor, f: Tensor) -> Tensor:
-        """Task head on the readout: Z (B, dim) [+ f (B, f_dim) for ``z_skip``] -> (B, n_out)."""
-        if self.config.readout == "z_skip":
-            z = torch.cat([z, f], dim=1)
-        return self.head(z)
+        """Task head on the readout: Z (B, dim) and f (B, f_dim) -> (B, n_out).
+
+        ``z``: head(Z); ``z_skip``: head([Z, f]); ``z_gated``: head(Z) + a(Z, f) head_f(f)
+        with a per-case gate a in (0, 1). While training, ``skip_dropout`` zeroes a case's
+        f in the readout (the graph's input is untouched) and rescales the kept ones."""
+        c = self.config
+        if c.readout == "z":
+            return self.head(z)
+        f_read = f
+        if self.training and c.skip_dropout > 0:
+            keep = torch.rand(f.shape[0], 1, device=f.device) >= c.skip_dropout
+            f_read = f * keep.to(f.dtype) / (1.0 - c.skip_dropout)
+        if c.readout == "z_skip":
+            return self.head(torch.cat([z, f_read], dim=1))
+        gate = torch.sigmoid(self.gate(torch.cat([z, f_read], dim=1)))
+        return self.head(z) + gate * self.head_f(f_read)
