@@ -26,6 +26,19 @@ MODEL_MODULES = (
     "casegraph.models.neighbour_outcome",
 )
 
+# Named option sets of a registered model (name -> (model, options, summary)). Issue 16:
+# the WSI-only baselines trained on MSRL's Stage-2 budget (20 epochs, lr 1e-3, batches of
+# 16) with the epoch chosen on an inner validation fifth of the training fold, as MSRL's
+# default does (docs/models.md, "WSI-only baselines").
+TUNED_BUDGET: dict[str, Any] = {"epochs": 20, "lr": 1e-3, "batch_size": 16,
+                                "select": "inner", "inner_fraction": 0.2}
+PRESETS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "abmil_tuned": ("abmil", TUNED_BUDGET,
+                    "ABMIL (attention) on MSRL's budget, epoch chosen on inner validation."),
+    "abmil_mean_tuned": ("abmil", {**TUNED_BUDGET, "pooling": "mean"},
+                         "ABMIL on the bag mean, MSRL's budget, inner-validation epoch."),
+}
+
 _loaded = False
 
 
@@ -38,6 +51,19 @@ def load_model_modules() -> None:
     for name in MODEL_MODULES:
         if importlib.util.find_spec(name) is not None:
             importlib.import_module(name)
+    for name, (base, preset, summary) in PRESETS.items():
+        if base in MODELS.names():
+            MODELS.add(name, _preset(MODELS.get(base), preset, summary))
+
+
+def _preset(base: Any, preset: dict[str, Any], summary: str) -> Any:
+    """A subclass of ``base`` whose defaults are ``preset`` (options still override them);
+    it keeps the base's name, so its saved versions load as the base model."""
+
+    def __init__(self: Any, **options: Any) -> None:
+        base.__init__(self, **{**preset, **options})
+
+    return type(f"{base.__name__}Preset", (base,), {"__init__": __init__, "__doc__": summary})
 
 
 def model_names() -> list[str]:
