@@ -260,10 +260,15 @@ class QueryEngine:
             return records.knn_record(self.run_lookup(), cohort, opts.k, opts.temperature)
 
         key = (version,) if version is not None else (None, cohort, opts.k, opts.temperature)
-        record = self._cached(self._records, key, make).model_copy(update={
-            "calibration": records.calibration(
-                result.survival.times, result.survival.survival,
-                [n.time for n in result.neighbours], [n.event for n in result.neighbours])})
+        record = self._cached(self._records, key, make)
+        update: dict[str, Any] = {"calibration": records.calibration(
+            result.survival.times, result.survival.survival,
+            [n.time for n in result.neighbours], [n.event for n in result.neighbours])}
+        if version is None and record.run_id is not None and opts.cohorts != (cohort,):
+            update["note"] = (f"validated with neighbours from cohort {cohort}'s training "
+                              "folds; this answer searched every cohort (--cohort "
+                              f"{cohort} answers as validated)")
+        record = record.model_copy(update=update)
         return result.model_copy(update={"track_record": record, "method_choice": choice})
 
     def model(self, version: str) -> Any:

@@ -35,8 +35,11 @@ def print_result(result: QueryResult) -> None:
     from rich.table import Table
 
     console = Console()
-    method = result.method + (f" (fallback: {result.fallback_reason})"
-                              if result.fallback_reason else f" (model {result.model_version})")
+    chosen = result.method_choice is not None and \
+        result.fallback_reason == result.method_choice.reason
+    method = result.method + (" (chosen by auto: see the method choice below)" if chosen else
+                              f" (fallback: {result.fallback_reason})" if result.fallback_reason
+                              else f" (model {result.model_version})")
     console.print(f"[bold]WSI-only query[/bold]: {result.n_patches} patches; method {method}")
     console.print(f"index {result.index.version_id}/{result.index.kind} ({result.index.type}, "
                   f"{result.index.n} patients); {result.n_candidates} candidates")

@@ -390,9 +390,11 @@ def choose_method(lookup: RunLookup, cohort: str | None, msrl_versions: Sequence
                   k: int, temperature: float, default_version: str | None) -> MethodChoice:
     """Among the methods that answer a slide-only query (the cohort's WSI-only MSRL
     versions, newest of each model, and embedding-knn), the one whose validated Harrell C
-    (mean over the folds of a finished run on ``cohort``) is best. No cohort, no validated
-    candidate, or a tie at :data:`TIE_DECIMALS` decimals: ``default_version`` (the newest
-    MSRL version, else embedding-knn), with the reason."""
+    (mean over the folds of a finished run on ``cohort``) is best; candidates without a
+    finished run are listed, not chosen. No cohort or no validated candidate:
+    ``default_version`` (the newest MSRL version, else embedding-knn); a tie at
+    :data:`TIE_DECIMALS` decimals: the newest tied MSRL version, else embedding-knn; each
+    with the reason."""
     default = MethodChoice(method="msrl-gsl" if default_version else KNN_METHOD,
                            version=default_version, cohort=cohort, reason="")
     if cohort is None:
@@ -412,7 +414,7 @@ def choose_method(lookup: RunLookup, cohort: str | None, msrl_versions: Sequence
     tied = [c for c in scored
             if round(_mean(c) or 0.0, TIE_DECIMALS) == round(_mean(best) or 0.0, TIE_DECIMALS)]
     if len(tied) > 1:
-        pick = next((c for c in tied if c.version == default_version), tied[0])
+        pick = tied[0]  # candidates come newest MSRL version first, embedding-knn last
         return MethodChoice(
             method=pick.method, version=pick.version, cohort=cohort, candidates=candidates,
             reason=f"auto: {', '.join(_label(c) for c in tied)} tie on validated Harrell C "

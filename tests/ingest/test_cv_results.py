@@ -77,3 +77,35 @@ def test_a_read_only_file_without_the_tables_holds_no_runs(tmp_path: Path) -> No
         assert tables.runs().empty and list(tables.runs().columns) == RUN_COLUMNS
         assert tables.finished_folds("r1") == set()
         assert tables.fold_results("r1").empty and tables.predictions("r1").empty
+
+
+def test_version_links_are_recorded_and_replaced(store: Store) -> None:
+    tables = store.cv_results
+    assert tables.version_links("v1") == {}
+    tables.link_version("v1", "method", "r1")
+    tables.link_version("v1", "baseline", "b1")
+    tables.link_version("v1", "method", "r2")  # a newer verified run replaces the link
+    assert tables.version_links("v1") == {"method": "r2", "baseline": "b1"}
+    assert tables.version_links("v2") == {}
+    with pytest.raises(ValueError, match="unknown link role"):
+        tables.link_version("v1", "other", "r1")
+
+
+def test_run_overview_counts_finished_folds_and_evaluated_patients(store: Store) -> None:
+    tables = store.cv_results
+    tables.add_run(RUN)
+    tables.add_run(RunRow(**{**RUN.__dict__, "run_id": "r2"}))
+    tables.save_fold(_fold(0), _predictions(["P2", "P1"]))
+    tables.save_fold(_fold(1), _predictions(["P3"]))
+    overview = tables.run_overview().set_index("run_id")
+    assert overview.loc["r1", "n_folds_done"] == 2 and overview.loc["r2", "n_folds_done"] == 0
+    assert tables.evaluated_patients("r1") == {0: frozenset({"P1", "P2"}), 1: frozenset({"P3"})}
+    assert tables.evaluated_patients("r2") == {}
+
+
+def test_a_read_only_file_without_the_link_table_has_no_links(tmp_path: Path) -> None:
+    duckdb.connect(str(tmp_path / DB_NAME)).close()
+    with Store.open(tmp_path, read_only=True) as store:
+        assert store.cv_results.version_links("v1") == {}
+        assert store.cv_results.run_overview().empty
+        assert store.cv_results.evaluated_patients("r1") == {}

@@ -1,0 +1,209 @@
+"""Every WSI-only answer carries its track record, and ``method=auto`` chooses by it.
+
+One tiny store (cohort alpha, 20 patients, seeded 5-fold CV) with an MSRL version whose
+CV run and mean-pooling ABMIL baseline ``versions track-record --run-cv`` ran and
+recorded, a neighbour_km run (the embedding-knn answer, cross-validated), and an
+``msrl_h`` version nobody cross-validated.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from casegraph.api import cross_validate
+from casegraph.cli import app
+from casegraph.ingest.cv_results import FoldRow, RunRow
+from casegraph.ingest.store import Store
+from casegraph.models.data import CohortData
+from casegraph.models.msrl import MSRLModel
+from casegraph.retrieval.query import QueryEngine, QueryOptions
+from casegraph.retrieval.track_record import RunLookup, link_version, version_record
+from tests.retrieval.conftest import build_store, serve
+
+FAST = {"dim": 16, "proj_dim": 8, "batch_size": 8, "pretrain_steps": 5, "epochs": 2}
+BASELINE = {"epochs": 2, "hidden": 16}
+RECORD_KEYS = {"method", "version", "cohort", "folds", "harrell_c", "uno_c", "ibs",
+               "baseline", "calibration"}
+
+
+def _version(store: Store, variant: str) -> str:
+    data = CohortData.from_store(store, "alpha", require_slides=True)
+    model = MSRLModel(variant, **FAST).fit(data.subset(range(14)), data.subset(range(14, 20)))
+    return model.save_version(store, "alpha")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    root = build_store(tmp_path_factory.mktemp("track"))
+    with Store.open(root) as store:
+        msrl = _version(store, "msrl")
+        report = link_version(store, msrl, run_cv=True, baseline_options=BASELINE)
+        knn = cross_validate(store, "neighbour_km", "alpha", splits="k-fold", k=3).run_id
+        unvalidated = _version(store, "msrl_h")
+    return {"root": root, "msrl": msrl, "report": report, "knn": knn, "msrl_h": unvalidated}
+
+
+@pytest.fixture
+def store(built: dict[str, Any], tmp_path: Path) -> Iterator[Store]:
+    with Store.open(shutil.copytree(built["root"], tmp_path / "store")) as opened:
+        yield opened
+
+
+def _stored(store: Store, run_id: str) -> dict[str, tuple[float, float, int]]:
+    folds = store.cv_results.fold_results(run_id)
+    out = {}
+    for key, column in (("harrell_c", "c_index"), ("uno_c", "c_index_uno"), ("ibs", "ibs")):
+        values = folds[column].dropna().to_numpy(dtype=float)
+        out[key] = (float(values.mean()), float(values.std()), int(values.size))
+    return out
+
+
+def _same(summary: Any, stored: tuple[float, float, int]) -> bool:
+    return (summary.mean == pytest.approx(stored[0]) and summary.sd == pytest.approx(stored[1])
+            and summary.n == stored[2])
+
+
+def test_the_answer_carries_the_stored_fold_numbers(store: Store, built: dict) -> None:
+    method_run = store.cv_results.version_links(built["msrl"])["method"]
+    baseline_run = store.cv_results.version_links(built["msrl"])["baseline"]
+    result = QueryEngine(store).query((), "A01", QueryOptions(k=3, model_version=built["msrl"]))
+    record = result.track_record
+    assert record is not None and record.run_id == method_run and record.linked == "recorded"
+    assert (record.method, record.version, record.cohort, record.folds) == (
+        "msrl", built["msrl"], "alpha", "k-fold, 5 folds")
+    stored = _stored(store, method_run)
+    assert all(_same(getattr(record, k), stored[k]) for k in ("harrell_c", "uno_c", "ibs"))
+    assert record.baseline is not None and record.baseline.run_id == baseline_run
+    assert record.baseline.method == "abmil[pooling=mean]"
+    assert _same(record.baseline.harrell_c, _stored(store, baseline_run)["harrell_c"])
+    calibration = record.calibration
+    assert calibration is not None and calibration.times == result.survival.times
+    assert calibration.n_neighbours == 3 and "95% band" in calibration.note
+    assert all(lo <= s <= hi for lo, s, hi in zip(calibration.lower, calibration.neighbourhood_km,
+                                                  calibration.upper, strict=True))
+
+
+def test_msrl_ibs_is_finite(store: Store, built: dict) -> None:
+    """Issue 16: IBS was NaN for every MSRL run."""
+    run = store.cv_results.version_links(built["msrl"])["method"]
+    ibs = store.cv_results.fold_results(run)["ibs"].to_numpy(dtype=float)
+    assert len(ibs) == 5 and np.isfinite(ibs).all()
+
+
+def test_auto_picks_the_better_validated_method_and_says_why(store: Store,
+                                                             built: dict) -> None:
+    result = QueryEngine(store).query((), "A01", QueryOptions(k=3))
+    choice = result.method_choice
+    assert choice is not None and choice.cohort == "alpha"
+    by_method = {(c.method, c.version): c for c in choice.candidates}
+    msrl_c = by_method[("msrl-gsl", built["msrl"])].harrell_c
+    knn_c = by_method[("embedding-knn", None)].harrell_c
+    assert by_method[("msrl-gsl", built["msrl_h"])].harrell_c is None  # never validated
+    assert msrl_c is not None and knn_c is not None
+    assert msrl_c.mean != pytest.approx(knn_c.mean, abs=5e-4)  # not a tie on this data
+    msrl_wins = msrl_c.mean > knn_c.mean
+    assert choice.method == ("msrl-gsl" if msrl_wins else "embedding-knn")
+    assert result.method == choice.method
+    assert result.model_version == (built["msrl"] if msrl_wins else None)
+    assert "best validated Harrell C on cohort alpha" in choice.reason
+    assert f"without a finished run: msrl-gsl ({built['msrl_h']})" in choice.reason
+    assert result.track_record is not None and result.track_record.run_id == (
+        store.cv_results.version_links(built["msrl"])["method"] if msrl_wins else built["knn"])
+
+
+def test_a_tie_falls_back_to_the_default_and_says_so(store: Store, built: dict) -> None:
+    """A neighbour_km run with exactly the MSRL run's fold numbers: a tie."""
+    method_run = store.cv_results.version_links(built["msrl"])["method"]
+    config = {"model": "neighbour_km", "cohort": "alpha", "splits": "k-fold", "n_folds": 5,
+              "seed": 0, "n_bins": 4, "select": "last", "options": {"k": 3}}
+    store.cv_results.add_run(RunRow("tie", "neighbour_km", "alpha", "k-fold", "last", "train",
+                                    0, config))
+    for row in store.cv_results.fold_results(method_run).itertuples():
+        metrics = {"c_index": row.c_index, "c_index_uno": row.c_index_uno, "ibs": row.ibs}
+        store.cv_results.save_fold(FoldRow("tie", int(row.fold), 1, 1, metrics, 0.0),
+                                   store.cv_results.predictions(method_run).iloc[:0].assign(
+                                       survival=[]))
+    result = QueryEngine(store).query((), "A01", QueryOptions(k=3))
+    assert result.method_choice is not None and "tie on validated Harrell C" in \
+        result.method_choice.reason
+    # the default order among the tied: the newest MSRL version, then embedding-knn
+    assert result.model_version == built["msrl"]
+
+
+def test_a_version_without_runs_says_so_in_one_line(store: Store, built: dict) -> None:
+    version = built["msrl_h"]
+    result = QueryEngine(store).query((), "A01", QueryOptions(k=3, method="msrl",
+                                                              model_version=version))
+    record = result.track_record
+    assert record is not None and record.harrell_c is None and record.run_id is None
+    assert record.note == ("no validated track record: run `casegraph versions track-record "
+                           f"{version} --run-cv`")
+    assert result.method_choice is None  # a named version: nothing was chosen
+
+
+def test_a_run_found_by_configuration_is_matched_then_recorded(store: Store,
+                                                               built: dict) -> None:
+    """Without the recorded link the same run is found by model, options, cohort and
+    folds; `track-record` (no --run-cv) checks its data fingerprint and records it."""
+    method_run = built["report"].record.run_id
+    fresh = _version(store, "msrl")  # the same options: the same run backs it
+    assert version_record(RunLookup(store), fresh).linked == "matched"
+    report = link_version(store, fresh)
+    assert report.record.run_id == method_run and report.record.linked == "recorded"
+    assert any("matches the version and the data" in line for line in report.lines)
+
+
+def test_cli_track_record_and_query_json(built: dict, tmp_path: Path) -> None:
+    root = shutil.copytree(built["root"], tmp_path / "store")
+    runner = CliRunner()
+    shown = runner.invoke(app, ["versions", "track-record", built["msrl"], "--store",
+                                str(root), "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert RECORD_KEYS <= set(json.loads(shown.output))
+    text = runner.invoke(app, ["versions", "track-record", built["msrl_h"], "--store",
+                               str(root)])
+    assert text.exit_code == 0, text.output
+    assert f"no validated track record: run `casegraph versions track-record " \
+           f"{built['msrl_h']} --run-cv`" in text.output
+    queried = runner.invoke(app, ["query", "--patient", "A01", "--k", "3", "--store",
+                                  str(root), "--json"])
+    assert queried.exit_code == 0, queried.output
+    answer = json.loads(queried.output)
+    assert RECORD_KEYS <= set(answer["track_record"])
+    assert {"method", "reason", "candidates"} <= set(answer["method_choice"])
+    printed = runner.invoke(app, ["query", "--patient", "A01", "--k", "3", "--store",
+                                  str(root)])
+    assert "method choice: auto:" in printed.output and "track record of" in printed.output
+
+
+def test_rest_answers_carry_the_same_shape(built: dict, tmp_path: Path) -> None:
+    root = shutil.copytree(built["root"], tmp_path / "store")
+    bag = (built["root"].parent / "data" / "bags_A" / "A01-S1.h5").read_bytes()
+    with serve(root) as server, httpx.Client(base_url=server.url, headers=server.headers,
+                                              timeout=120) as client:
+        similar = client.get("/patients/A01/similar", params={"k": 3})
+        posted = client.post("/query", files=[("files", ("q.h5", bag))],
+                             data={"k": "3", "method": "auto"})
+        patient = client.post("/query", data={"k": "3", "patient_id": "A02"})
+    for response in (similar, posted, patient):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        record = body["track_record"]
+        assert RECORD_KEYS <= set(record)
+        assert {"mean", "sd", "n"} == set(record["harrell_c"] or {"mean": 0, "sd": 0, "n": 0})
+        assert {"method", "harrell_c"} <= set(record["baseline"] or {"method", "harrell_c"})
+        assert {"method", "reason", "candidates"} <= set(body["method_choice"])
+    assert similar.json()["method_choice"]["cohort"] == "alpha"
+    # a new patient's slide with two cohorts in the store: no cohort, the stated default
+    assert "cohort is unknown" in posted.json()["method_choice"]["reason"]
