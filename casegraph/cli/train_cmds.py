@@ -176,6 +176,9 @@ def evaluate(
     run: str = typer.Option(None, "--run", help="One run id (default: every run)."),
     metric: str = typer.Option("c_index", "--metric",
                                help="c_index | c_index_uno | mean_auc | ibs."),
+    endpoint: str = typer.Option(None, "--endpoint",
+                                 help="Only runs of this endpoint: OS | DSS | PFI | DFI "
+                                 "(default: every run, each labelled with its endpoint)."),
     markdown: Path = typer.Option(None, "--markdown", help="Write the markdown table here."),
     km_dir: Path = typer.Option(None, "--km-dir", help="Write one KM figure per run here."),
     csv_dir: Path = typer.Option(None, "--csv", help="Write folds.csv (metrics per run and "
@@ -196,6 +199,12 @@ def evaluate(
     with Store.open(store_dir or default_store_path(), create=False, read_only=True) as store:
         results = ResultStore(store)
         summary = results.summary()
+        endpoints = _run_endpoints(results)
+        if endpoint and not summary.empty:
+            from casegraph.ingest.outcomes import check_endpoint
+
+            wanted = check_endpoint(endpoint)
+            summary = summary[[endpoints.get(str(r), "OS") == wanted for r in summary["run_id"]]]
         if run:
             summary = summary[summary["run_id"] == run]
             if summary.empty:
@@ -208,7 +217,8 @@ def evaluate(
             label = " [SELECTED ON EVALUATION FOLD: optimistic]" if r.selection == "eval" else ""
             cells = ", ".join(f"{m}={getattr(r, m + '_mean'):.4f}±{getattr(r, m + '_std'):.4f}"
                               for m in METRICS)
-            typer.echo(f"{r.run_id}: {r.model} {r.cohort} folds={r.folds}{label}: {cells}")
+            typer.echo(f"{r.run_id}: {r.model} {r.cohort} {endpoints.get(str(r.run_id), 'OS')} "
+                       f"folds={r.folds}{label}: {cells}")
         table = markdown_table(summary, metric)
         typer.echo(f"\n{METRIC_LABELS[metric]} (mean ± std over folds):\n{table}")
         if markdown:
@@ -224,6 +234,18 @@ def evaluate(
             _write_csv(results, summary, csv_dir)
         if figures:
             _write_figures(results, summary, figures)
+
+
+def _run_endpoints(results: Any) -> dict[str, str]:
+    """Run id -> the endpoint its folds were scored on (OS for runs stored before it)."""
+    out: dict[str, str] = {}
+    runs = results.runs()
+    for run_id, config in zip(runs["run_id"], runs["config"], strict=True):
+        try:
+            out[str(run_id)] = str(json.loads(str(config)).get("endpoint", "OS"))
+        except (json.JSONDecodeError, AttributeError):
+            out[str(run_id)] = "OS"
+    return out
 
 
 def _write_csv(results: Any, summary: Any, directory: Path) -> None:

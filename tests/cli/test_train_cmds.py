@@ -114,7 +114,7 @@ def test_models_lists_every_registered_model_with_a_line_and_train_help_points_t
 
 
 def _add_dss(root: Path) -> None:
-    """DSS rows for the synthetic cohort's patients (time halved, every third without)."""
+    """DSS rows for the synthetic cohort's patients (time halved, every fifth without)."""
     import numpy as np
 
     from casegraph.ingest.outcomes import OutcomeRow
@@ -125,7 +125,7 @@ def _add_dss(root: Path) -> None:
         patients = store.patients("synth")
         ids = list(patients["patient_id"])
         rows = [OutcomeRow(p, "DSS", float(t) / 2, bool(e)) for i, (p, t, e) in enumerate(
-            zip(ids, patients["time"], patients["event"], strict=True)) if i % 3]
+            zip(ids, patients["time"], patients["event"], strict=True)) if i % 5]
         ingest(store, IngestRequest(tables=[CohortTable(
             source=Path("dss.csv"), cohort="synth", patient_ids=ids,
             time=patients["time"].to_numpy(), event=patients["event"].to_numpy(),
@@ -143,7 +143,7 @@ def test_train_and_evaluate_by_endpoint(synth_store: Path, tmp_path: Path) -> No
             "--epochs", "1", "--threads", "1"]
     dss = runner.invoke(app, [*base, "--endpoint", "dss"])
     assert dss.exit_code == 0, dss.output
-    assert "on synth DSS (30 patients" in dss.output
+    assert "on synth DSS (36 patients" in dss.output
     os_run = runner.invoke(app, base)
     assert os_run.exit_code == 0 and "on synth OS (45 patients" in os_run.output
     missing = runner.invoke(app, [*base, "--endpoint", "PFI"])
@@ -155,6 +155,9 @@ def test_train_and_evaluate_by_endpoint(synth_store: Path, tmp_path: Path) -> No
     assert report.exit_code == 0, report.output
     text = table.read_text(encoding="utf-8")
     assert "| snn [endpoint=DSS] |" in text and "| snn |" in text
+    assert " snn synth DSS folds=3" in report.output and " snn synth OS folds=3" in report.output
+    only = runner.invoke(app, ["evaluate", "--store", str(synth_store), "--endpoint", "DSS"])
+    assert only.exit_code == 0 and "synth DSS" in only.output and "synth OS" not in only.output
     saved = runner.invoke(app, [*base, "--endpoint", "DSS", "--save-version", "--no-cv"])
     assert saved.exit_code == 0, saved.output
     with Store.open(synth_store, read_only=True) as store:
