@@ -1,4 +1,4 @@
-"""``casegraph neo4j start|stop|status|build``, ``casegraph graph sync|stats|prune``,
+"""``casegraph neo4j start|stop|status|build``, ``casegraph graph sync|import|stats|prune``,
 ``casegraph cypher``."""
 
 from __future__ import annotations
@@ -109,6 +109,35 @@ def graph_sync(
         typer.echo(f"  wrote version {v}")
     for v in report.versions_skipped:
         typer.echo(f"  version {v} already complete")
+
+
+@graph_app.command("import")
+def graph_import(
+    neo4j_home: Path = typer.Option(..., "--neo4j-home",
+                                    help="Home of a STOPPED Neo4j server (its data/ is written)."),
+    store: Path | None = STORE_OPTION,
+    database: str = typer.Option("neo4j", help="Database to create."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace the database if it holds data."),
+    static_k: int = typer.Option(12, min=1, help="k of the static k-NN graph (no trained model)."),
+    keep_csv: Path | None = typer.Option(None, "--keep-csv",
+                                         help="Write the CSV files here and keep them."),
+) -> None:
+    """Load a new or wiped Neo4j database with Neo4j's bulk importer (neo4j-admin database
+    import full): the graph a full `graph sync` writes, sync marks included."""
+    from casegraph.graph.bulk_import import bulk_import
+
+    launcher = ["bash", str(_deploy_script("import"))]
+    with _open(store) as s:
+        report = bulk_import(s, neo4j_home, launcher, database=database, overwrite=overwrite,
+                             static_k=static_k, work_dir=keep_csv)
+    rate = report.edges / report.seconds if report.seconds else 0.0
+    typer.echo(f"imported into {neo4j_home} (database {report.database}): {report.nodes} "
+               f"nodes, {report.relationships} relationships ({report.edges} similarity edges) "
+               f"in {report.seconds:.1f} s (CSV {report.csv_seconds:.1f} s, importer "
+               f"{report.import_seconds:.1f} s; {rate:,.0f} edges/s)")
+    typer.echo(f"  start it: CASEGRAPH_NEO4J_HOME={neo4j_home} casegraph neo4j start; the "
+               "first `graph sync` adds the constraints and writes only what is new")
 
 
 @graph_app.command("stats")

@@ -143,9 +143,16 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def similar_frame(store: Store, version_id: str) -> pd.DataFrame:
+    """The version's own edges as columns patient_id, neighbour_id, rank, weight, ordered
+    by patient and rank (a derived version's: only its new patients')."""
+    return store.versions.neighbours(version_id, own_only=True)
+
+
 def similar_edges(store: Store, version_id: str) -> list[SimilarEdge]:
-    """The version's own edges (a derived version's: only its new patients')."""
-    frame = store.versions.neighbours(version_id, own_only=True)
+    """The version's own edges (a derived version's: only its new patients'), each
+    patient's edges together, by rank."""
+    frame = similar_frame(store, version_id)
     return [
         SimilarEdge(str(a), str(b), int(r), float(w))
         for a, b, r, w in zip(frame["patient_id"], frame["neighbour_id"], frame["rank"],
