@@ -6,11 +6,18 @@ scaling from the training fold only), the seeded epoch loop with optional gradie
 accumulation, and prediction; subclasses supply the network, the per-patient inputs and
 the loss. Bags are read from disk once per fit and cached; with ``max_patches`` a seeded
 random subset of at most that many patches is kept per patient during training.
+
+Under ``torchrun`` the patients of every optimiser step (``grad_accum`` of them) are split
+over the ranks, the gradients are all-reduced once per step, and the network's buffers
+(CCL's anchor and cohort bank) are rank 0's after every step
+(:mod:`casegraph.models.distributed`; docs/distributed-training.md). ``device`` is
+``cpu`` or ``cuda``; a model saved on a GPU loads on the CPU where no GPU is present.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +27,7 @@ import torch
 from torch import nn
 
 from casegraph.errors import InputError
+from casegraph.models import distributed as ddp
 from casegraph.models.base import Prediction
 from casegraph.models.data import CohortData
 from casegraph.models.losses import risk_from_survival, survival_from_logits
@@ -27,7 +35,7 @@ from casegraph.models.preprocess import GenomicsPreprocessor
 from casegraph.models.targets import bin_edges, discretize
 from casegraph.models.training import WEIGHTS_FILE
 from casegraph.models.weights_file import array, load_weights, save_weights
-from casegraph.runtime import seed_everything
+from casegraph.runtime import loading_device, pick_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +109,22 @@ class PatientFusionModel:
     def _nll(self, logits: torch.Tensor, label: int, event: bool) -> torch.Tensor:
         from casegraph.models.losses import nll_survival_loss
 
-        return nll_survival_loss(logits[None], torch.tensor([label]),
-                                 torch.tensor([float(event)]), alpha=self.nll_alpha)
+        return nll_survival_loss(logits[None], torch.tensor([label], device=logits.device),
+                                 torch.tensor([float(event)], device=logits.device),
+                                 alpha=self.nll_alpha)
 
     def fit(self, train: CohortData, valid: CohortData | None = None) -> PatientFusionModel:
+        rank = ddp.current()
+        ddp.announce_fit(self, train, valid, rank)
         rng = seed_everything(self.seed)
+        # the subclasses place tensors with this option: resolve "auto" once, and a GPU that
+        # is not there is one clear error before any work
+        self.device = pick_device(self.device)
+        self.world_size_ = 1 if rank is None else rank.world_size
+        if rank is not None and rank.world_size > self.grad_accum:
+            log.warning("%s: grad_accum=%d < %d ranks: each optimiser step has fewer "
+                        "patients than ranks, so ranks idle; set grad_accum to a multiple "
+                        "of the number of ranks", self.name, self.grad_accum, rank.world_size)
         self.edges_ = (self.bin_edges.copy() if self.bin_edges is not None
                        else bin_edges(train.target, self.n_bins))
         self.n_bins = len(self.edges_) - 1
@@ -126,24 +145,34 @@ class PatientFusionModel:
             totals: dict[str, float] = {}
             optimiser.zero_grad()
             order = rng.permutation(len(train))
-            for step, i in enumerate(order, start=1):
-                i = int(i)
-                if i not in cache:
-                    cache[i] = self._patient_inputs(train, i, genomics, training=True)
-                logits, _emb, aux = self._forward(cache[i], training=True)
-                loss, parts = self._loss(logits, aux, int(self.labels_[i]),
-                                         bool(train.target.event[i]), i)
-                (loss / self.grad_accum).backward()
-                if step % self.grad_accum == 0 or step == len(order):
-                    optimiser.step()
-                    optimiser.zero_grad()
-                for key, value in parts.items():
-                    totals[key] = totals.get(key, 0.0) + value
-            mean = {k: v / max(len(train), 1) for k, v in totals.items()}
+            for start in range(0, len(order), self.grad_accum):
+                rows, weights = ddp.share(order[start:start + self.grad_accum], rank)
+                for i, weight in zip(rows.tolist(), weights.tolist(), strict=True):
+                    if i not in cache:
+                        cache[i] = self._patient_inputs(train, i, genomics, training=True)
+                    logits, _emb, aux = self._forward(cache[i], training=True)
+                    loss, parts = self._loss(logits, aux, int(self.labels_[i]),
+                                             bool(train.target.event[i]), i)
+                    (loss * (weight / self.grad_accum)).backward()
+                    for key, value in parts.items():
+                        totals[key] = totals.get(key, 0.0) + value * (weight > 0)
+                if rank is not None:
+                    _average_gradients(list(self.net_.parameters()))
+                optimiser.step()
+                optimiser.zero_grad()
+                if rank is not None:
+                    _leader_buffers(self.net_)
+            keys = sorted(totals)
+            summed = ddp.sum_over_ranks([totals[k] for k in keys], rank)
+            mean = {k: float(v) / max(len(train), 1) for k, v in zip(keys, summed, strict=True)}
             self.history_.append(mean)
             if self.verbose:
                 log.info("%s epoch %d: %s", self.name, epoch + 1, mean)
         return self
+
+    def trained_on(self) -> dict[str, Any]:
+        """Where the fit ran: its device and how many ranks trained it."""
+        return {"device": str(self.device), "world_size": int(getattr(self, "world_size_", 1))}
 
     @torch.no_grad()
     def predict(self, data: CohortData) -> Prediction:
@@ -183,7 +212,7 @@ class PatientFusionModel:
             "state_dict": self.net_.state_dict(), "edges": self.edges_,
             "group_sizes": self.group_sizes_, "scaler_mean": self.preprocessor_.mean_,
             "scaler_scale": self.preprocessor_.scale_, "history": self.history_,
-            "extra": self._extra_state(),
+            "trained_on": self.trained_on(), "extra": self._extra_state(),
         })
 
     @classmethod
@@ -192,6 +221,8 @@ class PatientFusionModel:
         unpickled: a file that is not ours is an InputError."""
         blob = load_weights(path, cls.name)
         model = cls(**blob["options"])
+        model.device = loading_device(model.device)  # where this copy answers
+        model.world_size_ = int(blob.get("trained_on", {}).get("world_size", 1))
         model.edges_ = array(blob["edges"])
         model.group_sizes_ = [int(g) for g in blob["group_sizes"]]
         model.preprocessor_ = GenomicsPreprocessor()
@@ -200,7 +231,8 @@ class PatientFusionModel:
         model.history_ = list(blob["history"])
         model._set_extra_state(blob["extra"])
         model.net_ = model._network()
-        model.net_.load_state_dict(blob["state_dict"])
+        model.net_.load_state_dict(blob["state_dict"])  # tensors arrive on the CPU
+        model.net_.to(model.device)
         return model
 
     def save_files(self, folder: Path) -> None:
@@ -223,3 +255,33 @@ class PatientFusionModel:
                           and inspect.signature(init).parameters[p].kind
                           is inspect.Parameter.KEYWORD_ONLY}
         return {n: getattr(self, n) for n in sorted(names) if hasattr(self, n)}
+
+
+def _average_gradients(parameters: Sequence[nn.Parameter]) -> None:
+    """All-reduce the step's gradients as DDP's reducer does (one flat tensor), once per
+    optimiser step: the subclasses' forward and loss call ``net_`` itself, so no DDP
+    wrapper sits in between. A parameter a rank did not use counts as a zero gradient."""
+    import torch.distributed as dist
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for p, g in zip(parameters, grads, strict=True):
+        p.grad = flat[offset:offset + g.numel()].view_as(g).clone()
+        offset += g.numel()
+
+
+def _leader_buffers(net: nn.Module) -> None:
+    """Every rank takes rank 0's buffers (CCL's anchor and cohort bank), so every rank's
+    next losses read the same memory."""
+    import torch.distributed as dist
+
+    for buffer in net.buffers():
+        if buffer.dtype == torch.bool:  # gloo has no bool collectives
+            as_bytes = buffer.to(torch.uint8)
+            dist.broadcast(as_bytes, src=0)
+            buffer.copy_(as_bytes.bool())
+        else:
+            dist.broadcast(buffer, src=0)
