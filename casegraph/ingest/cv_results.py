@@ -5,7 +5,8 @@ Tables (all in ``store.duckdb``):
 - ``cv_runs``: run_id, model, cohort, split_set, selection, bins, seed, config (JSON),
   created_at;
 - ``cv_fold_results``: run_id, fold, n_train, n_eval, the metric columns
-  (:data:`METRIC_COLUMNS`), seconds, selected_epoch, finished_at, note;
+  (:data:`METRIC_COLUMNS`; :data:`CLASS_METRIC_COLUMNS` for classification), seconds,
+  selected_epoch, finished_at, note;
 - ``cv_predictions``: run_id, fold, patient_id, risk, time, event, survival (DOUBLE[] or
   NULL);
 - ``cv_version_links``: version_id, role (``method``: the run of the version's own model,
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from casegraph.ingest.store import Store
 
 METRIC_COLUMNS = ("c_index", "c_index_uno", "mean_auc", "ibs")
+CLASS_METRIC_COLUMNS = ("accuracy", "roc_auc", "macro_f1")  # classification runs' folds
+ALL_METRIC_COLUMNS = METRIC_COLUMNS + CLASS_METRIC_COLUMNS
 RUN_COLUMNS = ["run_id", "model", "cohort", "split_set", "selection", "bins", "seed",
                "config", "created_at"]
 PREDICTION_COLUMNS = ["patient_id", "risk", "time", "event", "survival"]
@@ -50,6 +53,9 @@ CREATE TABLE IF NOT EXISTS cv_predictions (
     risk DOUBLE NOT NULL, time DOUBLE NOT NULL, event BOOLEAN NOT NULL, survival DOUBLE[],
     PRIMARY KEY (run_id, fold, patient_id));
 ALTER TABLE cv_fold_results ADD COLUMN IF NOT EXISTS note VARCHAR;
+ALTER TABLE cv_fold_results ADD COLUMN IF NOT EXISTS accuracy DOUBLE;
+ALTER TABLE cv_fold_results ADD COLUMN IF NOT EXISTS roc_auc DOUBLE;
+ALTER TABLE cv_fold_results ADD COLUMN IF NOT EXISTS macro_f1 DOUBLE;
 CREATE TABLE IF NOT EXISTS cv_version_links (
     version_id VARCHAR NOT NULL, role VARCHAR NOT NULL, run_id VARCHAR NOT NULL,
     linked_at TIMESTAMP NOT NULL, PRIMARY KEY (version_id, role));
@@ -74,7 +80,7 @@ class RunRow:
 @dataclass(frozen=True)
 class FoldRow:
     """One ``cv_fold_results`` row. ``metrics``: metric column -> value (None = NULL);
-    a column of :data:`METRIC_COLUMNS` missing from it is stored as NULL."""
+    a column of :data:`ALL_METRIC_COLUMNS` missing from it is stored as NULL."""
 
     run_id: str
     fold: int
@@ -130,10 +136,10 @@ class CVResultTables:
                             "risk, time, event, survival FROM _fold_predictions")
                 con.execute(
                     "INSERT OR REPLACE INTO cv_fold_results (run_id, fold, n_train, n_eval, "
-                    f"{', '.join(METRIC_COLUMNS)}, seconds, selected_epoch, finished_at, note) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"{', '.join(ALL_METRIC_COLUMNS)}, seconds, selected_epoch, finished_at, "
+                    f"note) VALUES ({', '.join(['?'] * (len(ALL_METRIC_COLUMNS) + 8))})",
                     [fold.run_id, fold.fold, fold.n_train, fold.n_eval,
-                     *[fold.metrics.get(k) for k in METRIC_COLUMNS], fold.seconds,
+                     *[fold.metrics.get(k) for k in ALL_METRIC_COLUMNS], fold.seconds,
                      fold.selected_epoch, _now(), fold.note])
         finally:
             con.unregister("_fold_predictions")

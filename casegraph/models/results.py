@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from casegraph.ingest.cv_results import FoldRow, RunRow
+from casegraph.ingest.cv_results import ALL_METRIC_COLUMNS, FoldRow, RunRow
 from casegraph.ingest.store import Store
 from casegraph.models.base import Prediction
 from casegraph.models.evaluate import METRICS
@@ -58,7 +58,7 @@ class ResultStore:
             "time": time, "event": np.asarray(event, dtype=bool), "survival": surv})
         self._tables.save_fold(FoldRow(
             run_id=run_id, fold=result.fold, n_train=result.n_train, n_eval=result.n_eval,
-            metrics={k: _nullable(result.metrics.get(k)) for k in METRICS},
+            metrics={k: _nullable(result.metrics.get(k)) for k in ALL_METRIC_COLUMNS},
             seconds=result.seconds, selected_epoch=result.selected_epoch,
             note=result.note), frame)
 
@@ -83,7 +83,7 @@ class ResultStore:
                                    "seed": run.seed, "folds": len(folds),
                                    "options": _options_label(run.config),
                                    "noted_folds": _noted_folds(folds)}
-            for k in METRICS:
+            for k in (m for m in ALL_METRIC_COLUMNS if m in METRICS or m in folds):
                 values = folds[k].dropna().to_numpy(dtype=float) if len(folds) else np.array([])
                 row[f"{k}_mean"] = float(values.mean()) if values.size else float("nan")
                 row[f"{k}_std"] = float(values.std()) if values.size else float("nan")
@@ -109,6 +109,8 @@ def _options_label(config: object) -> str:
         parts.append(f"group_set={group_set}")
     if parsed.get("endpoint", "OS") != "OS":
         parts.append(f"endpoint={parsed['endpoint']}")
+    if parsed.get("label") is not None:
+        parts.append(f"label={parsed['label']}")
     return ",".join(parts)
 
 
