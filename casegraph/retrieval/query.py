@@ -182,8 +182,10 @@ class QueryEngine:
                 stored = self.with_track_record(stored, opts)
                 return self._persist(stored, patient_id) if opts.persist else stored
         q = self.load_input(files, patient_id)
-        version, reason, _ = self.choose(opts, self.query_cohort(q.patient_id, opts))
-        if version is not None:
+        version, reason, choice = self.choose(opts, self.query_cohort(q.patient_id, opts))
+        if choice is not None and choice.method == records.WSI_MODEL_METHOD:
+            result = self._query_wsi_model(q, str(choice.version), opts)
+        elif version is not None:
             result = self._query_msrl(q, version, opts)
         else:
             result = self._query_knn(q, opts, reason)
@@ -225,8 +227,9 @@ class QueryEngine:
         default, reason = self.choose_version(opts)
         versions = msrl_adapter.msrl_versions(self.store) if default is not None else []
         choice = records.choose_method(self.run_lookup(), cohort, versions, opts.k,
-                                       opts.temperature, default)
-        if choice.version is None:
+                                       opts.temperature, default,
+                                       records.wsi_model_versions(self.store))
+        if choice.method == records.KNN_METHOD:
             return None, reason if default is None else choice.reason, choice
         return choice.version, "", choice
 
@@ -301,8 +304,8 @@ class QueryEngine:
         if opts.cohorts or opts.require or opts.exact or _searches(opts):
             return None
         cohort = self.query_cohort(patient_id, opts)  # an unknown patient is an InputError
-        version, _, _ = self.choose(opts, cohort)
-        if version is None:
+        version, _, choice = self.choose(opts, cohort)
+        if version is None or (choice is not None and choice.method != records.MSRL_METHOD):
             return None
         graph = self.stored_graph(version)
         ids, stored_weights = graph.rows(patient_id)
@@ -457,6 +460,31 @@ class QueryEngine:
             notes=["no trained MSRL model answered: neighbours are ranked by the cosine "
                    "similarity of mean patch features, and risk/survival come from their "
                    "weighted Kaplan-Meier curve"])
+
+    def _query_wsi_model(self, q: QueryInput, version: str, opts: QueryOptions) -> QueryResult:
+        """A WSI-only version that is not MSRL (abmil, ...) answers: its risk and survival
+        for the query's slides (a stored patient: its stored row), beside the embedding-knn
+        neighbours (the model has no neighbours of its own)."""
+        from casegraph.retrieval.predictions import predict_for
+
+        knn = self._query_knn(q, opts, "")
+        with self.lock:
+            predicted = (predict_for(self.store, version, bag_paths=q.files) if q.files
+                         else predict_for(self.store, version, patient_id=q.patient_id))
+        follow_up = float(self.catalog.table["time"].max())
+        times, previous = [], 0.0
+        for point in predicted.survival:
+            end = max(follow_up, previous) if point.time is None else float(point.time)
+            times.append(end)
+            previous = end
+        survival = SurvivalCurve(times=times, survival=[p.survival for p in predicted.survival])
+        note = (f"risk and survival from model version {version} ({predicted.model}, "
+                "WSI-only); neighbours are ranked by the cosine similarity of mean patch "
+                "features (the embedding-knn neighbours: the model has none of its own)")
+        return knn.model_copy(update={
+            "method": records.WSI_MODEL_METHOD, "fallback_reason": None,
+            "model_version": version, "risk": float(predicted.risk), "survival": survival,
+            "notes": [note, *knn.notes[1:]]})
 
     def _query_msrl(self, q: QueryInput, version: str, opts: QueryOptions) -> QueryResult:
         model = self.model(version)

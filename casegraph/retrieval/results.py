@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from casegraph.retrieval.track_record import MethodChoice, TrackRecord
 
 Provenance = Literal["authentic", "simulated", "inferred", "absent", "unknown"]
-Method = Literal["msrl-gsl", "embedding-knn"]
+Method = Literal["msrl-gsl", "wsi-model", "embedding-knn"]
 
 
 class GroupSummary(BaseModel):

@@ -40,6 +40,8 @@ BASELINE_MODEL = "abmil"
 BASELINE_OPTIONS: dict[str, Any] = {"pooling": "mean"}
 KNN_MODEL = "neighbour_km"
 KNN_METHOD = "embedding-knn"
+MSRL_METHOD = "msrl-gsl"
+WSI_MODEL_METHOD = "wsi-model"  # a non-MSRL WSI-only version (abmil, retrieval_impute, ...)
 # what says how a model runs, not what it fits: never part of a match
 IGNORED_OPTIONS = frozenset({"seed", "device", "cache_bags", "stage1_cache", "stage"})
 METRIC_KEYS = {"harrell_c": "c_index", "uno_c": "c_index_uno", "ibs": "ibs"}
@@ -124,6 +126,25 @@ class Backing:
     split_set: str
     n_folds: int
     linked: str
+
+
+def wsi_model_versions(store: Store) -> list[str]:
+    """Trained versions of non-MSRL models that answer from slides alone (their inputs
+    read slides and no genomics at inference: abmil, retrieval_impute, neighbour_km),
+    survival task, oldest first."""
+    from casegraph.models.versioning import is_msrl
+
+    out = []
+    for version in store.versions.all():
+        inputs = version.config.get("inputs") or {}
+        if version.parent_id is not None or not inputs or is_msrl(version.model):
+            continue
+        reads_genomics = bool(inputs.get("uses_genomics")) and \
+            bool(inputs.get("genomics_at_inference", True))
+        if inputs.get("uses_slides") and not reads_genomics and \
+                version.config.get("task", "survival") == "survival":
+            out.append(version.version_id)
+    return out
 
 
 # ---------------------------------------------------------------------- options
@@ -387,22 +408,27 @@ def calibration(times: Sequence[float], predicted: Sequence[float],
 
 # ---------------------------------------------------------------------- method=auto
 def choose_method(lookup: RunLookup, cohort: str | None, msrl_versions: Sequence[str],
-                  k: int, temperature: float, default_version: str | None) -> MethodChoice:
+                  k: int, temperature: float, default_version: str | None,
+                  model_versions: Sequence[str] = ()) -> MethodChoice:
     """Among the methods that answer a slide-only query (the cohort's WSI-only MSRL
-    versions, newest of each model, and embedding-knn), the one whose validated Harrell C
+    versions, its other WSI-only versions ``model_versions`` (abmil, ...), the newest of
+    each model, and embedding-knn), the one whose validated Harrell C
     (mean over the folds of a finished run on ``cohort``) is best; candidates without a
     finished run are listed, not chosen. No cohort or no validated candidate:
     ``default_version`` (the newest MSRL version, else embedding-knn); a tie at
-    :data:`TIE_DECIMALS` decimals: the newest tied MSRL version, else embedding-knn; each
+    :data:`TIE_DECIMALS` decimals: the first tied in the order MSRL versions (newest
+    first), other versions, embedding-knn; each
     with the reason."""
-    default = MethodChoice(method="msrl-gsl" if default_version else KNN_METHOD,
+    default = MethodChoice(method=MSRL_METHOD if default_version else KNN_METHOD,
                            version=default_version, cohort=cohort, reason="")
     if cohort is None:
         default.reason = ("auto: the query's cohort is unknown (a new patient, no single "
                           "--cohort, several cohorts in the store), so validated performance "
                           "cannot choose; the default answered " + _default_text(default))
         return default
-    candidates = _candidates(lookup, cohort, msrl_versions, k, temperature)
+    candidates = [*_version_candidates(lookup, cohort, msrl_versions, MSRL_METHOD),
+                  *_version_candidates(lookup, cohort, model_versions, WSI_MODEL_METHOD),
+                  _knn_candidate(lookup, cohort, k, temperature)]
     default.candidates = candidates
     scored = sorted((c for c in candidates if _mean(c) is not None),
                     key=lambda c: -(_mean(c) or 0.0))
@@ -414,12 +440,13 @@ def choose_method(lookup: RunLookup, cohort: str | None, msrl_versions: Sequence
     tied = [c for c in scored
             if round(_mean(c) or 0.0, TIE_DECIMALS) == round(_mean(best) or 0.0, TIE_DECIMALS)]
     if len(tied) > 1:
-        pick = tied[0]  # candidates come newest MSRL version first, embedding-knn last
+        pick = tied[0]  # candidates come MSRL versions first (newest first), knn last
         return MethodChoice(
             method=pick.method, version=pick.version, cohort=cohort, candidates=candidates,
             reason=f"auto: {', '.join(_label(c) for c in tied)} tie on validated Harrell C "
                    f"({_c_text(best)}) on cohort {cohort}; {_label(pick)} answered (the "
-                   "default order: the newest MSRL version, then embedding-knn)")
+                   "order among the tied: MSRL versions newest first, other versions, "
+                   "embedding-knn)")
     others = "; ".join(f"{_label(c)} {_c_text(c)}" for c in scored[1:]) or "no other " \
         "validated candidate"
     missing = [c for c in candidates if c not in scored]
@@ -431,25 +458,31 @@ def choose_method(lookup: RunLookup, cohort: str | None, msrl_versions: Sequence
                   if missing else ""))
 
 
-def _candidates(lookup: RunLookup, cohort: str, msrl_versions: Sequence[str], k: int,
-                temperature: float) -> list[Candidate]:
+def _version_candidates(lookup: RunLookup, cohort: str, versions: Sequence[str],
+                        method: str) -> list[Candidate]:
+    """The newest of ``versions`` (given oldest first) per model on ``cohort``, newest
+    first."""
     newest: dict[str, str] = {}
-    for version in msrl_versions:  # oldest first: the newest of each model wins
+    for version in versions:
         root = lookup.store.versions.root(version)
         if root.cohort == cohort:
+            newest.pop(root.model, None)
             newest[root.model] = version
     out = []
     for version in reversed(list(newest.values())):
         backing = method_run(lookup, version)
-        out.append(Candidate(method="msrl-gsl", version=version,
+        out.append(Candidate(method=method, version=version,
                              run_id=backing.run_id if backing else None,
                              harrell_c=summarise(lookup.store, backing.run_id)["harrell_c"]
                              if backing else None))
-    knn = knn_run(lookup, cohort, k, temperature)
-    out.append(Candidate(method=KNN_METHOD, run_id=knn.run_id if knn else None,
-                         harrell_c=summarise(lookup.store, knn.run_id)["harrell_c"]
-                         if knn else None))
     return out
+
+
+def _knn_candidate(lookup: RunLookup, cohort: str, k: int, temperature: float) -> Candidate:
+    knn = knn_run(lookup, cohort, k, temperature)
+    return Candidate(method=KNN_METHOD, run_id=knn.run_id if knn else None,
+                     harrell_c=summarise(lookup.store, knn.run_id)["harrell_c"]
+                     if knn else None)
 
 
 def _mean(candidate: Candidate) -> float | None:
@@ -457,7 +490,8 @@ def _mean(candidate: Candidate) -> float | None:
 
 
 def _label(candidate: Candidate) -> str:
-    return f"msrl-gsl ({candidate.version})" if candidate.version else candidate.method
+    return f"{candidate.method} ({candidate.version})" if candidate.version \
+        else candidate.method
 
 
 def _c_text(candidate: Candidate) -> str:
@@ -468,7 +502,7 @@ def _c_text(candidate: Candidate) -> str:
 
 
 def _default_text(choice: MethodChoice) -> str:
-    return f"msrl-gsl ({choice.version})" if choice.version else KNN_METHOD
+    return f"{MSRL_METHOD} ({choice.version})" if choice.version else KNN_METHOD
 
 
 def _parse(config: object) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 One tiny store (cohort alpha, 20 patients, seeded 5-fold CV) with an MSRL version whose
 CV run and mean-pooling ABMIL baseline ``versions track-record --run-cv`` ran and
-recorded, a neighbour_km run (the embedding-knn answer, cross-validated), and an
-``msrl_h`` version nobody cross-validated.
+recorded, an attention ABMIL version (a non-MSRL WSI-only answer) recorded the same way, a
+neighbour_km run (the embedding-knn answer, cross-validated), and an ``msrl_h`` version
+nobody cross-validated.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from typer.testing import CliRunner
 
 from casegraph.api import cross_validate
 from casegraph.cli import app
-from casegraph.ingest.cv_results import FoldRow, RunRow
+from casegraph.ingest.cv_results import FoldRow
 from casegraph.ingest.store import Store
 from casegraph.models.data import CohortData
 from casegraph.models.msrl import MSRLModel
+from casegraph.models.versioning import train_version
 from casegraph.retrieval.query import QueryEngine, QueryOptions
 from casegraph.retrieval.track_record import RunLookup, link_version, version_record
 from tests.retrieval.conftest import build_store, serve
@@ -49,9 +51,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     with Store.open(root) as store:
         msrl = _version(store, "msrl")
         report = link_version(store, msrl, run_cv=True, baseline_options=BASELINE)
+        abmil = train_version(store, "alpha", "abmil", fold=None, **BASELINE)
+        link_version(store, abmil, run_cv=True, baseline_options=BASELINE)
         knn = cross_validate(store, "neighbour_km", "alpha", splits="k-fold", k=3).run_id
         unvalidated = _version(store, "msrl_h")
-    return {"root": root, "msrl": msrl, "report": report, "knn": knn, "msrl_h": unvalidated}
+    return {"root": root, "msrl": msrl, "report": report, "knn": knn, "msrl_h": unvalidated,
+            "abmil": abmil}
 
 
 @pytest.fixture
@@ -106,39 +111,58 @@ def test_auto_picks_the_better_validated_method_and_says_why(store: Store,
     result = QueryEngine(store).query((), "A01", QueryOptions(k=3))
     choice = result.method_choice
     assert choice is not None and choice.cohort == "alpha"
-    by_method = {(c.method, c.version): c for c in choice.candidates}
-    msrl_c = by_method[("msrl-gsl", built["msrl"])].harrell_c
-    knn_c = by_method[("embedding-knn", None)].harrell_c
-    assert by_method[("msrl-gsl", built["msrl_h"])].harrell_c is None  # never validated
-    assert msrl_c is not None and knn_c is not None
-    assert msrl_c.mean != pytest.approx(knn_c.mean, abs=5e-4)  # not a tie on this data
-    msrl_wins = msrl_c.mean > knn_c.mean
-    assert choice.method == ("msrl-gsl" if msrl_wins else "embedding-knn")
-    assert result.method == choice.method
-    assert result.model_version == (built["msrl"] if msrl_wins else None)
+    by_key = {(c.method, c.version): c for c in choice.candidates}
+    assert list(by_key) == [("msrl-gsl", built["msrl_h"]), ("msrl-gsl", built["msrl"]),
+                            ("wsi-model", built["abmil"]), ("embedding-knn", None)]
+    assert by_key[("msrl-gsl", built["msrl_h"])].harrell_c is None  # never validated
+    scored = {key: c.harrell_c.mean for key, c in by_key.items() if c.harrell_c}
+    assert len(scored) == 3
+    best = max(scored, key=lambda key: scored[key])
+    assert sorted(scored.values())[-2] != pytest.approx(scored[best], abs=5e-4)  # no tie
+    assert (choice.method, choice.version) == best
+    assert (result.method, result.model_version) == best
     assert "best validated Harrell C on cohort alpha" in choice.reason
     assert f"without a finished run: msrl-gsl ({built['msrl_h']})" in choice.reason
-    assert result.track_record is not None and result.track_record.run_id == (
-        store.cv_results.version_links(built["msrl"])["method"] if msrl_wins else built["knn"])
+    assert result.track_record is not None
+    assert result.track_record.run_id == by_key[best].run_id
+
+
+def _validates_best(store: Store, run_id: str) -> None:
+    """Rewrite the run's folds with C = 0.99: a store where this run validated best."""
+    predictions = store.cv_results.predictions(run_id, with_survival=True)
+    for row in store.cv_results.fold_results(run_id).itertuples():
+        metrics = {"c_index": 0.99, "c_index_uno": row.c_index_uno, "ibs": row.ibs}
+        store.cv_results.save_fold(
+            FoldRow(run_id, int(row.fold), int(row.n_train), int(row.n_eval), metrics, 0.0),
+            predictions[predictions["fold"] == row.fold])
+
+
+def test_a_wsi_model_answers_with_its_prediction_and_knn_neighbours(store: Store,
+                                                                     built: dict) -> None:
+    abmil_run = store.cv_results.version_links(built["abmil"])["method"]
+    _validates_best(store, abmil_run)
+    bag = built["root"].parent / "data" / "bags_A" / "A01-S1.h5"
+    result = QueryEngine(store).query([bag], None, QueryOptions(k=3, cohorts=("alpha",)))
+    assert result.method_choice is not None and result.method_choice.method == "wsi-model"
+    assert (result.method, result.model_version) == ("wsi-model", built["abmil"])
+    assert result.track_record is not None and result.track_record.run_id == abmil_run
+    assert result.track_record.harrell_c is not None
+    assert result.track_record.harrell_c.mean == pytest.approx(0.99)
+    assert len(result.neighbours) == 3 and all(n.cohort == "alpha" for n in result.neighbours)
+    assert result.survival.times == sorted(result.survival.times)
+    assert len(result.survival.times) == len(result.survival.survival) == 4
+    assert result.notes[0].startswith(f"risk and survival from model version {built['abmil']}")
 
 
 def test_a_tie_falls_back_to_the_default_and_says_so(store: Store, built: dict) -> None:
-    """A neighbour_km run with exactly the MSRL run's fold numbers: a tie."""
-    method_run = store.cv_results.version_links(built["msrl"])["method"]
-    config = {"model": "neighbour_km", "cohort": "alpha", "splits": "k-fold", "n_folds": 5,
-              "seed": 0, "n_bins": 4, "select": "last", "options": {"k": 3}}
-    store.cv_results.add_run(RunRow("tie", "neighbour_km", "alpha", "k-fold", "last", "train",
-                                    0, config))
-    for row in store.cv_results.fold_results(method_run).itertuples():
-        metrics = {"c_index": row.c_index, "c_index_uno": row.c_index_uno, "ibs": row.ibs}
-        store.cv_results.save_fold(FoldRow("tie", int(row.fold), 1, 1, metrics, 0.0),
-                                   store.cv_results.predictions(method_run).iloc[:0].assign(
-                                       survival=[]))
+    """The MSRL run and the neighbour_km run validated equally well: a tie."""
+    _validates_best(store, store.cv_results.version_links(built["msrl"])["method"])
+    _validates_best(store, built["knn"])
     result = QueryEngine(store).query((), "A01", QueryOptions(k=3))
     assert result.method_choice is not None and "tie on validated Harrell C" in \
         result.method_choice.reason
-    # the default order among the tied: the newest MSRL version, then embedding-knn
-    assert result.model_version == built["msrl"]
+    # the order among the tied: MSRL versions newest first, other versions, embedding-knn
+    assert (result.method, result.model_version) == ("msrl-gsl", built["msrl"])
 
 
 def test_a_version_without_runs_says_so_in_one_line(store: Store, built: dict) -> None:
@@ -170,7 +194,7 @@ def test_cli_track_record_and_query_json(built: dict, tmp_path: Path) -> None:
     shown = runner.invoke(app, ["versions", "track-record", built["msrl"], "--store",
                                 str(root), "--json"])
     assert shown.exit_code == 0, shown.output
-    assert RECORD_KEYS <= set(json.loads(shown.output))
+    assert set(json.loads(shown.output)) >= RECORD_KEYS
     text = runner.invoke(app, ["versions", "track-record", built["msrl_h"], "--store",
                                str(root)])
     assert text.exit_code == 0, text.output
@@ -180,7 +204,7 @@ def test_cli_track_record_and_query_json(built: dict, tmp_path: Path) -> None:
                                   str(root), "--json"])
     assert queried.exit_code == 0, queried.output
     answer = json.loads(queried.output)
-    assert RECORD_KEYS <= set(answer["track_record"])
+    assert set(answer["track_record"]) >= RECORD_KEYS
     assert {"method", "reason", "candidates"} <= set(answer["method_choice"])
     printed = runner.invoke(app, ["query", "--patient", "A01", "--k", "3", "--store",
                                   str(root)])
@@ -200,7 +224,7 @@ def test_rest_answers_carry_the_same_shape(built: dict, tmp_path: Path) -> None:
         assert response.status_code == 200, response.text
         body = response.json()
         record = body["track_record"]
-        assert RECORD_KEYS <= set(record)
+        assert set(record) >= RECORD_KEYS
         assert {"mean", "sd", "n"} == set(record["harrell_c"] or {"mean": 0, "sd": 0, "n": 0})
         assert {"method", "harrell_c"} <= set(record["baseline"] or {"method", "harrell_c"})
         assert {"method", "reason", "candidates"} <= set(body["method_choice"])
