@@ -50,11 +50,13 @@ class CoxNetModel:
                  alpha_min_ratio: float = 0.01, inner_folds: int = 3,
                  alpha: float | None = None, n_bins: int = 4,
                  bin_edges: npt.ArrayLike | None = None, raw_clip: float | None = 10.0,
-                 z_clip: float | None = 5.0, max_iter: int = 100_000, seed: int = 0) -> None:
+                 z_clip: float | None = 5.0, max_iter: int = 100_000, seed: int = 0,
+                 device: str = "cpu") -> None:
         self.l1_ratio, self.n_alphas, self.alpha_min_ratio = l1_ratio, n_alphas, alpha_min_ratio
         self.inner_folds, self.alpha, self.n_bins = inner_folds, alpha, n_bins
         self.bin_edges = None if bin_edges is None else np.asarray(bin_edges, dtype=np.float64)
         self.raw_clip, self.z_clip, self.max_iter, self.seed = raw_clip, z_clip, max_iter, seed
+        self.device = device  # accepted like every family's; scikit-survival fits on the CPU
 
     def _estimator(self, alphas: npt.NDArray[np.float64] | None, baseline: bool) -> Any:
         from sksurv.linear_model import CoxnetSurvivalAnalysis

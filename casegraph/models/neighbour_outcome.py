@@ -38,17 +38,19 @@ class NeighbourOutcomeModel:
     embedding_kind = "wsi"
 
     def __init__(self, *, k: int = 10, weighting: str = "softmax", temperature: float = 0.1,
-                 n_bins: int = 4, bin_edges: npt.ArrayLike | None = None, seed: int = 0) -> None:
+                 n_bins: int = 4, bin_edges: npt.ArrayLike | None = None, seed: int = 0,
+                 device: str = "cpu") -> None:
         if weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {weighting!r}; choose among: "
                              f"{', '.join(WEIGHTINGS)}")
         self.k, self.weighting, self.temperature = k, weighting, temperature
         self.n_bins, self.seed = n_bins, seed
+        self.device = device  # accepted like every family's; the KM arithmetic is NumPy (CPU)
         self.bin_edges = None if bin_edges is None else np.asarray(bin_edges, dtype=np.float64)
 
     def get_options(self) -> dict[str, Any]:
         return {"k": self.k, "weighting": self.weighting, "temperature": self.temperature,
-                "n_bins": self.n_bins, "seed": self.seed}
+                "n_bins": self.n_bins, "seed": self.seed, "device": self.device}
 
     def fit(self, train: CohortData, valid: CohortData | None = None) -> NeighbourOutcomeModel:
         means = slide_means(train)

@@ -81,7 +81,7 @@ class RetrievalImputationModel:
     def __init__(self, *, k: int = 10, weighting: str = "softmax", temperature: float = 0.1,
                  genomics_model: str = "coxnet", genomics_options: dict[str, Any] | None = None,
                  n_bins: int = 4, bin_edges: npt.ArrayLike | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, device: str = "cpu") -> None:
         if weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {weighting!r}; choose among: "
                              f"{', '.join(WEIGHTINGS)}")
@@ -90,17 +90,18 @@ class RetrievalImputationModel:
         self.k, self.weighting, self.temperature = k, weighting, temperature
         self.genomics_model, self.genomics_options = genomics_model, dict(genomics_options or {})
         self.n_bins, self.seed = n_bins, seed
+        self.device = device  # the retrieval is NumPy (CPU); the genomics model gets it
         self.bin_edges = None if bin_edges is None else np.asarray(bin_edges, dtype=np.float64)
 
     def get_options(self) -> dict[str, Any]:
         return {"k": self.k, "weighting": self.weighting, "temperature": self.temperature,
                 "genomics_model": self.genomics_model,
                 "genomics_options": dict(self.genomics_options), "n_bins": self.n_bins,
-                "seed": self.seed}
+                "seed": self.seed, "device": self.device}
 
     def _inner(self) -> SurvivalModel:
         options: dict[str, Any] = {"n_bins": self.n_bins, "seed": self.seed,
-                                   **self.genomics_options}
+                                   "device": self.device, **self.genomics_options}
         if self.bin_edges is not None:
             options["bin_edges"] = self.bin_edges
         return MODELS.get(self.genomics_model)(**options)
