@@ -35,7 +35,8 @@ def query_command(
                                      "repeatable."),
     require: list[str] = typer.Option([], "--require", help="Only neighbours whose modality is "
                                       "authentic: genomics or histology; repeatable."),
-    method: str = typer.Option("auto", help="auto (MSRL when trained), msrl, or knn."),
+    method: str = typer.Option("auto", help="auto (per cohort, the WSI-only method with the "
+                               "best validated Harrell C; says which and why), msrl, or knn."),
     version: str | None = typer.Option(None, "--version", help="MSRL model version (default: "
                                        "the latest)."),
     exact: bool = typer.Option(False, help="GSL over the whole buffer (no FAISS pruning)."),
