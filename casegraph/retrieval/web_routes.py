@@ -10,6 +10,8 @@
 - ``GET /cohorts/{name}/patients``: the cohort's patients with outcome and provenance.
 - ``GET /patients/{id}/km``: the KM of the patient's similar patients (the same answer as
   ``GET /patients/{id}/similar`` with the same parameters) beside its cohort's.
+- ``GET /patients/{id}/evidence``: the stored patient's patch scores on its patch grid
+  and the gene groups its answer leans on (:mod:`casegraph.retrieval.evidence`).
 - ``GET /cv-runs``: the store's cross-validation runs, oldest first, with each metric's
   mean and standard deviation over the run's folds.
 - ``GET /cypher`` (is a Neo4j configured; the cookbook queries of docs/cypher.md when the
@@ -34,6 +36,8 @@ import casegraph
 from casegraph.config import neo4j_settings
 from casegraph.ingest.cv_results import METRIC_COLUMNS
 from casegraph.models.neighbourhood import kaplan_meier, km_confidence_band, median_survival
+from casegraph.retrieval.evidence import Evidence
+from casegraph.retrieval.evidence import patient_evidence as evidence_for_patient
 from casegraph.retrieval.options import MAX_K, QueryOptions
 
 if TYPE_CHECKING:
@@ -223,6 +227,23 @@ def web_router(live: LiveState, auth: list[Any]) -> APIRouter:
                                  [n.event for n in answer.neighbours])
         return PatientKM(patient_id=patient_id, cohort=cohort, neighbourhood=neighbourhood,
                          cohort_curve=cohort_curve)
+
+    @router.get("/patients/{patient_id}/evidence", response_model=Evidence)
+    def patient_evidence(
+        patient_id: str,
+        k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+        method: Annotated[str, Query(pattern="^(auto|knn|msrl)$")] = "auto",
+        model_version: Annotated[str | None, Query(
+            max_length=200, description="an MSRL version (its answer's evidence) or a "
+            "version of a family with patch structure (abmil, late_fusion, murrenet, "
+            "ccl: its scores)")] = None,
+    ) -> Evidence:
+        with live.use() as state:  # the engine locks its connection and caches itself
+            if patient_id not in state.engine.catalog:
+                raise HTTPException(404, f"unknown patient {patient_id!r}")
+            opts = QueryOptions(k=k, n_candidates=max(100, k), method=method,
+                                model_version=model_version)
+            return evidence_for_patient(state.engine, patient_id, opts)
 
     @router.get("/cv-runs", response_model=list[CVRunSummary])
     def cv_runs() -> list[CVRunSummary]:
