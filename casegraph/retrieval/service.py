@@ -66,6 +66,7 @@ from casegraph.ingest.store import Store
 from casegraph.ingest.versions import ModelVersion
 from casegraph.models.versioning import read_genomics_row
 from casegraph.retrieval import msrl_adapter
+from casegraph.retrieval.evidence import QueryWithEvidence, with_evidence
 from casegraph.retrieval.index import SLIDE_MEAN, IndexKey, LoadedIndex, slide_mean_embeddings
 from casegraph.retrieval.options import MAX_K, QueryOptions
 from casegraph.retrieval.predictions import PredictionResult, predict_for
@@ -491,7 +492,7 @@ def create_app(
                                 model_version=model_version)
             return state.engine.similar(patient_id, opts)
 
-    @app.post("/query", response_model=QueryResult, dependencies=auth,
+    @app.post("/query", response_model=QueryWithEvidence, dependencies=auth,
               responses={**ERRORS, 404: {"model": ErrorDetail}}, tags=["query"])
     def query(
         files: Annotated[list[UploadFile] | None, File(
@@ -503,7 +504,9 @@ def create_app(
         require: Annotated[list[str] | None, Form()] = None,
         method: Annotated[str, Form(pattern="^(auto|knn|msrl)$")] = "auto",
         exact: Annotated[bool, Form(description=EXACT)] = False,
-    ) -> QueryResult:
+        evidence: Annotated[bool, Form(description="patch scores and gene-group leans "
+                                                   "(docs/evidence.md)")] = True,
+    ) -> QueryWithEvidence:
         uploads = [f for f in files or [] if f.filename or f.size]
         if len(uploads) > MAX_FILES:
             raise InputError(f"at most {MAX_FILES} files per query, got {len(uploads)}",
@@ -518,7 +521,8 @@ def create_app(
             try:  # no lock: the engine locks only its connection and caches
                 if patient_id is not None:
                     _known(state.engine, patient_id)
-                result = state.engine.query(paths, patient_id, opts)
+                result = with_evidence(state.engine, state.engine.query(paths, patient_id, opts),
+                                       paths if evidence else None, names)
             except InputError as exc:
                 raise _without_temp_paths(exc, Path(tmp), names) from None
         return result.model_copy(update={"query_files": [names.get(f, f)
