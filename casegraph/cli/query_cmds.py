@@ -49,6 +49,12 @@ def query_command(
                                          "table (rank, patient_id, cohort, similarity, "
                                          "weight, time, event) to this CSV file."),
     threads: int = typer.Option(1, help="torch/FAISS threads (1 is fastest for one query)."),
+    heatmap: Path | None = typer.Option(None, "--heatmap", help="Also draw which patches "
+                                        "drive the answer on the patch grid to this PNG "
+                                        "(docs/evidence.md)."),
+    slide_image: Path | None = typer.Option(None, "--slide-image", help="With --heatmap: "
+                                            "the whole-slide image to draw it over "
+                                            "(openslide)."),
     store: Path | None = STORE_OPTION,
 ) -> None:
     """WSI-only query: similar historical patients, their outcomes, predicted survival."""
@@ -56,11 +62,23 @@ def query_command(
     from casegraph.ingest.store import Store
     from casegraph.retrieval.query import QueryEngine, QueryOptions
 
+    if slide_image is not None and heatmap is None:
+        from casegraph.errors import InputError
+
+        raise InputError("--slide-image is the picture under --heatmap", column="--slide-image",
+                         fix="add --heatmap out.png")
+
     opts = QueryOptions(k=k, n_candidates=max(candidates, k), expand=expand, cohorts=tuple(cohort),
                         require=tuple(require), method=method, model_version=version,
                         exact=exact, persist=persist)
     with Store.open(store or default_store_path(), create=False, read_only=not persist) as st:
-        result = QueryEngine(st).query(slide, patient, opts)
+        engine = QueryEngine(st)
+        result = engine.query(slide, patient, opts)
+        if heatmap is not None:
+            from casegraph.retrieval.evidence import query_heatmap
+
+            drawn = query_heatmap(engine, result, slide, heatmap, slide_image)
+            typer.echo(f"patch heatmap written to {drawn}", err=True)
     if km_png is not None:
         from casegraph.retrieval.report import plot_km
 
