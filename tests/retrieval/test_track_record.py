@@ -22,15 +22,18 @@ import torch
 from typer.testing import CliRunner
 
 from casegraph.api import cross_validate
+from casegraph.api import query as cg_query
 from casegraph.cli import app
 from casegraph.ingest.cv_results import FoldRow
+from casegraph.ingest.pipeline import IngestRequest, ingest
 from casegraph.ingest.store import Store
+from casegraph.ingest.tables import read_mcat_table
 from casegraph.models.data import CohortData
 from casegraph.models.msrl import MSRLModel
 from casegraph.models.versioning import train_version
 from casegraph.retrieval.query import QueryEngine, QueryOptions
 from casegraph.retrieval.track_record import RunLookup, link_version, version_record
-from tests.retrieval.conftest import build_store, serve
+from tests.retrieval.conftest import _write_cohort, build_store, serve
 
 FAST = {"dim": 16, "proj_dim": 8, "batch_size": 8, "pretrain_steps": 5, "epochs": 2}
 BASELINE = {"epochs": 2, "hidden": 16}
@@ -186,6 +189,26 @@ def test_a_run_found_by_configuration_is_matched_then_recorded(store: Store,
     report = link_version(store, fresh)
     assert report.record.run_id == method_run and report.record.linked == "recorded"
     assert any("matches the version and the data" in line for line in report.lines)
+
+
+def test_a_run_on_data_that_changed_is_not_recorded(store: Store, built: dict,
+                                                    tmp_path: Path) -> None:
+    """Three more alpha patients: the run's data fingerprint no longer matches the cohort,
+    so track-record records nothing (answers still show the run, found by configuration,
+    as ``matched``)."""
+    table = _write_cohort(tmp_path, "N", 3, genomics=True, offset=7)
+    ingest(store, IngestRequest(tables=[read_mcat_table(table, "alpha")],
+                                bag_dirs=[tmp_path / "bags_N"], encoder="simulator"))
+    fresh = _version(store, "msrl")
+    report = link_version(store, fresh)
+    assert any("its data changed since" in line for line in report.lines), report.lines
+    assert store.cv_results.version_links(fresh) == {}
+    assert report.record.linked == "matched"
+
+
+def test_the_python_api_answer_carries_it(store: Store, built: dict) -> None:
+    result = cg_query(store, patient="A01", k=3, model_version=built["msrl"])
+    assert result.track_record is not None and result.track_record.linked == "recorded"
 
 
 def test_cli_track_record_and_query_json(built: dict, tmp_path: Path) -> None:
