@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from casegraph.errors import CasegraphError
 from casegraph.ingest.store import Store
 
 BASELINE_MODEL = "abmil"
@@ -132,12 +133,15 @@ def wsi_model_versions(store: Store) -> list[str]:
     """Trained versions of non-MSRL models that answer from slides alone (their inputs
     read slides and no genomics at inference: abmil, retrieval_impute, neighbour_km),
     survival task, oldest first."""
+    from casegraph.models.registry import model_names
     from casegraph.models.versioning import is_msrl
 
+    known = set(model_names())
     out = []
     for version in store.versions.all():
         inputs = version.config.get("inputs") or {}
-        if version.parent_id is not None or not inputs or is_msrl(version.model):
+        if version.parent_id is not None or not inputs or version.model not in known \
+                or is_msrl(version.model):
             continue
         reads_genomics = bool(inputs.get("uses_genomics")) and \
             bool(inputs.get("genomics_at_inference", True))
@@ -158,7 +162,7 @@ def effective_options(model: str, options: Mapping[str, Any]) -> dict[str, Any]:
     given = {k: v for k, v in options.items() if k not in IGNORED_OPTIONS}
     try:
         built = MODELS.get(model)(**given)
-    except (TypeError, ValueError) as exc:  # options of another version of the model
+    except (TypeError, ValueError, CasegraphError) as exc:  # another casegraph's options
         return {"unbuildable": str(exc), **given}
     config = getattr(built, "config", None)
     if config is not None and callable(getattr(config, "to_dict", None)):
