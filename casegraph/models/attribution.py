@@ -97,7 +97,22 @@ def patch_scores(model: Any, bag: npt.ArrayLike,
     return explain(model, bag, genomics).scores
 
 
+def has_patch_structure(model: Any) -> bool:
+    """Whether :func:`explain` has scores for ``model`` (without computing them)."""
+    return _family_or_none(model) is not None
+
+
 def _family(model: Any) -> str:
+    family = _family_or_none(model)
+    if family is not None:
+        return family
+    name = getattr(model, "name", type(model).__name__)
+    raise InputError(f"model {name!r} has no patch-level structure to explain",
+                     column="model_version",
+                     fix="use an abmil, late_fusion, murrenet, ccl or msrl version")
+
+
+def _family_or_none(model: Any) -> str | None:
     from casegraph.models.baselines import ABMILModel, LateFusionModel
     from casegraph.models.ccl.model import CCLModel
     from casegraph.models.msrl.model import MSRLModel
@@ -108,10 +123,7 @@ def _family(model: Any) -> str:
                         (CCLModel, "ccl")):
         if isinstance(model, cls):
             return family
-    name = getattr(model, "name", type(model).__name__)
-    raise InputError(f"model {name!r} has no patch-level structure to explain",
-                     column="model_version",
-                     fix="use an abmil, late_fusion, murrenet, ccl or msrl version")
+    return None
 
 
 def _genomics_tensors(model: Any, genomics: Sequence[npt.ArrayLike]) -> list[torch.Tensor]:

@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field
 from casegraph.config import BagLimits
 from casegraph.errors import InputError
 from casegraph.ingest.bags import Bag, slide_key
-from casegraph.models.attribution import KINDS, PatchScores, explain
+from casegraph.models.attribution import KINDS, PatchScores, explain, has_patch_structure
 from casegraph.retrieval.catalog import genomic_group_summaries
 from casegraph.retrieval.index import SLIDE_MEAN, IndexKey
 from casegraph.retrieval.options import QueryOptions
@@ -220,6 +220,10 @@ def answer_scores(engine: QueryEngine, result: QueryResult,
         model = engine.model(result.model_version)
         known = set(getattr(model, "reference_ids_", []))
         return explain(model, features, neighbours=[(p, w) for p, w in pairs if p in known])
+    if result.method == "wsi-model" and result.model_version is not None:
+        model, _ = _version_model(engine, result.model_version)
+        if has_patch_structure(model):  # e.g. ABMIL: its own attention
+            return explain(model, features)
     loaded = engine.index(IndexKey(SLIDE_MEAN, "wsi"))
     present = [(p, w) for p, w in pairs if p in loaded.index]
     vectors = loaded.index.vectors([p for p, _ in present]) if present \
@@ -395,16 +399,24 @@ _VERSION_MODELS: weakref.WeakKeyDictionary[Any, dict[str, tuple[Any, Any]]] = \
     weakref.WeakKeyDictionary()
 
 
-def version_evidence(engine: QueryEngine, version_id: str, patient_id: str) -> Evidence:
-    """A stored patient's patch scores under a version of a family with patch structure
-    (ABMIL/late fusion attention, MurreNet, CCL), on its stored slides and genomics."""
-    from casegraph.models.versioning import cohort_for, load_version
+def _version_model(engine: QueryEngine, version_id: str) -> tuple[Any, Any]:
+    """(fitted model, InputSpec) of a version, loaded once per engine."""
+    from casegraph.models.versioning import load_version
 
     with engine.lock:
         models = _VERSION_MODELS.setdefault(engine, {})
         if version_id not in models:
             models[version_id] = load_version(engine.store, version_id)
-        model, spec = models[version_id]
+        return models[version_id]  # type: ignore[no-any-return]
+
+
+def version_evidence(engine: QueryEngine, version_id: str, patient_id: str) -> Evidence:
+    """A stored patient's patch scores under a version of a family with patch structure
+    (ABMIL/late fusion attention, MurreNet, CCL), on its stored slides and genomics."""
+    from casegraph.models.versioning import cohort_for
+
+    model, spec = _version_model(engine, version_id)
+    with engine.lock:
         data = cohort_for(engine.store, [patient_id], spec)
     slides = bags_of_patient(engine, patient_id)
     features = np.concatenate([s.features for s in slides])

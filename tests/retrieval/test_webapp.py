@@ -31,7 +31,7 @@ def test_the_app_is_served_without_a_key_and_holds_no_data(live_server: LiveServ
     script = httpx.get(f"{live_server.url}/app/app.js")
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]
     for name in ("index.html", "api.js", "app.js", "charts.js", "cohorts.js", "cypher.js",
-                 "dom.js", "patient.js", "query.js", "style.css"):
+                 "dom.js", "evidence.js", "patient.js", "query.js", "style.css"):
         body = httpx.get(f"{live_server.url}/app/{name}").text
         assert "http://" not in body.replace("http://www.w3.org/2000/svg", "")
         assert "https://" not in body  # nothing fetched from elsewhere
@@ -222,6 +222,8 @@ def _h5_bytes(group: int, seed: int) -> bytes:
     rng = np.random.default_rng(seed)
     with h5py.File(buffer, "w") as handle:
         handle["features"] = (prototypes()[group] + rng.normal(size=(24, 16))).astype(np.float32)
+        rows, cols = np.divmod(np.arange(24), 6)  # a 4 x 6 patch grid, 256 px a patch
+        handle["coords"] = np.stack([cols * 256, rows * 256], axis=1).astype(np.int64)
     return buffer.getvalue()
 
 
@@ -272,6 +274,11 @@ def test_the_app_in_chromium(browser: Any, versioned_server: LiveServer, tmp_pat
     assert page.locator("svg.graph line.edge").count() == 10
     assert page.locator("svg.graph circle.node").count() >= 11
     assert page.locator("#similar path.km-line").count() == 2
+    # which of its patches drive the answer: a heatmap of its slide and its top patches
+    page.wait_for_selector("#patient-evidence canvas.heatmap")
+    assert page.locator("#patient-evidence .top-patch").count() == 10
+    page.locator("#patient-evidence canvas.heatmap").first.screenshot(
+        path=str(tmp_path / "patient-heatmap.png"))
     page.wait_for_selector(".prediction-row")
     assert "stored" in page.inner_text(".prediction-row")
     page.screenshot(path=str(tmp_path / "patient.png"), full_page=True)
@@ -281,11 +288,20 @@ def test_the_app_in_chromium(browser: Any, versioned_server: LiveServer, tmp_pat
     bag.write_bytes(_h5_bytes(1, seed=7))
     page.goto(f"{url}/#/query")
     page.set_input_files("#bags", str(bag))
-    page.click("#query-form button")
+    with page.expect_response(lambda r: r.url.endswith("/query")) as answered:
+        page.click("#query-form button")
     page.wait_for_selector("#answer .neighbour-row")
     assert page.locator("#answer .neighbour-row").count() == 10
     assert "new-slide.h5" in page.inner_text("#query-summary")
     assert page.locator("#answer svg.graph circle").count() >= 11
+    # the upload's patch heatmap (4 x 6 grid), its colour bar and its top patches
+    page.wait_for_selector("#answer canvas.heatmap")
+    assert page.locator("#answer canvas.heatmap").count() == 1
+    assert page.locator("#answer canvas.colour-bar").count() == 1
+    assert page.locator("#answer .top-patch").count() == 10
+    page.locator("#answer canvas.heatmap").screenshot(path=str(tmp_path / "query-heatmap.png"))
+    if answered.value.json().get("track_record"):  # the method's record, when it has one
+        assert "Track record" in page.inner_text("#track-record")
     page.screenshot(path=str(tmp_path / "query.png"), full_page=True)
 
     # a refused upload: the service's one-line error
@@ -305,6 +321,8 @@ def test_the_app_in_chromium(browser: Any, versioned_server: LiveServer, tmp_pat
 
     for name in ("cohorts", "patient", "query"):
         _not_blank(tmp_path / f"{name}.png")
+    for name in ("query-heatmap", "patient-heatmap"):  # drawn cells, not an empty canvas
+        _not_blank(tmp_path / f"{name}.png", min_colours=6)
     _not_blank(tmp_path / "login.png", min_colours=3)
     assert not errors, errors
     shots = os.environ.get("CASEGRAPH_WEBAPP_SCREENSHOTS")  # for docs/: keep the pictures

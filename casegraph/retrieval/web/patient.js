@@ -1,9 +1,11 @@
 // Patient: outcome and modalities with provenance; similar patients from a chosen version
 // (full ids), their outcomes and gene-group summaries; the neighbourhood KM beside the
-// cohort's; the neighbourhood as a graph; the patient's prediction by every version.
+// cohort's; the neighbourhood as a graph; which of its patches drive the answer (or a
+// patch-scoring version's scores); the patient's prediction by every version.
 import { ApiError, getJSON, q } from "./api.js";
 import { kmChart, kmLegend, neighbourhoodGraph, survivalSteps } from "./charts.js";
 import { badge, h, num, outcome, table, td } from "./dom.js";
+import { evidencePanel } from "./evidence.js";
 
 export async function patientPage(view, patientId) {
   const input = h("input", { id: "patient-id", placeholder: "patient id", value: patientId || "",
@@ -26,13 +28,42 @@ export async function patientPage(view, patientId) {
       .map((v) => h("option", { value: v.version_id }, v.version_id)));
   const k = h("input", { id: "k", type: "number", min: 1, max: 100, value: 10 });
   const similarBox = h("div", { id: "similar" });
-  const reload = () => similar(similarBox, patient, chooser.value, Number(k.value) || 10);
+  const evidenceFrom = h("select", { id: "evidence-from" },
+    h("option", { value: "" }, "the similar-patients answer above"),
+    versions.filter((v) => PATCH_MODELS.includes(v.model.toLowerCase()))
+      .map((v) => h("option", { value: v.version_id }, `${v.model}: ${v.version_id}`)));
+  const evidenceBox = h("div", { id: "patient-evidence" });
+  const reloadEvidence = () => evidence(evidenceBox, patient, chooser.value, evidenceFrom.value,
+    Number(k.value) || 10);
+  const reload = () => Promise.all([
+    similar(similarBox, patient, chooser.value, Number(k.value) || 10), reloadEvidence()]);
   chooser.addEventListener("change", reload);
   k.addEventListener("change", reload);
+  evidenceFrom.addEventListener("change", reloadEvidence);
   view.append(h("h2", {}, "Similar patients"),
     h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); reload(); } }, h("label", {}, "from ", chooser), h("label", {}, "k ", k)),
-    similarBox, h("h2", {}, "Predictions by every model version"), await predictions(patient, versions));
+    similarBox,
+    h("h2", {}, "Which patches drive the answer"),
+    h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); reloadEvidence(); } },
+      h("label", {}, "scores from ", evidenceFrom)),
+    evidenceBox,
+    h("h2", {}, "Predictions by every model version"), await predictions(patient, versions));
   await reload();
+}
+
+// families whose versions score patches themselves (attention, gradient or cluster shares)
+const PATCH_MODELS = ["abmil", "late_fusion", "murrenet", "ccl"];
+
+async function evidence(box, patient, choice, version, k) {
+  box.replaceChildren(h("p", { class: "note" }, "Scoring the patches…"));
+  const query = version ? `k=${k}&model_version=${q(version)}` : params(choice, k);
+  try {
+    box.replaceChildren(evidencePanel(
+      await getJSON(`/patients/${q(patient.patient_id)}/evidence?${query}`)));
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) return;
+    box.replaceChildren(h("p", { class: "note", id: "evidence-error" }, error.message));
+  }
 }
 
 function summary(p) {

@@ -1,10 +1,12 @@
 // Query: upload one or more .h5/.pt bags of a new patient; progress while it uploads and
 // runs; the answer with its evidence: risk, predicted survival as steps, the neighbours
-// (table and graph), the inputs' provenance and the notes. A refused upload shows the
+// (table and graph), the patch-level evidence (heatmap per slide, gene groups), the
+// method's track record when present, the inputs' provenance and the notes. A refused upload shows the
 // service's one-line error.
 import { ApiError, postForm } from "./api.js";
 import { neighbourhoodGraph, survivalSteps } from "./charts.js";
 import { h, num, table, td } from "./dom.js";
+import { evidencePanel, trackRecordPanel } from "./evidence.js";
 import { neighboursTable } from "./patient.js";
 
 export async function queryPage(view) {
@@ -60,11 +62,13 @@ function render(r) {
         ` · ${r.n_patches} patches from ${r.query_files.join(", ")}`),
       r.fallback_reason ? h("p", { class: "note" }, `model-free because ${r.fallback_reason}`) : "",
       r.notes.length ? h("ul", {}, r.notes.map((n) => h("li", {}, n))) : ""),
+    trackRecordPanel(r),
     h("div", { class: "cards" },
       h("div", { class: "card" }, h("strong", {}, "Predicted survival (steps at the bin ends)"),
         survivalSteps(points)),
       h("div", { class: "card" }, h("strong", {}, "Neighbourhood"),
         neighbourhoodGraph({ label: "query" }, r.neighbours))),
+    h("h2", {}, "Which patches drive the answer"), evidencePanel(r.evidence),
     h("h2", {}, "Neighbours"), neighboursTable(r.neighbours),
     h("h2", {}, "Inputs"),
     table(["input", "modality", "provenance", "detail"], r.inputs.map((i) => h("tr", {},
