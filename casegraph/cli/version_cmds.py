@@ -104,8 +104,10 @@ def track_record(
     store_dir: Path = typer.Option(None, "--store", help="Store directory [CASEGRAPH_STORE]."),
     as_json: bool = typer.Option(False, "--json", help="The track record as JSON."),
 ) -> None:
-    """The version's validated performance on its cohort beside the baseline's; verified
-    runs are recorded as the version's track record (answers then carry it)."""
+    """Show and record the version's validated performance beside the baseline's.
+
+    The method's and the baseline's finished CV runs are found, checked against the
+    cohort's data and recorded; answers then carry them (docs/retrieval.md)."""
     from casegraph.ingest.store import Store
     from casegraph.retrieval.track_record import link_version
 

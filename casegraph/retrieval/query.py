@@ -250,6 +250,11 @@ class QueryEngine:
                 self._lookup = records.RunLookup(self.store)
             return self._lookup
 
+    def version_track_record(self, version_id: str) -> records.TrackRecord:
+        """A version's track record without an answer (no calibration), cached."""
+        return self._cached(self._records, (version_id,),
+                            lambda: records.version_record(self.run_lookup(), version_id))
+
     def with_track_record(self, result: QueryResult, opts: QueryOptions) -> QueryResult:
         """``result`` with its method's track record, the calibration of this answer and,
         for ``auto``, the method choice."""
@@ -257,13 +262,10 @@ class QueryEngine:
         _, _, choice = self.choose(opts, cohort)
         version = result.model_version
 
-        def make() -> records.TrackRecord:
-            if version is not None:
-                return records.version_record(self.run_lookup(), version)
-            return records.knn_record(self.run_lookup(), cohort, opts.k, opts.temperature)
-
-        key = (version,) if version is not None else (None, cohort, opts.k, opts.temperature)
-        record = self._cached(self._records, key, make)
+        record = self.version_track_record(version) if version is not None else \
+            self._cached(self._records, (None, cohort, opts.k, opts.temperature),
+                         lambda: records.knn_record(self.run_lookup(), cohort, opts.k,
+                                                    opts.temperature))
         update: dict[str, Any] = {"calibration": records.calibration(
             result.survival.times, result.survival.survival,
             [n.time for n in result.neighbours], [n.event for n in result.neighbours])}

@@ -72,6 +72,7 @@ from casegraph.retrieval.options import MAX_K, QueryOptions
 from casegraph.retrieval.predictions import PredictionResult, predict_for
 from casegraph.retrieval.query import QueryEngine, read_bags
 from casegraph.retrieval.results import CohortRecord, PatientRecord, QueryResult
+from casegraph.retrieval.track_record import TrackRecord
 from casegraph.retrieval.web_routes import mount_web, web_router
 
 MAX_FILES = 16
@@ -544,6 +545,17 @@ def create_app(
             children = state.store.versions.children(version_id)
         return VersionDetail(**_version_record(found).model_dump(), batches=found.batches,
                              lineage=lineage, children=children)
+
+    @app.get("/versions/{version_id}/track-record", response_model=TrackRecord,
+             dependencies=auth, responses={**ERRORS, 404: {"model": ErrorDetail}},
+             tags=["versions"])
+    def version_track_record(version_id: str) -> TrackRecord:
+        """The version's validated performance on its cohort and its baseline's
+        (docs/retrieval.md, *Track record*); no calibration without an answer."""
+        with live.use() as state:
+            with state.lock:
+                _known_version(state.store, version_id)
+            return state.engine.version_track_record(version_id)
 
     @app.get("/versions/{version_id}/predictions/{patient_id}",
              response_model=PredictionResult, dependencies=auth,

@@ -243,6 +243,11 @@ def test_rest_answers_carry_the_same_shape(built: dict, tmp_path: Path) -> None:
         posted = client.post("/query", files=[("files", ("q.h5", bag))],
                              data={"k": "3", "method": "auto"})
         patient = client.post("/query", data={"k": "3", "patient_id": "A02"})
+        stored_record = client.get(f"/versions/{built['msrl']}/track-record")
+        missing = client.get("/versions/no-such-version/track-record")
+    assert stored_record.status_code == 200, stored_record.text
+    assert stored_record.json()["linked"] == "recorded"
+    assert stored_record.json()["calibration"] is None and missing.status_code == 404
     for response in (similar, posted, patient):
         assert response.status_code == 200, response.text
         body = response.json()
