@@ -8,7 +8,8 @@ which gene groups of the authentic neighbours it leans on (docs/evidence.md).
   mean with the neighbours' slide means, whose gradient is closed-form; a version of
   another family with patch structure (ABMIL attention, MurreNet, CCL) by
   :func:`casegraph.models.attribution.explain`.
-- Coordinates come with an uploaded bag (``Bag.coords``); a stored slide's are read from
+- Coordinates come with an uploaded bag (``Bag.coords``); a stored slide's from the
+  store as registered at ingest (``Store.slide_coords`` / ``slide_provenance``), else from
   its bag file. The patch size is the bag's ``patch_size_level0`` (TRIDENT) or level-0
   ``patch_size`` (CLAM) attribute, else the smallest spacing of the coordinates.
 - JSON stays bounded whatever the bag: the top :data:`TOP_N` patches and, per slide, a grid
@@ -146,8 +147,16 @@ def bags_of_patient(engine: QueryEngine, patient_id: str) -> list[SlideBag]:
         raise InputError(f"patient {patient_id!r} has no stored patch features",
                          column="patient_id", fix="ingest its bags (casegraph ingest --bags)")
     paths = [Path(p) for p in mine["feature_path"]]
-    bags = read_bags(paths, engine.limits)
-    return [SlideBag.from_bag(b, str(s)) for b, s in zip(bags, mine["slide_id"], strict=True)]
+    bags = read_bags(paths, engine.limits)  # the features: the store keeps bags by reference
+    out = []
+    for bag, slide in zip(bags, mine["slide_id"].astype(str), strict=True):
+        with engine.lock:  # coords and attributes as registered at ingest
+            coords = engine.store.slide_coords(slide)
+            attributes = engine.store.slide_provenance(slide)
+        out.append(SlideBag(slide, bag.features,
+                            bag.coords if coords is None else coords.astype(np.int64),
+                            _patch_size_of(attributes) or _declared_patch_size(bag.path)))
+    return out
 
 
 def _declared_patch_size(path: Path) -> int | None:
@@ -166,6 +175,11 @@ def _declared_patch_size(path: Path) -> int | None:
             attrs.update(handle.attrs)
     except (OSError, KeyError):
         return None
+    return _patch_size_of(attrs)
+
+
+def _patch_size_of(attrs: dict[str, Any]) -> int | None:
+    """The level-0 patch size named by bag attributes (see :func:`_declared_patch_size`)."""
     if "patch_size_level0" in attrs:
         return _positive_int(attrs["patch_size_level0"])
     if "patch_size" in attrs and int(np.asarray(attrs.get("patch_level", 0))) == 0:

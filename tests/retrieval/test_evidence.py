@@ -6,6 +6,7 @@ match their definition, and a bad slide image is one line."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -265,3 +266,65 @@ def test_query_heatmap_from_the_cli(tiny_store_dir: Path, tmp_path: Path) -> Non
     alone = runner.invoke(app, ["query", "--slide", str(bag), "--slide-image", str(bad),
                                 "--store", str(tiny_store_dir)])
     assert isinstance(alone.exception, InputError) and "--heatmap" in str(alone.exception)
+
+
+@pytest.fixture(scope="module")
+def versioned_store(tiny_store_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                    ) -> Iterator[tuple[Store, str, str]]:
+    """A copy of the tiny store with an MSRL version and an ABMIL version of alpha."""
+    import torch
+
+    from casegraph.models.data import CohortData
+    from casegraph.models.msrl import MSRLModel
+    from casegraph.models.versioning import train_version
+    from tests.retrieval.conftest import copy_store
+
+    torch.set_num_threads(1)
+    root = copy_store(tiny_store_dir, tmp_path_factory.mktemp("evidence-versions") / "store")
+    store = Store.open(root)
+    data = CohortData.from_store(store, "alpha", require_slides=True)
+    msrl = MSRLModel("msrl", dim=16, proj_dim=8, batch_size=8, pretrain_steps=3, epochs=2, k=3)
+    msrl_version = msrl.fit(data.subset(range(14)), data.subset(range(14, 20))) \
+        .save_version(store, "alpha")
+    abmil_version = train_version(store, "alpha", "abmil", fold=None, epochs=2, hidden=8)
+    yield store, msrl_version, abmil_version
+    store.close()
+
+
+def test_an_msrl_answer_is_explained_by_its_wsi_encoder(versioned_store: tuple,
+                                                        tmp_path: Path) -> None:
+    from casegraph.models.msrl.attribution import neighbour_similarity_scores
+    from casegraph.retrieval.evidence import patient_evidence
+
+    store, version, _ = versioned_store
+    engine = QueryEngine(store)
+    bag = _query_bag(tmp_path / "q.h5")
+    result = with_evidence(engine, engine.query([bag], None, QueryOptions(
+        k=4, method="msrl", model_version=version)), [bag])
+    assert result.method == "msrl-gsl" and result.evidence is not None
+    evidence = result.evidence
+    assert evidence.attribution == "neighbour-similarity" and evidence.model_version == version
+    with h5py.File(bag) as handle:
+        feats = handle["features"][()]
+    direct = neighbour_similarity_scores(engine.model(version), feats,
+                                         [n.patient_id for n in result.neighbours],
+                                         [n.weight for n in result.neighbours])
+    assert evidence.top[0].index == int(np.argmax(direct))
+    assert evidence.top[0].score == pytest.approx(float(direct.max()))
+    stored = patient_evidence(engine, "A16", QueryOptions(k=3, model_version=version))
+    assert stored.attribution == "neighbour-similarity" and stored.n_patches == 24
+    # the stored slide's coordinates are the ones registered at ingest
+    coords = store.slide_coords("A16-S1")
+    assert coords is not None
+    top = stored.top[0]
+    assert (top.x, top.y) == tuple(int(v) for v in coords[top.index])
+
+
+def test_a_patch_scoring_version_gives_its_own_attention(versioned_store: tuple) -> None:
+    from casegraph.retrieval.evidence import patient_evidence
+
+    store, _, abmil = versioned_store
+    evidence = patient_evidence(QueryEngine(store), "A02", QueryOptions(model_version=abmil))
+    assert evidence.attribution == "attention" and not evidence.signed
+    assert len(evidence.top) == 24 and sum(t.score for t in evidence.top) == pytest.approx(1.0)
+    assert evidence.model_version == abmil and evidence.gene_groups == []
