@@ -1,8 +1,9 @@
 """The Neo4j GraphStore: Cypher over Bolt with the official driver.
 
-Every write is one batched ``UNWIND $rows`` statement inside a managed transaction
-(``session.execute_write``), which the driver retries on transient errors and lost
-connections; MERGE keeps it idempotent. Only parameters carry values: no query text is
+Every write is one batched ``UNWIND`` statement (edges: two, see :data:`CREATE_SIMILAR`)
+inside a managed transaction (``session.execute_write``), which the driver retries on
+transient errors and lost connections; MERGE, or CREATE guarded in the same transaction,
+keeps it idempotent. Only parameters carry values: no query text is
 ever built from user data (labels and property names are fixed here).
 
 Every URI scheme the driver knows works unchanged against a cluster: with ``neo4j://`` /
@@ -97,12 +98,30 @@ CALL (v) {
   MERGE (child)-[:DERIVED_FROM]->(v)
 }
 """
-WRITE_SIMILAR = """
-UNWIND $rows AS row
-MATCH (a:Patient {id: row.patient_id})
-MATCH (b:Patient {id: row.neighbour_id})
+# SIMILAR_TO edges travel grouped by source patient as parallel lists of primitives
+# ($s[i] -> $n[i][j], $r[i][j], $w[i][j]): one index seek per source and no per-row maps.
+# Sources holding no edge of the version yet (SIMILAR_SEEN, same transaction) get CREATE, the
+# fastest write; the others MERGE, so a retried or re-run batch creates nothing.
+SIMILAR_SEEN = """
+UNWIND $s AS id
+MATCH (a:Patient {id: id})
+WHERE EXISTS { (a)-[:SIMILAR_TO {model_version: $version}]->() }
+RETURN id
+"""
+CREATE_SIMILAR = """
+UNWIND range(0, size($s) - 1) AS i
+MATCH (a:Patient {id: $s[i]})
+UNWIND range(0, size($n[i]) - 1) AS j
+MATCH (b:Patient {id: $n[i][j]})
+CREATE (a)-[:SIMILAR_TO {model_version: $version, rank: $r[i][j], weight: $w[i][j]}]->(b)
+"""
+MERGE_SIMILAR = """
+UNWIND range(0, size($s) - 1) AS i
+MATCH (a:Patient {id: $s[i]})
+UNWIND range(0, size($n[i]) - 1) AS j
+MATCH (b:Patient {id: $n[i][j]})
 MERGE (a)-[r:SIMILAR_TO {model_version: $version}]->(b)
-SET r.weight = row.weight, r.rank = row.rank
+SET r.rank = $r[i][j], r.weight = $w[i][j]
 """
 WRITE_SIMILAR_ONE = """
 MATCH (a:Patient {id: $patient_id})
@@ -195,6 +214,24 @@ def _summary_created(tx: ManagedTransaction, query: str, **params: Any) -> int:
 
 def _run_schema(tx: ManagedTransaction, statement: str) -> None:
     tx.run(statement).consume()
+
+
+def _edges_by_source(edges: Sequence[SimilarEdge]) -> dict[str, dict[str, tuple[int, float]]]:
+    """source -> neighbour -> (rank, weight), in input order; a repeated pair keeps its last
+    row, as a MERGE followed by SET would."""
+    groups: dict[str, dict[str, tuple[int, float]]] = {}
+    for e in edges:
+        groups.setdefault(e.patient_id, {})[e.neighbour_id] = (int(e.rank), float(e.weight))
+    return groups
+
+
+def _similar_lists(groups: dict[str, dict[str, tuple[int, float]]],
+                   sources: list[str]) -> dict[str, list[Any]]:
+    """The $s/$n/$r/$w parameters of :data:`CREATE_SIMILAR` for ``sources``."""
+    return {"s": sources,
+            "n": [list(groups[a]) for a in sources],
+            "r": [[rank for rank, _ in groups[a].values()] for a in sources],
+            "w": [[weight for _, weight in groups[a].values()] for a in sources]}
 
 
 def _write_one_edge(tx: ManagedTransaction, params: dict[str, Any]) -> int:
@@ -296,10 +333,21 @@ class Neo4jGraphStore(GraphStore):
         return self._write(lambda tx: _summary_created(tx, WRITE_VERSION, row=row))
 
     def write_similar(self, version_id: str, edges: Sequence[SimilarEdge]) -> int:
-        rows = [{"patient_id": e.patient_id, "neighbour_id": e.neighbour_id, "rank": int(e.rank),
-                 "weight": float(e.weight)} for e in edges]
-        return self._write(
-            lambda tx: _summary_created(tx, WRITE_SIMILAR, rows=rows, version=version_id))
+        """One transaction: CREATE for sources without an edge of the version, MERGE for the
+        rest (see :data:`CREATE_SIMILAR`)."""
+        groups = _edges_by_source(edges)
+
+        def work(tx: ManagedTransaction) -> int:
+            seen = {str(r["id"]) for r in tx.run(SIMILAR_SEEN, s=list(groups), version=version_id)}
+            created = 0
+            for query, sources in ((CREATE_SIMILAR, [a for a in groups if a not in seen]),
+                                   (MERGE_SIMILAR, [a for a in groups if a in seen])):
+                if sources:
+                    created += _summary_created(tx, query, version=version_id,
+                                                **_similar_lists(groups, sources))
+            return created
+
+        return self._write(work) if groups else 0
 
     def write_similar_one_by_one(self, version_id: str, edges: Sequence[SimilarEdge]) -> int:
         """One transaction per edge: the naive path, kept for the benchmark's comparison."""

@@ -18,7 +18,9 @@ What "not yet synced" means:
   holds only its own rows, so after attaching 1,000 patients to a 100,000-patient version
   the sync writes ~1,000 patients, their edges and predictions, the buffer and one node.
 
-Every batch is one transaction of MERGEs, so:
+Every batch is one transaction of MERGEs (the Neo4j backend CREATEs the edges of sources
+that have none of the version yet, checked in the same transaction), and a batch never
+splits one patient's edges, so:
 
 - a re-run creates nothing (the report's ``created`` counts stay 0) and writes nothing but
   the cohorts;
@@ -39,6 +41,7 @@ from typing import TypeVar
 from casegraph.faults import crash_point
 from casegraph.graph import source
 from casegraph.graph.base import GraphStore
+from casegraph.graph.records import SimilarEdge
 from casegraph.graph.static_knn import MODEL_NAME, ensure_static_knn, has_trained_version
 from casegraph.ingest.store import Store
 
@@ -70,6 +73,25 @@ class SyncReport:
 def batched(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+def batched_by_source(edges: Sequence[SimilarEdge], size: int) -> Iterator[Sequence[SimilarEdge]]:
+    """Batches of at most ``size`` edges (more only for one source with more) that never
+    split one source's edges: ``edges`` hold each source's edges together."""
+    start = 0
+    while start < len(edges):
+        end = min(start + size, len(edges))
+        if end < len(edges) and edges[end].patient_id == edges[end - 1].patient_id:
+            cut = end - 1
+            while cut > start and edges[cut - 1].patient_id == edges[end].patient_id:
+                cut -= 1
+            if cut == start:  # one source holds more than ``size`` edges: take all of them
+                while end < len(edges) and edges[end].patient_id == edges[start].patient_id:
+                    end += 1
+            else:
+                end = cut
+        yield edges[start:end]
+        start = end
 
 
 class _BatchCounter:
@@ -154,7 +176,7 @@ def _sync_versions(store: Store, graph: GraphStore, step: _BatchCounter,
             step.run(lambda c=prediction_chunk, v=version_id:  # type: ignore[misc]
                      graph.write_predictions(v, c))
         edges = source.similar_edges(store, version_id)
-        for edge_chunk in batched(edges, batch_size):
+        for edge_chunk in batched_by_source(edges, batch_size):
             step.run(lambda c=edge_chunk, v=version_id:  # type: ignore[misc]
                      graph.write_similar(v, c))
         graph.mark_synced(version_id, len(edges))

@@ -14,7 +14,8 @@ import pytest
 from casegraph.faults import CRASH_ENV
 from casegraph.graph.base import GraphStore
 from casegraph.graph.embedded import EmbeddedGraphStore
-from casegraph.graph.sync import sync_graph
+from casegraph.graph.records import ModelVersionRecord, SimilarEdge
+from casegraph.graph.sync import batched_by_source, sync_graph
 from casegraph.ingest.store import Store
 from tests.graph.conftest import add_patient, add_version, client_env, fill_store
 
@@ -98,3 +99,33 @@ def test_injection_through_patient_id_and_cohort_is_just_data(
     assert [n.rank for n in graph.neighbours(INJECTED_ID, "msrl-evil")] == [1, 2]
     assert graph.prune_version(INJECTED_ID) == 0  # a weird version id is just a miss
     assert store.counts()["patients"] == 9  # the SQL side is intact too
+
+
+def test_edge_batches_never_split_a_patients_edges() -> None:
+    edges = [SimilarEdge(a, f"{a}-{j}", j, 0.5) for a, n in (("A", 3), ("B", 1), ("C", 5), ("D", 2))
+             for j in range(1, n + 1)]
+    chunks = [[e.patient_id for e in chunk] for chunk in batched_by_source(edges, 4)]
+    assert chunks == [["A"] * 3 + ["B"], ["C"] * 5, ["D"] * 2]  # C alone exceeds 4
+    assert [len(c) for c in batched_by_source(edges, 100)] == [11]
+
+
+def test_edge_writes_retried_or_overlapping_create_each_edge_once(graph: GraphStore,
+                                                                  store: Store) -> None:
+    """A retried batch (its commit was not acknowledged) and a batch overlapping an earlier
+    partial one (a re-run with another batch size) neither duplicate nor lose an edge."""
+    fill_store(store, trained=False)
+    ids = [f"P{i:03d}" for i in range(8)]
+    sync_graph(store, graph, versions=[])  # patients only
+    graph.write_model_version(ModelVersionRecord("v", "msrl", None, "2026-01-01"))
+    edges = [SimilarEdge(a, b, rank, 1.0 / rank) for a in ids[:3]
+             for rank, b in enumerate([o for o in ids if o != a][:3], start=1)]
+    assert graph.write_similar("v", edges[:2]) == 2  # a part of P000's edges
+    assert graph.write_similar("v", edges) == len(edges) - 2
+    assert graph.write_similar("v", edges) == 0  # the retry
+    changed = [SimilarEdge(e.patient_id, e.neighbour_id, e.rank + 10, 0.25) for e in edges[:3]]
+    assert graph.write_similar("v", changed) == 0
+    similar = graph.dump().similar
+    assert len(similar) == len(edges)
+    assert {(a, b, r) for _, a, b, r, _ in similar} == (
+        {(e.patient_id, e.neighbour_id, e.rank + 10) for e in edges[:3]}
+        | {(e.patient_id, e.neighbour_id, e.rank) for e in edges[3:]})
