@@ -1,6 +1,5 @@
 """MSRL's exact top-K graph without an M x M matrix: the FAISS search (IndexFlatIP /
-IndexFlatL2 in chunks) and the cluster-pruned search against the dense brute force, on
-tiny literal, random and clustered inputs."""
+IndexFlatL2 in chunks) against the dense brute force, on tiny literal and random inputs."""
 
 from __future__ import annotations
 
@@ -31,29 +30,16 @@ def _learner(kind: str, dim: int, k: int) -> GraphLearner:
     return learner
 
 
-# the three searches: FAISS flat, dense torch, cluster-pruned
-PATHS = {"faiss": {"dense_below": 0, "pruned_from": 10**9}, "dense": {"dense_below": 10**9},
-         "pruned": {"dense_below": 0, "pruned_from": 0}}
-
-
-def _clustered(n: int, dim: int, n_centres: int, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    centres = torch.randn(n_centres, dim, generator=gen) * 3
-    return centres[torch.randint(0, n_centres, (n,), generator=gen)] + torch.randn(
-        n, dim, generator=gen)
-
-
 @pytest.mark.parametrize("kind", ["learned", "cosine_knn", "euclidean_knn"])
-@pytest.mark.parametrize("path", list(PATHS))
-@pytest.mark.parametrize("data", ["random", "clustered"])
-def test_topk_equals_brute_force(kind: str, path: str, data: str) -> None:
+@pytest.mark.parametrize("dense_below", [0, 10**9])  # FAISS path, dense torch path
+def test_topk_equals_brute_force_on_random_inputs(kind: str, dense_below: int) -> None:
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(500, 16, generator=gen) if data == "random" else _clustered(500, 16, 9, 0)
+    x = torch.randn(500, 16, generator=gen)
     learner = _learner(kind, 16, 12)
     keys = learner.keys(x)
     metric = "l2" if kind == "euclidean_knn" else "ip"
     values, index = topk_neighbours(keys, 12, metric, learner.pair_similarity, chunk=97,
-                                    **PATHS[path])
+                                    dense_below=dense_below)
     ref_values, ref_index = _brute_force(learner, keys)
     assert index.shape == (500, 12)
     assert torch.equal(index, ref_index)
@@ -61,53 +47,33 @@ def test_topk_equals_brute_force(kind: str, path: str, data: str) -> None:
     assert bool((values[:, :-1] >= values[:, 1:]).all())
 
 
-@pytest.mark.parametrize("path", list(PATHS))
-def test_topk_of_literal_points(path: str) -> None:
+@pytest.mark.parametrize("dense_below", [0, 10**9])
+def test_topk_of_literal_points(dense_below: int) -> None:
     # four points on a line: each one's nearest other points, self never listed
     keys = torch.tensor([[0.0], [1.0], [3.0], [7.0]])
     learner = _learner("euclidean_knn", 1, 2)
-    values, index = topk_neighbours(keys, 2, "l2", learner.pair_similarity, **PATHS[path])
+    values, index = topk_neighbours(keys, 2, "l2", learner.pair_similarity,
+                                    dense_below=dense_below)
     assert index.tolist() == [[1, 2], [0, 2], [1, 0], [2, 1]]
     assert torch.allclose(values[0], torch.exp(-torch.tensor([1.0, 9.0]) / 2.5))
     # cosine: unit vectors at 0, 10, 90 and 180 degrees
     unit = torch.tensor([[1.0, 0.0], [0.9848, 0.1736], [0.0, 1.0], [-1.0, 0.0]])
-    _, index = topk_neighbours(unit, 1, "ip", lambda a, b: (a * b).sum(1), **PATHS[path])
+    _, index = topk_neighbours(unit, 1, "ip", lambda a, b: (a * b).sum(1),
+                               dense_below=dense_below)
     assert index.flatten().tolist() == [1, 0, 1, 2]
 
 
-@pytest.mark.parametrize("path", list(PATHS))
-def test_tiny_and_duplicate_inputs(path: str) -> None:
+@pytest.mark.parametrize("dense_below", [0, 10**9])
+def test_tiny_and_duplicate_inputs(dense_below: int) -> None:
     pair = lambda a, b: (a * b).sum(1)  # noqa: E731
-    one = topk_neighbours(torch.ones(1, 3), 5, "ip", pair, **PATHS[path])
+    one = topk_neighbours(torch.ones(1, 3), 5, "ip", pair, dense_below=dense_below)
     assert one[0].shape == (1, 0) and one[1].shape == (1, 0)
-    values, index = topk_neighbours(torch.eye(3), 5, "ip", pair, **PATHS[path])
+    values, index = topk_neighbours(torch.eye(3), 5, "ip", pair, dense_below=dense_below)
     assert index.shape == (3, 2)  # c = M - 1
     same = torch.ones(6, 2) / 2**0.5  # exact duplicates: self may tie with the others
-    values, index = topk_neighbours(same, 3, "ip", pair, **PATHS[path])
+    values, index = topk_neighbours(same, 3, "ip", pair, dense_below=dense_below)
     assert not bool((index == torch.arange(6)[:, None]).any())
     assert torch.allclose(values, torch.ones(6, 3))
-
-
-@pytest.mark.parametrize("metric", ["ip", "l2"])
-def test_pruned_search_skips_clusters_that_cannot_reach_the_top_k(
-    metric: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    x = _clustered(3000, 16, 30, seed=1)
-    keys = torch.nn.functional.normalize(x, dim=1) if metric == "ip" else x
-    scored = [0]
-    real_scores = knn_graph._scores
-
-    def counting(q: torch.Tensor, *args: object) -> torch.Tensor:
-        out = real_scores(q, *args)  # type: ignore[arg-type]
-        scored[0] += out.numel()
-        return out
-
-    monkeypatch.setattr(knn_graph, "_scores", counting)
-    index = knn_graph._pruned_topk_index(keys, 5, metric, block_rows=128, col_block=256)
-    score = keys @ keys.T if metric == "ip" else -torch.cdist(keys, keys).pow(2)
-    want = score.fill_diagonal_(float("-inf")).topk(5, dim=1).indices
-    assert torch.equal(index.sort(dim=1).values, want.sort(dim=1).values)
-    assert scored[0] < 0.5 * 3000**2  # most pairs were never scored
 
 
 def test_bad_metric_is_refused() -> None:
