@@ -1,21 +1,26 @@
-"""MSRL at scale without an O(M²) memory step (issue 13, target 5).
+"""MSRL at scale without an O(M²) step (issue 13, target 5).
 
 (a) ``build``: the buffer graph (every node's exact top-K by the learned similarity) of M
-    synthetic fused vectors (f_dim = 256, MSRL_DIM = 128 as in benchmarks/query.py) with
-    the library's ``BufferGraph.build`` (exact FAISS IndexFlatIP in chunks) and, where it
-    fits (``--dense-max``), the old brute force (torch M x chunk similarity + topk) in the
-    same process, with the share of rows whose top-K lists agree.
+    synthetic fused vectors (f_dim = 256, MSRL_DIM = 128 as in benchmarks/query.py),
+    ``--data clustered`` (64 centres) or ``gaussian``, with the library's
+    ``BufferGraph.build`` (exact FAISS flat search, casegraph/models/msrl/knn_graph.py),
+    beside it the matmul alone on the same keys (the floor of any exact search) and, up
+    to ``--dense-max``, the old chunked torch brute force.
 (b) ``train``: Stage 2 (``finetune``) on a synthetic cohort of n patients (mean patch
-    embeddings, two small gene groups, dim 32), seconds per epoch and peak RSS
-    (``ru_maxrss``), on the sparse path (O(n K)) or the dense one (O(n²), small n only).
-(c) ``pretrain``: Stage 1 (full batch, still dense n x n: casegraph/models/msrl/pretrain.py)
-    at small n, peak RSS, to show what still grows as n².
+    embeddings, two small gene groups, dim 32), seconds per epoch and peak RSS.
+(c) ``pretrain``: Stage 1 steps at n patients on the dense or the sparse (O(n K)) path.
+(d) ``fit``: the whole training at n = 10,000: Stage 1 steps (sparse), then Stage 2 epochs,
+    each timed, and the process's peak RSS (``ru_maxrss``).
+(e) ``floor``: float32 matmul GFLOP/s (best of 3) and the brute force it implies at 100k.
+
+Wall seconds and CPU seconds (both threads) are recorded: the box is shared, and CPU time
+is the steadier of the two under load.
 
 ``all`` runs each measurement in its own subprocess (so each peak RSS is its own), prints
 a table and writes benchmarks/results/msrl_scale.json.
 
     .venv/bin/python -m benchmarks.msrl_scale all
-    .venv/bin/python -m benchmarks.msrl_scale build --sizes 10000,50000 --dense-max 10000
+    .venv/bin/python -m benchmarks.msrl_scale build --sizes 100000 --data gaussian
 """
 
 from __future__ import annotations
@@ -72,21 +77,47 @@ def dense_build(net: Any, features: torch.Tensor, chunk: int = 4096) -> torch.Te
     return index
 
 
-def measure_build(m: int, dense: bool) -> dict[str, Any]:
+class Timer:
+    """Wall and CPU (all threads) seconds of a block."""
+
+    def __enter__(self) -> Timer:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.wall = round(time.perf_counter() - self.wall, 2)
+        self.cpu = round(time.process_time() - self.cpu, 2)
+
+
+def _rows_equal(a: torch.Tensor, b: torch.Tensor) -> float:
+    same = (torch.sort(a, dim=1).values == torch.sort(b, dim=1).values).all(dim=1)
+    return round(float(same.float().mean()), 5)
+
+
+def measure_build(m: int, data: str, dense: bool) -> dict[str, Any]:
+    """``BufferGraph.build`` of M vectors, and beside it, on the same keys, the matmul
+    alone (a 4,096-row block against all M, scaled to M rows): the exact search's floor."""
+    from casegraph.models.msrl import knn_graph
     from casegraph.models.msrl.inference import BufferGraph
 
     net = _net(MSRL_DIM).eval()
-    features = clustered(m, 2 * MSRL_DIM)
-    start = time.perf_counter()
-    buf = BufferGraph.build(net, features)
-    out: dict[str, Any] = {"part": "build", "m": m, "f_dim": 2 * MSRL_DIM, "k": net.config.k,
-                           "faiss_s": round(time.perf_counter() - start, 2)}
+    features = clustered(m, 2 * MSRL_DIM) if data == "clustered" else torch.randn(m, 2 * MSRL_DIM)
+    with Timer() as t:
+        buf = BufferGraph.build(net, features)
+    out: dict[str, Any] = {"part": "build", "m": m, "data": data, "f_dim": 2 * MSRL_DIM,
+                           "k": net.config.k, "threads": torch.get_num_threads(),
+                           "path": "dense" if m < knn_graph.DENSE_BELOW else "faiss_flat",
+                           "build_s": t.wall, "build_cpu_s": t.cpu}
+    keys = net.gsl_f.keys(features).detach()
+    sample = keys[: min(m, 4096)]
+    with Timer() as t:
+        sample @ keys.T
+    out.update(matmul_implied_s=round(t.wall * m / len(sample), 1),
+               matmul_implied_cpu_s=round(t.cpu * m / len(sample), 1))
     if dense:
-        start = time.perf_counter()
-        ref = dense_build(net, features)
-        out["dense_s"] = round(time.perf_counter() - start, 2)
-        same = (torch.sort(ref, dim=1).values == torch.sort(buf.index, dim=1).values).all(dim=1)
-        out["rows_equal"] = round(float(same.float().mean()), 5)
+        with Timer() as t:
+            ref = dense_build(net, features)
+        out.update(dense_s=t.wall, dense_cpu_s=t.cpu, rows_equal=_rows_equal(ref, buf.index))
     out["peak_rss_mib"] = round(peak_rss_mib())
     return out
 
@@ -96,11 +127,14 @@ def measure_floor(d: int = 2 * MSRL_DIM, rows: int = 4096, cols: int = 20000) ->
     must do 2 M² d flops of) and the brute-force time it implies at 100,000 points."""
     a, b = torch.randn(rows, d), torch.randn(cols, d)
     a @ b[:100].T  # warm up the BLAS
-    start = time.perf_counter()
-    a @ b.T
-    gflops = 2.0 * rows * cols * d / (time.perf_counter() - start) / 1e9
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        a @ b.T
+        best = min(best, time.perf_counter() - start)
+    gflops = 2.0 * rows * cols * d / best / 1e9
     return {"part": "floor", "d": d, "threads": torch.get_num_threads(),
-            "sgemm_gflops": round(gflops, 1),
+            "sgemm_gflops": round(gflops, 1), "load": os.getloadavg()[0],
             "implied_s_at_100k": round(2.0 * 1e5**2 * d / (gflops * 1e9), 1)}
 
 
@@ -141,15 +175,38 @@ def measure_train(n: int, epochs: int, batch_size: int, path: str, dim: int) -> 
             "loss": [round(v, 4) for v in history], "peak_rss_mib": round(peak_rss_mib())}
 
 
-def measure_pretrain(n: int, steps: int, dim: int) -> dict[str, Any]:
+def measure_pretrain(n: int, steps: int, dim: int, path: str) -> dict[str, Any]:
     from casegraph.models.msrl.pretrain import pretrain
 
     cases = synthetic_cases(n)
     net = _net(dim, pretrain_steps=steps)
-    start = time.perf_counter()
-    pretrain(net, cases.wsi, cases.groups, seed=0)
-    return {"part": "pretrain", "n": n, "dim": dim, "steps": steps,
-            "s_per_step": round((time.perf_counter() - start) / steps, 2),
+    with Timer() as t:
+        history = pretrain(net, cases.wsi, cases.groups, seed=0, sparse=path == "sparse")
+    return {"part": "pretrain", "n": n, "dim": dim, "steps": steps, "path": path,
+            "s_per_step": round(t.wall / steps, 2), "cpu_s_per_step": round(t.cpu / steps, 2),
+            "loss": [round(v, 4) for v in history], "peak_rss_mib": round(peak_rss_mib())}
+
+
+def measure_fit(n: int, steps: int, epochs: int, batch_size: int, dim: int) -> dict[str, Any]:
+    """Both stages in one process (its peak RSS covers the whole training)."""
+    from casegraph.models.msrl.finetune import finetune
+    from casegraph.models.msrl.pretrain import pretrain
+
+    cases = synthetic_cases(n)
+    net = _net(dim, pretrain_steps=steps, epochs=epochs, batch_size=batch_size)
+    with Timer() as t1:
+        stage1 = pretrain(net, cases.wsi, cases.groups, seed=0)  # sparse by size
+    stage1_rss = peak_rss_mib()
+    with Timer() as t2:
+        _, buffer, stage2 = finetune(net, cases, set(), seed=1)
+    return {"part": "fit", "n": n, "dim": dim, "k": net.config.k, "batch_size": batch_size,
+            "stage1_steps": steps, "stage1_s_per_step": round(t1.wall / steps, 1),
+            "stage1_cpu_s_per_step": round(t1.cpu / steps, 1),
+            "stage1_loss": [round(v, 4) for v in stage1],
+            "stage1_peak_rss_mib": round(stage1_rss),
+            "stage2_epochs": epochs, "stage2_s_per_epoch": round(t2.wall / epochs, 1),
+            "stage2_cpu_s_per_epoch": round(t2.cpu / epochs, 1),
+            "stage2_loss": [round(v, 4) for v in stage2], "buffer": len(buffer),
             "peak_rss_mib": round(peak_rss_mib())}
 
 
@@ -170,38 +227,40 @@ def _child(argv: list[str], timeout: float) -> dict[str, Any]:
 def run_all(args: argparse.Namespace) -> None:
     from benchmarks.common import print_table, write_json
 
-    records = [_child(["floor"], args.timeout)]
-    for m in (int(s) for s in args.sizes.split(",")):
-        dense = ["--dense-max", str(args.dense_max)]
-        records.append(_child(["build", "--sizes", str(m), *dense], args.timeout))
-    train = ["--epochs", str(args.epochs), "--dim", str(args.dim)]
-    small = ["--n", str(args.small_n), "--batch-size", str(args.small_batch_size)]
-    for path in ("dense", "sparse"):  # the old path beside the new, where it fits
-        records.append(_child(["train", *small, "--path", path, *train], args.timeout))
-    big = ["--n", str(args.n), "--batch-size", str(args.batch_size), "--path", "sparse"]
-    records.append(_child(["train", *big, *train], args.timeout))
-    for n in (1000, 2000, 4000):
-        records.append(_child(["pretrain", "--n", str(n), "--dim", str(args.dim), "--steps",
-                               str(args.steps)], args.timeout))
-    records.append(_child(["floor"], args.timeout))
+    def child(*argv: str) -> dict[str, Any]:
+        return _child(list(argv), args.timeout)
+
+    records = [child("floor")]
+    records.append(child("build", "--sizes", "10000", "--dense-max", "10000"))
+    records.append(_child(["build", "--sizes", "100000", "--dense-max", "0"], 3 * args.timeout))
+    for path in ("dense", "sparse"):
+        records.append(child("pretrain", "--n", "2000", "--dim", str(args.dim), "--steps", "1",
+                             "--path", path))
+    records.append(_child(["fit", "--n", str(args.n), "--steps", str(args.steps), "--epochs",
+                           str(args.epochs), "--batch-size", str(args.batch_size), "--dim",
+                           str(args.dim)], 3 * args.timeout))
+    records.append(child("floor"))
     for r in records:
         print(json.dumps(r))
-    print_table("Same-run floor: float32 matmul", ["GFLOP/s", "brute force at 100k implied (s)"],
-                [[r["sgemm_gflops"], r["implied_s_at_100k"]] for r in records
+    print_table("Same-run floor: float32 matmul", ["GFLOP/s", "brute force at 100k (s)", "load"],
+                [[r["sgemm_gflops"], r["implied_s_at_100k"], r["load"]] for r in records
                  if r.get("part") == "floor"])
-    builds = [r for r in records if r.get("part") == "build"]
     print_table("MSRL buffer graph, exact top-12 of M vectors (f_dim 256)",
-                ["M", "FAISS exact (s)", "old dense (s)", "rows equal", "peak RSS (MiB)"],
-                [[r["m"], r["faiss_s"], r.get("dense_s", "not run"), r.get("rows_equal", "-"),
-                  r["peak_rss_mib"]] for r in builds])
-    trains = [r for r in records if r.get("part") == "train"]
-    print_table("MSRL Stage 2 on a synthetic cohort", ["n", "path", "batch", "s / epoch",
-                                                        "peak RSS (MiB)"],
-                [[r["n"], r["path"], r["batch_size"], r["s_per_epoch"], r["peak_rss_mib"]]
-                 for r in trains])
-    pre = [r for r in records if r.get("part") == "pretrain"]
-    print_table("MSRL Stage 1 (dense, full batch)", ["n", "s / step", "peak RSS (MiB)"],
-                [[r["n"], r["s_per_step"], r["peak_rss_mib"]] for r in pre])
+                ["M", "path", "wall (s)", "CPU (s)", "matmul alone (s, CPU s)", "old dense (s)",
+                 "rows equal", "peak RSS (MiB)"],
+                [[r["m"], r["path"], r["build_s"], r["build_cpu_s"],
+                  f"{r['matmul_implied_s']}, {r['matmul_implied_cpu_s']}", r.get("dense_s", "-"),
+                  r.get("rows_equal", "-"), r["peak_rss_mib"]]
+                 for r in records if r.get("part") == "build"])
+    print_table("MSRL Stage 1, one full-batch step", ["n", "path", "s / step", "CPU s / step",
+                                                      "loss", "peak RSS (MiB)"],
+                [[r["n"], r["path"], r["s_per_step"], r["cpu_s_per_step"], r["loss"],
+                  r["peak_rss_mib"]] for r in records if r.get("part") == "pretrain"])
+    print_table("MSRL training at n patients", ["n", "stage 1 s / step", "stage 2 s / epoch",
+                                                "stage 1 peak RSS", "peak RSS (MiB)"],
+                [[r["n"], r["stage1_s_per_step"], r["stage2_s_per_epoch"],
+                  r["stage1_peak_rss_mib"], r["peak_rss_mib"]] for r in records
+                 if r.get("part") == "fit"])
     failed = [r for r in records if "error" in r]
     for r in failed:
         print(f"not finished: {r}")
@@ -212,8 +271,9 @@ def run_all(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["all", "build", "train", "pretrain", "floor"])
-    parser.add_argument("--sizes", default="10000,50000")
+    parser.add_argument("what", choices=["all", "build", "train", "pretrain", "fit", "floor"])
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--data", choices=["clustered", "gaussian"], default="clustered")
     parser.add_argument("--dense-max", type=int, default=10000)
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--small-n", type=int, default=3000)
@@ -222,7 +282,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=2500)
     parser.add_argument("--dim", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--json", action="store_true", help="print one JSON record")
     args = parser.parse_args()
@@ -230,11 +290,14 @@ def main() -> None:
         run_all(args)
         return
     if args.what == "build":
-        records = [measure_build(m, m <= args.dense_max) for m in map(int, args.sizes.split(","))]
+        records = [measure_build(m, args.data, m <= args.dense_max)
+                   for m in map(int, args.sizes.split(","))]
     elif args.what == "train":
         records = [measure_train(args.n, args.epochs, args.batch_size, args.path, args.dim)]
     elif args.what == "pretrain":
-        records = [measure_pretrain(args.n, args.steps, args.dim)]
+        records = [measure_pretrain(args.n, args.steps, args.dim, args.path)]
+    elif args.what == "fit":
+        records = [measure_fit(args.n, args.steps, args.epochs, args.batch_size, args.dim)]
     else:
         records = [measure_floor()]
     for r in records:
