@@ -1,9 +1,9 @@
 """A GCN over a given normalised adjacency: Z = Â ReLU(Â ... ReLU(Â X W1) ...) W_L.
 
 The adjacency comes from the graph structure learner already normalised (D^-1/2 A D^-1/2),
-so each layer is just ``Â @ (X W)``; ``Â`` may be a dense (n, n) tensor (training: buffer
-+ batch, a few hundred nodes) or a torch sparse COO tensor (inference against large
-buffers). Both paths share the same weights.
+so each layer is just ``Â @ (X W)``; ``Â`` may be a dense (n, n) tensor (small graphs) or
+a torch sparse COO tensor (Stage 1 and Stage 2 graphs from 2,048 nodes, inference against
+large buffers). Both paths share the same weights.
 """
 
 from __future__ import annotations
