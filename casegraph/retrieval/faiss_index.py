@@ -40,6 +40,7 @@ __all__ = ["FaissIndex", "FlatIndex", "Hit", "IVFIndex", "VectorIndex", "make_in
            "normalise"]
 
 DEFAULT_EXACT_THRESHOLD = 50_000
+GPU_MAX_K = 2048  # FAISS GPU searches return at most this many hits per query
 
 
 def gpu_available() -> bool:
@@ -53,14 +54,34 @@ def gpu_available() -> bool:
         return False
 
 
-class FaissIndex(VectorIndex):
-    """Shared FAISS plumbing: the id map, add/remove, widening filtered search, save/load."""
+def _use_gpu(requested: bool | None) -> bool:
+    """``None``: the GPU when this FAISS build has one; ``True`` without one is an error."""
+    if requested is None:
+        return gpu_available()
+    if requested and not gpu_available():
+        raise InputError("use_gpu=True, but this FAISS build has no GPU support or sees no GPU",
+                         column="use_gpu",
+                         fix="install casegraph[gpu] (faiss-gpu-cu12) on a CUDA machine, or "
+                         "leave use_gpu unset")
+    return bool(requested)
 
-    def __init__(self, dim: int) -> None:
+
+class FaissIndex(VectorIndex):
+    """Shared FAISS plumbing: the id map, add/remove, widening filtered search, save/load.
+
+    GPU: with ``use_gpu`` (default: when the installed FAISS has a GPU) unfiltered searches
+    of at most ``GPU_MAX_K`` hits run on a GPU copy of the index, made on the first search
+    after a change; filtered and wider searches stay on the CPU index, which remains the
+    one that is saved, so a file written on a GPU machine loads anywhere.
+    """
+
+    def __init__(self, dim: int, *, use_gpu: bool | None = None) -> None:
         super().__init__(dim)
         self.id_map: list[str | None] = []
         self._pos: dict[str, int] = {}
         self._index: Any = None
+        self.use_gpu = _use_gpu(use_gpu)
+        self._gpu_copy: Any = None
 
     # ------------------------------------------------------------------ contents
     def __len__(self) -> int:
@@ -212,14 +233,21 @@ class FaissIndex(VectorIndex):
         elif width != self._initial_width():
             params = self._search_parameters(None, width)
         if params is None:  # GPU copies (when present) serve unfiltered searches only
-            return self._searcher().search(query, fetch)  # type: ignore[no-any-return]
+            return self._searcher(fetch).search(query, fetch)  # type: ignore[no-any-return]
         return self._index.search(query, fetch, params=params)  # type: ignore[no-any-return]
 
-    def _searcher(self) -> Any:
-        return self._index
+    def _searcher(self, fetch: int) -> Any:
+        """The index an unfiltered search of ``fetch`` hits runs on: the GPU copy when
+        there is a GPU and FAISS's GPU search can return that many, else the CPU index."""
+        if not self.use_gpu or fetch > GPU_MAX_K:
+            return self._index
+        if self._gpu_copy is None:
+            self._gpu_copy = _faiss().index_cpu_to_all_gpus(self._index)
+        return self._gpu_copy
 
     def _invalidate(self) -> None:
-        """Drop caches derived from the FAISS index (a GPU copy) after add/remove."""
+        """Drop the GPU copy after add/remove (the next search makes a fresh one)."""
+        self._gpu_copy = None
 
     @abstractmethod
     def _search_parameters(self, selector: Any, width: int) -> Any: ...
@@ -354,22 +382,8 @@ class FlatIndex(FaissIndex):
     def __init__(self, dim: int, *, use_gpu: bool | None = None) -> None:
         import faiss
 
-        super().__init__(dim)
+        super().__init__(dim, use_gpu=use_gpu)
         self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        self.use_gpu = gpu_available() if use_gpu is None else use_gpu
-        self._gpu_copy: Any = None
-
-    def _searcher(self) -> Any:
-        if not self.use_gpu:
-            return self._index
-        import faiss
-
-        if self._gpu_copy is None:
-            self._gpu_copy = faiss.index_cpu_to_all_gpus(self._index)
-        return self._gpu_copy
-
-    def _invalidate(self) -> None:
-        self._gpu_copy = None
 
     def _search_parameters(self, selector: Any, width: int) -> Any:
         faiss = _faiss()
@@ -392,10 +406,10 @@ class IVFIndex(FaissIndex):
     kind = "ivf"
 
     def __init__(self, dim: int, *, nlist: int = 256, nprobe: int = 16,
-                 max_train: int = 50_000, seed: int = 0) -> None:
+                 max_train: int = 50_000, seed: int = 0, use_gpu: bool | None = None) -> None:
         import faiss
 
-        super().__init__(dim)
+        super().__init__(dim, use_gpu=use_gpu)
         self.nlist, self.nprobe, self.max_train, self.seed = nlist, nprobe, max_train, seed
         self.trained_on = 0
         self._quantizer = faiss.IndexFlatIP(dim)

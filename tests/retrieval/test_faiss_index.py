@@ -14,6 +14,7 @@ from casegraph.retrieval.faiss_index import (
     FlatIndex,
     IVFIndex,
     VectorIndex,
+    gpu_available,
     make_index,
     normalise,
 )
@@ -23,11 +24,17 @@ N = 400
 
 IMPLEMENTATIONS: dict[str, Callable[[], FaissIndex]] = {
     "flat": lambda: FlatIndex(DIM, use_gpu=False),
-    "ivf": lambda: IVFIndex(DIM, nlist=16, nprobe=4, seed=0),
+    "ivf": lambda: IVFIndex(DIM, nlist=16, nprobe=4, seed=0, use_gpu=False),
+    # the CUDA FAISS build (casegraph[gpu]): the same contract, searches on a GPU copy
+    "flat-gpu": lambda: FlatIndex(DIM, use_gpu=True),
+    "ivf-gpu": lambda: IVFIndex(DIM, nlist=16, nprobe=4, seed=0, use_gpu=True),
 }
+NEEDS_GPU = [pytest.mark.gpu, pytest.mark.skipif(
+    not gpu_available(), reason="no GPU FAISS build or no GPU (pip install casegraph[gpu])")]
 
 
-@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+@pytest.fixture(params=[pytest.param(name, marks=NEEDS_GPU if name.endswith("-gpu") else ())
+                        for name in sorted(IMPLEMENTATIONS)])
 def empty_index(request: pytest.FixtureRequest) -> FaissIndex:
     return IMPLEMENTATIONS[request.param]()
 
@@ -146,3 +153,31 @@ def test_make_index_switches_to_ivf_at_the_threshold() -> None:
 def test_ivf_needs_enough_vectors_to_train() -> None:
     with pytest.raises(InputError, match="needs at least"):
         IVFIndex(DIM, nlist=64).add(["a"], np.ones((1, DIM), np.float32))
+
+
+@pytest.mark.skipif(gpu_available(), reason="this machine has a GPU FAISS build")
+def test_asking_for_a_gpu_index_without_gpu_faiss_is_a_clear_error() -> None:
+    for make in (lambda: FlatIndex(DIM, use_gpu=True), lambda: IVFIndex(DIM, use_gpu=True)):
+        with pytest.raises(InputError, match=r"use_gpu=True.*casegraph\[gpu\]"):
+            make()
+    assert FlatIndex(DIM).use_gpu is False and IVFIndex(DIM).use_gpu is False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_available(), reason="no GPU FAISS build or no GPU")
+def test_gpu_search_agrees_with_cpu_also_past_the_gpu_k_limit(tmp_path: Path) -> None:
+    """Past FAISS's GPU k limit the CPU index answers; a saved GPU index loads and answers
+    like the CPU one."""
+    from casegraph.retrieval.faiss_index import GPU_MAX_K
+
+    ids, x = _data(GPU_MAX_K + 300, seed=3)
+    cpu, gpu = FlatIndex(DIM, use_gpu=False), FlatIndex(DIM, use_gpu=True)
+    cpu.add(ids, x)
+    gpu.add(ids, x)
+    for k in (10, GPU_MAX_K + 100):
+        want = [h.patient_id for h in cpu.search(x[:3], k)[0][:10]]
+        assert [h.patient_id for h in gpu.search(x[:3], k)[0][:10]] == want
+    gpu.save(tmp_path / "idx")
+    loaded = FaissIndex.load(tmp_path / "idx")
+    assert [h.patient_id for h in loaded.search(x[:1], 5)[0]] == [
+        h.patient_id for h in cpu.search(x[:1], 5)[0]]
