@@ -47,16 +47,18 @@ def open_store(path: PathLike, *, create: bool = True, read_only: bool = False) 
 def ingest_batch(store: Store, *, tables: Sequence[PathLike] = (), cohort: str | None = None,
            signatures: Sequence[PathLike] = (), splits: Sequence[PathLike] = (),
            bags: Sequence[PathLike] = (), encoder: str = "unknown",
-           update: bool = False) -> IngestReport:
+           update: bool = False, executor: str | None = None) -> IngestReport:
     """One all-or-nothing batch (as ``casegraph ingest``): MCAT/PORPOISE tables, gene-group
-    files, split folders and folders of patch bags."""
+    files, split folders and folders of patch bags; ``executor`` as ``--executor``
+    (``local`` by default, ``dask://HOST:PORT``)."""
     from casegraph.ingest.pipeline import IngestRequest
     from casegraph.ingest.pipeline import ingest as run_ingest
     from casegraph.ingest.signatures import read_gene_groups
     from casegraph.ingest.splits import read_split_dir
     from casegraph.ingest.tables import read_mcat_table
 
-    request = IngestRequest(update=update, encoder=encoder, bag_dirs=[Path(b) for b in bags])
+    request = IngestRequest(update=update, encoder=encoder, bag_dirs=[Path(b) for b in bags],
+                            executor=executor)
     request.tables = [read_mcat_table(p, cohort if len(tables) == 1 else None) for p in tables]
     request.gene_groups = [read_gene_groups(p) for p in signatures]
     request.split_sets = [read_split_dir(p) for p in splits]

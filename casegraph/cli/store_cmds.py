@@ -36,9 +36,11 @@ def ingest_command(
     k: int = typer.Option(6, help="k-means centres per slide (CCL uses 6)."),
     seed: int = typer.Option(0, help="Seed of the per-slide k-means."),
     encoder: str = typer.Option("unknown", help="Name of the patch encoder that produced the bags."),
+    executor: str = typer.Option("local", "--executor", help="Where bags are read, hashed and summarised: local (a thread per core), local:N (N threads) or dask://HOST:PORT (the workers of a Dask scheduler; they must see the bag paths)."),
     store: Path | None = STORE_OPTION,
 ) -> None:
     """Ingest cohort tables, gene groups, splits and patch bags as one all-or-nothing batch."""
+    from casegraph.ingest.executors import executor_from_spec
     from casegraph.ingest.pipeline import IngestRequest, ingest
     from casegraph.ingest.signatures import read_gene_groups
     from casegraph.ingest.splits import read_split_dir
@@ -50,7 +52,9 @@ def ingest_command(
     mapping = ColumnMapping(patient=patient_col, time=time_col, event=event_col,
                             censorship=None if event_col else (censorship_col or "censorship"),
                             slide=slide_col)
-    request = IngestRequest(update=update, k=k, seed=seed, encoder=encoder, bag_dirs=list(bags))
+    executor_from_spec(executor)  # a malformed --executor fails before any table is read
+    request = IngestRequest(update=update, k=k, seed=seed, encoder=encoder, bag_dirs=list(bags),
+                            executor=executor)
     request.tables = [read_mcat_table(p, cohort if len(table) == 1 else None, mapping) for p in table]
     if labels is not None and rna is not None:
         request.tables.append(read_survpath(labels, rna, cohort))

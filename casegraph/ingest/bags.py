@@ -60,6 +60,9 @@ class Bag:
     features: npt.NDArray[np.float32]
     coords: npt.NDArray[np.int64] | None
     attrs: dict[str, object] = field(default_factory=dict)
+    # (D,) float32 sums over the patches, from the validation pass (None when they
+    # overflowed): the mean embedding reuses them instead of a second pass over the bag.
+    column_sums: npt.NDArray[np.float32] | None = None
 
     @property
     def n_patches(self) -> int:
@@ -92,8 +95,8 @@ def read_bag(path: str | Path, limits: BagLimits | None = None) -> Bag:
         return parse_bag(np.fromfile(path, dtype=np.uint8), path, limits)
     if path.suffix == ".pt":
         features, coords, attrs = _read_pt(path, path, limits)
-        return Bag(path=path, features=_validate_features(features, path), coords=coords,
-                   attrs=attrs)
+        feats, sums = _validate_features(features, path)
+        return Bag(path=path, features=feats, coords=coords, attrs=attrs, column_sums=sums)
     raise _unsupported(path)
 
 
@@ -116,8 +119,8 @@ def parse_bag(data: npt.NDArray[np.uint8] | bytes, path: str | Path,
         features, coords, attrs = _read_pt(io.BytesIO(buffer.tobytes()), path, limits)
     else:
         raise _unsupported(path)
-    return Bag(path=path, features=_validate_features(features, path), coords=coords,
-               attrs=attrs)
+    feats, sums = _validate_features(features, path)
+    return Bag(path=path, features=feats, coords=coords, attrs=attrs, column_sums=sums)
 
 
 def _unsupported(path: Path) -> InputError:
@@ -389,7 +392,9 @@ def _pt_declared_size(source: Path | BinaryIO) -> int:
     return source.seek(0, io.SEEK_END)
 
 
-def _validate_features(features: np.ndarray, path: Path) -> npt.NDArray[np.float32]:
+def _validate_features(features: np.ndarray, path: Path
+                       ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+    """The features as float32 and their column sums (None when those overflowed)."""
     if features.ndim != 2:
         raise InputError(f"features must be 2-d (N patches x D), got shape {features.shape}",
                          file=path, column="features")
@@ -405,10 +410,10 @@ def _validate_features(features: np.ndarray, path: Path) -> npt.NDArray[np.float
     with np.errstate(over="ignore", invalid="ignore"):
         column_sums = feats.sum(axis=0)
     if np.isfinite(column_sums).all():
-        return feats
+        return feats, column_sums
     finite = np.isfinite(feats)
     if not finite.all():
         row = int(np.flatnonzero(~finite.all(axis=1))[0])
         raise InputError("features contain NaN or inf", file=path, row=f"patch {row}",
                          column="features", fix="re-extract the slide's features")
-    return feats
+    return feats, None

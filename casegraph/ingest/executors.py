@@ -127,12 +127,15 @@ class DaskExecutor:
         done: dict[int, BagRecord] = {}
         failed: dict[int, BaseException] = {}
         next_out = 0
-        for future in as_completed(futures):
+        # results are fetched as each finishes: one held only in a worker's memory is lost
+        # (and recomputed) when that worker dies
+        for future, result in as_completed(futures, loop=client.loop, with_results=True,
+                                           raise_errors=False):
             i = position[future.key]
             if future.status == "finished":
-                done[i] = future.result()
+                done[i] = result
             else:
-                failed[i] = future.exception()
+                failed[i] = result if isinstance(result, BaseException) else future.exception()
             while not failed and next_out in done:  # stream the finished prefix
                 yield done.pop(next_out)
                 next_out += 1
