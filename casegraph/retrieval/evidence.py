@@ -214,8 +214,8 @@ def knn_scores(features: npt.NDArray[np.float32], center: npt.NDArray[np.float32
     """The model-free answer's attribution: S = sum_j w_j v_j . u/|u|, u = mean(x) - centre,
     v_j the neighbours' normalised slide vectors; score_i = dS/dmean . (x_i - mean) / N
     (closed form: dS/dmean = (a - q (q . a)) / |u|, a = sum_j w_j v_j, q = u/|u|)."""
-    x = np.asarray(features, dtype=np.float64)
-    mean = x.mean(axis=0)
+    x = np.asarray(features, dtype=np.float32)  # no float64 copy of a 50,000-patch bag
+    mean = x.mean(axis=0, dtype=np.float64)
     u = mean - (0.0 if center is None else np.asarray(center, dtype=np.float64))
     norm = float(np.linalg.norm(u))
     if norm == 0 or not len(neighbour_vectors):
@@ -223,7 +223,7 @@ def knn_scores(features: npt.NDArray[np.float32], center: npt.NDArray[np.float32
     q = u / norm
     a = np.asarray(weights, dtype=np.float64) @ np.asarray(neighbour_vectors, np.float64)
     grad = (a - q * float(q @ a)) / norm
-    return (x @ grad - float(mean @ grad)) / len(x)
+    return ((x @ grad.astype(np.float32)).astype(np.float64) - float(mean @ grad)) / len(x)
 
 
 def answer_scores(engine: QueryEngine, result: QueryResult,

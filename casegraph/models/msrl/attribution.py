@@ -52,21 +52,33 @@ def neighbour_similarity_scores(model: MSRLModel, bag: npt.NDArray[np.floating],
                         dtype=torch.float32)
     net = model.net_
     net.eval()
-    x = torch.as_tensor(np.asarray(bag, dtype=np.float32)).clone().requires_grad_(True)
+    x = torch.as_tensor(np.asarray(bag, dtype=np.float32))
     with torch.no_grad():
         neighbour_keys = net.gsl_f.keys(model.reference_features(ids))
+
+    def similarity(wsi: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        query_key = net.gsl_f.keys(net.online_fused(net.encode_wsi(wsi), None))
+        return (net.gsl_f.key_similarity(query_key, neighbour_keys)[0] * w).sum()
+
+    if model.config.wsi_encoder != "abmil":  # h depends on the bag mean only: O(D) gradient
+        # numpy reduces float32 into float64 in buffered blocks; torch's dtype= copies x
+        mean = torch.from_numpy(x.numpy().mean(axis=0, dtype=np.float64).astype(np.float32))
+        mean.requires_grad_(True)
+        with torch.enable_grad():
+            (grad_mean,) = torch.autograd.grad(similarity(mean[None]), mean)
+        g = grad_mean.double().numpy() / len(x)
+        return (x.numpy() @ g.astype(np.float32)).astype(np.float64) \
+            - float(mean.detach().double().numpy() @ g)
+    x.requires_grad_(True)
     with torch.enable_grad():
-        h = net.encode_wsi([x])
-        query_key = net.gsl_f.keys(net.online_fused(h, None))
-        similarity = (net.gsl_f.key_similarity(query_key, neighbour_keys)[0] * w).sum()
-        (grad,) = torch.autograd.grad(similarity, x)
+        (grad,) = torch.autograd.grad(similarity([x]), x)
     return centred_dot(x.detach(), grad)
 
 
 def centred_dot(x: torch.Tensor, grad: torch.Tensor, chunk: int = 8192
                 ) -> npt.NDArray[np.float64]:
     """(N,) grad_i . (x_i - mean(x)) for x, grad (N, D), in row chunks (no (N, D) temp)."""
-    mean = x.mean(dim=0, dtype=torch.float64)
+    mean = torch.from_numpy(x.numpy().mean(axis=0, dtype=np.float64))
     out = np.empty(x.shape[0], dtype=np.float64)
     for start in range(0, x.shape[0], chunk):
         g = grad[start:start + chunk].double()
