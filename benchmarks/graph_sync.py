@@ -7,14 +7,27 @@
    run, and both vs the ~70,000 items/s published for batched UNWIND+MERGE.
 3. Latency (p50/p95) of every docs/cypher.md cookbook query on that graph.
 
+With ``--writes`` (issue 13 §3) instead: the write ceiling. A store of ``--n`` patients
+with a trained version (``--k`` neighbours each, predictions, a buffer), its patients synced;
+then, against the same server in the same run, each fastest-known driver-level edge write
+(fixed Cypher, no casegraph code: CREATE of known-new edges, flat rows or grouped by
+source as lists, at two batch sizes), the old flat UNWIND + MERGE, and casegraph's own
+``graph sync`` of the version (edge phase and whole version); each version pruned before the
+next. Then ``graph import`` (neo4j-admin's bulk importer) of a ``--import-n``-patient store
+into a fresh home, edges/s with and without writing the CSV.
+
 The database is wiped first: run it only against a throwaway server (``--wipe`` required).
-Run: ``python -m benchmarks.graph_sync --wipe [--patients 100000] [--k 12]``.
+Run: ``python -m benchmarks.graph_sync --wipe [--patients 100000] [--k 12]`` or
+``python -m benchmarks.graph_sync --wipe --writes [--n 20000] [--import-n 100000]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +35,17 @@ import numpy as np
 
 from benchmarks.common import print_table, write_json
 from casegraph.config import neo4j_settings
+from casegraph.graph import source
 from casegraph.graph.cypher import cookbook_queries, run_cypher
-from casegraph.graph.neo4j_store import Neo4jGraphStore
+from casegraph.graph.neo4j_store import (
+    CREATE_SIMILAR,
+    Neo4jGraphStore,
+    edges_by_source,
+    similar_lists,
+)
 from casegraph.graph.records import BufferEntry, ModelVersionRecord, PatientRecord, SimilarEdge
-from casegraph.graph.sync import batched
+from casegraph.graph.sync import batched, batched_by_source, sync_graph
+from casegraph.ingest.store import Store
 
 PUBLISHED_ITEMS_PER_S = 70_000
 COOKBOOK = Path(__file__).resolve().parents[1] / "docs" / "cypher.md"
@@ -104,7 +124,7 @@ def sync_benchmark(graph: Neo4jGraphStore, args: argparse.Namespace) -> dict[str
 
 def query_params(name: str, rng: np.random.Generator, n: int) -> dict[str, Any]:
     patient = f"B{int(rng.integers(n)):06d}"
-    return {
+    params: dict[str, dict[str, Any]] = {
         "neighbours": {"patient": patient, "version": "bench-v1", "k": 10},
         "neighbourhood-survival": {"patient": patient, "version": "bench-v1"},
         "cross-cohort": {"version": "bench-v1"},
@@ -116,7 +136,8 @@ def query_params(name: str, rng: np.random.Generator, n: int) -> dict[str, Any]:
         "risk-change": {"old": "bench-v1", "new": "bench-v2", "limit": 50},
         "attach-added": {"version": "bench-v2"},
         "lineage": {"version": "bench-v1"},
-    }[name]
+    }
+    return params[name]
 
 
 def latency_benchmark(graph: Neo4jGraphStore, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -139,6 +160,145 @@ def latency_benchmark(graph: Neo4jGraphStore, args: argparse.Namespace) -> list[
     return out
 
 
+FLOOR_FLAT_CREATE = """
+UNWIND $rows AS row
+MATCH (a:Patient {id: row.a}) MATCH (b:Patient {id: row.b})
+CREATE (a)-[:SIMILAR_TO {model_version: $version, rank: row.r, weight: row.w}]->(b)
+"""
+OLD_FLAT_MERGE = """
+UNWIND $rows AS row
+MATCH (a:Patient {id: row.a}) MATCH (b:Patient {id: row.b})
+MERGE (a)-[r:SIMILAR_TO {model_version: $version}]->(b)
+SET r.weight = row.w, r.rank = row.r
+"""
+
+
+def _flat_rows(edges: Sequence[SimilarEdge]) -> dict[str, Any]:
+    return {"rows": [{"a": e.patient_id, "b": e.neighbour_id, "r": e.rank, "w": e.weight}
+                     for e in edges]}
+
+
+def _grouped_lists(edges: Sequence[SimilarEdge]) -> dict[str, Any]:
+    groups = edges_by_source(edges)
+    return similar_lists(groups, list(groups))
+
+
+def _driver_write(graph: Neo4jGraphStore, version_id: str, edges: list[SimilarEdge],
+                  query: str, shape: Any, batch_size: int) -> float:
+    """Plain driver writes: one managed transaction per batch; seconds."""
+    start = time.perf_counter()
+    def work(tx: Any, params: dict[str, Any]) -> None:
+        tx.run(query, version=version_id, **params).consume()
+
+    with graph.driver.session(database=graph.database) as session:
+        for chunk in batched_by_source(edges, batch_size):
+            session.execute_write(work, shape(chunk))
+    return time.perf_counter() - start
+
+
+def write_ceiling(graph: Neo4jGraphStore, args: argparse.Namespace) -> dict[str, Any]:
+    """Every driver-level floor, the old MERGE path and casegraph's sync on one store."""
+    from benchmarks.graph_delta_sync import ROOT, build_root
+
+    out: dict[str, Any] = {"n": args.n, "k": args.k, "load_at_start": os.getloadavg()}
+    with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "store") as store:
+        build_root(store, Path(tmp), _delta_args(args, args.n))
+        graph.clear()
+        sync_graph(store, graph, versions=[], batch_size=args.batch_size)  # patients, slides
+        edges = source.similar_edges(store, ROOT)
+        runs: list[tuple[str, Any]] = [
+            ("floor: flat rows, CREATE, batch 10000", lambda v: _driver_write(
+                graph, v, edges, FLOOR_FLAT_CREATE, _flat_rows, 10_000)),
+            ("floor: grouped lists, CREATE, batch 5000", lambda v: _driver_write(
+                graph, v, edges, CREATE_SIMILAR, _grouped_lists, 5_000)),
+            ("floor: grouped lists, CREATE, batch 20000", lambda v: _driver_write(
+                graph, v, edges, CREATE_SIMILAR, _grouped_lists, 20_000)),
+            ("before: flat rows, MERGE, batch 10000 (old write_similar)", lambda v: _driver_write(
+                graph, v, edges, OLD_FLAT_MERGE, _flat_rows, 10_000)),
+        ]
+        rows = []
+        for i, (name, run) in enumerate(runs):
+            seconds = run(f"floor-{i}")
+            rows.append({"path": name, "edges": len(edges), "seconds": round(seconds, 2),
+                         "edges_per_s": round(len(edges) / seconds)})
+            print(f"{name}: {len(edges) / seconds:.0f} edges/s", flush=True)
+            graph.prune_version(f"floor-{i}")
+        rows += _ours(graph, store, edges, args)
+        graph.clear()
+    floor = max(r["edges_per_s"] for r in rows if r["path"].startswith("floor"))
+    for r in rows:
+        r["of_floor"] = round(r["edges_per_s"] / floor, 3)
+    out.update(rows=rows, floor_edges_per_s=floor, load_at_end=os.getloadavg())
+    return out
+
+
+def _ours(graph: Neo4jGraphStore, store: Store, edges: list[SimilarEdge],
+          args: argparse.Namespace) -> list[dict[str, Any]]:
+    """casegraph's path: the sync's edge loop alone, then a whole `graph sync` of the version."""
+    from benchmarks.graph_delta_sync import ROOT
+
+    start = time.perf_counter()
+    for chunk in batched_by_source(source.similar_edges(store, ROOT), args.batch_size):
+        graph.write_similar("ours-edges", chunk)
+    edge_s = time.perf_counter() - start
+    print(f"ours, edge loop: {len(edges) / edge_s:.0f} edges/s", flush=True)
+    graph.prune_version("ours-edges")
+    report = sync_graph(store, graph, batch_size=args.batch_size)
+    print(f"ours, graph sync: {report.edges_written / report.seconds:.0f} edges/s", flush=True)
+    return [
+        {"path": f"ours: sync edge loop (write_similar), batch {args.batch_size}",
+         "edges": len(edges), "seconds": round(edge_s, 2),
+         "edges_per_s": round(len(edges) / edge_s)},
+        {"path": f"ours: whole `graph sync` of the version (+{report.predictions_written} "
+                 f"predictions, {report.buffer_written} buffer links, marks)",
+         "edges": report.edges_written, "seconds": round(report.seconds, 2),
+         "edges_per_s": round(report.edges_written / report.seconds)},
+    ]
+
+
+def _delta_args(args: argparse.Namespace, n: int) -> argparse.Namespace:
+    return argparse.Namespace(n=n, k=args.k, features=20, buffer=args.buffer, seed=args.seed)
+
+
+def import_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    """`graph import` of an ``--import-n``-patient store into a fresh Neo4j home."""
+    from benchmarks.graph_delta_sync import build_root
+    from casegraph.graph.bulk_import import bulk_import
+
+    launcher = ["bash", str(Path(__file__).resolve().parents[1] / "deploy/neo4j/import.sh")]
+    with tempfile.TemporaryDirectory() as tmp, Store.open(Path(tmp) / "store") as store:
+        build_root(store, Path(tmp), _delta_args(args, args.import_n))
+        load = os.getloadavg()
+        report = bulk_import(store, Path(tmp) / "home", launcher)
+    result = {"patients": args.import_n, "nodes": report.nodes,
+              "relationships": report.relationships, "edges": report.edges,
+              "csv_s": round(report.csv_seconds, 2), "importer_s": round(report.import_seconds, 2),
+              "edges_per_s": round(report.edges / report.seconds),
+              "relationships_per_s": round(report.relationships / report.seconds),
+              "edges_per_s_importer_only": round(report.edges / report.import_seconds),
+              "importer_reported_s": report.importer_own_seconds,
+              "load_at_start": load, "load_at_end": os.getloadavg()}
+    print(f"import: {result}", flush=True)
+    return result
+
+
+def writes_main(args: argparse.Namespace, graph: Neo4jGraphStore) -> None:
+    ceiling = write_ceiling(graph, args)
+    imported = import_benchmark(args)
+    print_table(f"edge writes into Neo4j, {args.n} patients x {args.k} (same server, one run; "
+                f"load {ceiling['load_at_start'][0]:.1f} -> {ceiling['load_at_end'][0]:.1f})",
+                ["path", "edges", "seconds", "edges/s", "of floor"],
+                [[r["path"], r["edges"], r["seconds"], r["edges_per_s"], r["of_floor"]]
+                 for r in ceiling["rows"]])
+    print_table(f"graph import (neo4j-admin database import full), {args.import_n} patients",
+                ["edges", "relationships", "CSV s", "importer s", "its own report s",
+                 "edges/s", "importer only"],
+                [[imported["edges"], imported["relationships"], imported["csv_s"],
+                  imported["importer_s"], imported["importer_reported_s"],
+                  imported["edges_per_s"], imported["edges_per_s_importer_only"]]])
+    print(f"\nwrote {write_json('graph_writes', {'ceiling': ceiling, 'import': imported})}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=100_000)
@@ -151,10 +311,18 @@ def main() -> None:
     parser.add_argument("--global-repeat", type=int, default=5, help="runs of whole-graph queries")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--wipe", action="store_true", help="allow wiping the database")
+    parser.add_argument("--writes", action="store_true", help="the write ceiling (issue 13)")
+    parser.add_argument("--n", type=int, default=20_000, help="--writes: patients")
+    parser.add_argument("--import-n", type=int, default=100_000, help="--writes: imported")
     args = parser.parse_args()
     settings = neo4j_settings()
     if settings is None or not args.wipe:
         raise SystemExit("needs CASEGRAPH_NEO4J_URI (a throwaway server) and --wipe")
+    if args.writes:
+        store_graph = Neo4jGraphStore.connect(settings)
+        with store_graph:
+            writes_main(args, store_graph)
+        return
     with Neo4jGraphStore.connect(settings) as graph:
         assert isinstance(graph, Neo4jGraphStore)
         sync = sync_benchmark(graph, args)

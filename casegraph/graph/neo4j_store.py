@@ -216,7 +216,7 @@ def _run_schema(tx: ManagedTransaction, statement: str) -> None:
     tx.run(statement).consume()
 
 
-def _edges_by_source(edges: Sequence[SimilarEdge]) -> dict[str, dict[str, tuple[int, float]]]:
+def edges_by_source(edges: Sequence[SimilarEdge]) -> dict[str, dict[str, tuple[int, float]]]:
     """source -> neighbour -> (rank, weight), in input order; a repeated pair keeps its last
     row, as a MERGE followed by SET would."""
     groups: dict[str, dict[str, tuple[int, float]]] = {}
@@ -225,7 +225,7 @@ def _edges_by_source(edges: Sequence[SimilarEdge]) -> dict[str, dict[str, tuple[
     return groups
 
 
-def _similar_lists(groups: dict[str, dict[str, tuple[int, float]]],
+def similar_lists(groups: dict[str, dict[str, tuple[int, float]]],
                    sources: list[str]) -> dict[str, list[Any]]:
     """The $s/$n/$r/$w parameters of :data:`CREATE_SIMILAR` for ``sources``."""
     return {"s": sources,
@@ -335,7 +335,7 @@ class Neo4jGraphStore(GraphStore):
     def write_similar(self, version_id: str, edges: Sequence[SimilarEdge]) -> int:
         """One transaction: CREATE for sources without an edge of the version, MERGE for the
         rest (see :data:`CREATE_SIMILAR`)."""
-        groups = _edges_by_source(edges)
+        groups = edges_by_source(edges)
 
         def work(tx: ManagedTransaction) -> int:
             seen = {str(r["id"]) for r in tx.run(SIMILAR_SEEN, s=list(groups), version=version_id)}
@@ -344,7 +344,7 @@ class Neo4jGraphStore(GraphStore):
                                    (MERGE_SIMILAR, [a for a in groups if a in seen])):
                 if sources:
                     created += _summary_created(tx, query, version=version_id,
-                                                **_similar_lists(groups, sources))
+                                                **similar_lists(groups, sources))
             return created
 
         return self._write(work) if groups else 0
