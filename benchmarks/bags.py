@@ -176,7 +176,7 @@ def profile(paths: list[Path]) -> dict[str, dict[str, float]]:
             rng = np.random.default_rng(0)
             sample = add("sample 2,048 patches", _sample, bag.features, rng)
             add("k-means k=6 (Lloyd, k-means++)", kmeans, sample, 6, rng)
-            add("summaries (mean from sums + sample + k-means)", summarize_features,
+            add("summaries (mean pass + sample + k-means)", summarize_features,
                 bag.features, 6, 0)
             add("register_bag (all of it; hash overlapped with the read)", register_bag, path)
     return {name: {"cpu_ms": 1000 * float(np.median([c for c, _ in v])),
