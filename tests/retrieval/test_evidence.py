@@ -109,7 +109,8 @@ def test_knn_scores_linearise_the_leave_one_out_change() -> None:
 
     scores = knn_scores(feats, center, neighbours.astype(np.float32), weights.tolist())
     loo = np.array([similarity(np.delete(feats, i, 0)) for i in range(40)]) - similarity(feats)
-    assert abs(scores.sum()) < 1e-9 and np.corrcoef(scores, -loo)[0, 1] > 0.99
+    assert abs(scores.sum()) < 1e-5 * np.abs(scores).sum()  # float32 products
+    assert np.corrcoef(scores, -loo)[0, 1] > 0.99
 
 
 def test_knn_scores_find_the_patch_that_looks_like_the_neighbours() -> None:
