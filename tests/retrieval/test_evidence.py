@@ -257,6 +257,11 @@ def test_query_heatmap_from_the_cli(tiny_store_dir: Path, tmp_path: Path) -> Non
                                "--store", str(tiny_store_dir)])
     assert done.exit_code == 0, done.output
     assert out.stat().st_size > 1000 and json.loads(done.stdout)["method"] == "embedding-knn"
+    stored = tmp_path / "stored.png"  # a stored patient: its registered coordinates
+    patient = runner.invoke(app, ["query", "--patient", "A01", "--heatmap", str(stored),
+                                  "--store", str(tiny_store_dir)])
+    assert patient.exit_code == 0, patient.output
+    assert "patch heatmap written" in patient.output and stored.stat().st_size > 1000
     bad = tmp_path / "bad.svs"
     bad.write_text("no slide")
     failed = runner.invoke(app, ["query", "--slide", str(bag), "--heatmap", str(out),
