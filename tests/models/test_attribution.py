@@ -128,9 +128,8 @@ def test_ccl_scores_follow_the_cluster_assignment(fusion_cohort: CohortData) -> 
 
 def test_msrl_contributions_linearise_the_leave_one_out_change(
         fusion_cohort: CohortData) -> None:
-    from casegraph.models.msrl.attribution import neighbour_similarity_scores
-
     from casegraph.models.msrl import MSRLModel
+    from casegraph.models.msrl.attribution import neighbour_similarity_scores
 
     model = MSRLModel("msrl", dim=16, proj_dim=8, batch_size=8, pretrain_steps=3, epochs=2,
                       k=3)
