@@ -155,3 +155,11 @@ def test_msrl_contributions_linearise_the_leave_one_out_change(
     assert np.corrcoef(scores, -loo)[0, 1] > 0.95
     default = explain(model, bag)  # the model's own answer's neighbours
     assert default.kind == "neighbour-similarity" and default.signed
+
+
+def test_late_fusion_attention_is_its_wsi_branch(fusion_cohort: CohortData) -> None:
+    model = build_model("late_fusion", hidden=8, epochs=1, device="cpu").fit(fusion_cohort)
+    bag = fusion_cohort.load_bag(2)
+    result = explain(model, bag)
+    assert result.kind == "attention" and result.scores.sum() == pytest.approx(1.0)
+    assert np.allclose(result.scores, model.patch_attention(bag))  # type: ignore[attr-defined]

@@ -334,3 +334,19 @@ def test_a_patch_scoring_version_gives_its_own_attention(versioned_store: tuple)
     assert evidence.attribution == "attention" and not evidence.signed
     assert len(evidence.top) == 24 and sum(t.score for t in evidence.top) == pytest.approx(1.0)
     assert evidence.model_version == abmil and evidence.gene_groups == []
+
+
+def test_a_wsi_model_answer_is_explained_by_its_versions_attention(versioned_store: tuple,
+                                                                   tmp_path: Path) -> None:
+    from casegraph.retrieval.evidence import answer_scores
+
+    store, _, abmil = versioned_store
+    engine = QueryEngine(store)
+    bag = _query_bag(tmp_path / "q.h5")
+    knn = engine.query([bag], None, QueryOptions(k=4, method="knn"))
+    as_model = knn.model_copy(update={"method": "wsi-model", "model_version": abmil})
+    with h5py.File(bag) as handle:
+        feats = handle["features"][()]
+    scored = answer_scores(engine, as_model, feats)
+    assert scored.kind == "attention" and scored.scores.sum() == pytest.approx(1.0)
+    assert answer_scores(engine, knn, feats).kind == "neighbour-similarity"
