@@ -64,6 +64,11 @@ def train(
     endpoint: str = typer.Option("OS", "--endpoint",
                                  help="Outcome to model: OS | DSS | PFI | DFI (`casegraph info` "
                                  "lists each cohort's)."),
+    task: str = typer.Option("survival", "--task",
+                             help="survival | classification (of --label; snn or abmil)."),
+    label: str = typer.Option(None, "--label",
+                              help="Classification: the table column to predict, e.g. "
+                              "oncotree_code or a mutation flag."),
     threads: int = typer.Option(None, "--threads", help="torch CPU threads."),
     save_version: bool = typer.Option(False, "--save-version",
                                       help="Also fit on the training patients of --version-fold "
@@ -103,6 +108,13 @@ def train(
     options = _parse_options(option)
     if epochs is not None:
         options["epochs"] = epochs
+    if task != "survival" or label is not None:
+        config = CVConfig(model=model, cohort=cohort, splits=splits, n_folds=n_folds, seed=seed,
+                          select="eval" if select_on_eval else select, options=options,
+                          folds=[int(f) for f in folds.split(",")] if folds else None,
+                          group_set=group_set, task=task, label=label)
+        _train_classification(config, store_dir, save_version or stage != "all")
+        return
     _check_options(model, options)
     if select_on_eval:
         select = "eval"
@@ -171,11 +183,54 @@ def train(
             typer.echo(f"KM figure: {png} (log-rank p = {p:.2e})")
 
 
+def _train_classification(config: Any, store_dir: Path | None, survival_only: bool) -> None:
+    """``train --task classification --label COL``: the same folds and CV runner, scored by
+    accuracy / ROC AUC / macro F1."""
+    import numpy as np
+
+    from casegraph.errors import InputError
+    from casegraph.ingest.cv_results import CLASS_METRIC_COLUMNS
+    from casegraph.ingest.store import Store
+    from casegraph.models.classification import build_classifier
+    from casegraph.models.cv import kfold_folds, run_cv, stored_folds
+    from casegraph.models.data import CohortData
+    from casegraph.models.results import ResultStore
+
+    config.validate()
+    if survival_only:
+        raise InputError("--save-version and --stage apply to survival models",
+                         column="--task", fix="drop them for --task classification")
+    head = build_classifier(config.model, **config.options)  # refuses unknown options
+    with Store.open(store_dir or default_store_path(), create=False) as store:
+        if config.cohort not in store.cohorts():
+            raise InputError(f"cohort {config.cohort!r} has no patients in the store",
+                             fix=f"cohorts in the store: {', '.join(store.cohorts()) or 'none'}")
+        data = CohortData.from_store(store, config.cohort, group_set=config.group_set,
+                                     require_slides=head.uses_slides, label=config.label)
+        fold_map = (kfold_folds(data, config.n_folds, config.seed) if config.splits == "k-fold"
+                    else stored_folds(data, store, config.splits))
+        config = config.for_data(data, fold_map)
+        sizes = np.bincount(np.asarray(data.labels), minlength=len(data.label_classes))
+        counts = ", ".join(f"{c} {int(n)}" for c, n in zip(data.label_classes, sizes,
+                                                             strict=True))
+        typer.echo(f"run {config.run_id()}: {config.model} classifies {config.label} on "
+                   f"{config.cohort} ({len(data)} patients: {counts}; {len(fold_map)} folds, "
+                   f"select={config.select})")
+        results = ResultStore(store)
+        run_cv(data, config, fold_map, results=results, log=typer.echo)
+        folds_df = results.fold_results(config.run_id())
+        for metric in CLASS_METRIC_COLUMNS:
+            values = folds_df[metric].dropna()
+            typer.echo(f"{metric}: {values.mean():.4f} ± {values.std(ddof=0):.4f} "
+                       f"over {len(values)} folds")
+
+
 def evaluate(
     store_dir: Path = typer.Option(None, "--store", help="Store directory [CASEGRAPH_STORE]."),
     run: str = typer.Option(None, "--run", help="One run id (default: every run)."),
     metric: str = typer.Option("c_index", "--metric",
-                               help="c_index | c_index_uno | mean_auc | ibs."),
+                               help="c_index | c_index_uno | mean_auc | ibs; classification "
+                               "runs: accuracy | roc_auc | macro_f1."),
     endpoint: str = typer.Option(None, "--endpoint",
                                  help="Only runs of this endpoint: OS | DSS | PFI | DFI "
                                  "(default: every run, each labelled with its endpoint)."),
@@ -188,18 +243,22 @@ def evaluate(
 ) -> None:
     """Report stored cross-validation results (mean ± std per run) and export them."""
     from casegraph.errors import InputError
+    from casegraph.ingest.cv_results import CLASS_METRIC_COLUMNS
     from casegraph.ingest.store import Store
     from casegraph.models.evaluate import METRIC_LABELS, METRICS
     from casegraph.models.plots import km_plot
     from casegraph.models.results import ResultStore, markdown_table
 
-    if metric not in METRICS:
-        raise InputError(f"unknown metric {metric!r}; choose among: {', '.join(METRICS)}",
+    labels = {**METRIC_LABELS, **CLASS_METRIC_LABELS}
+    if metric not in labels:
+        raise InputError(f"unknown metric {metric!r}; choose among: {', '.join(labels)}",
                          column="--metric")
     with Store.open(store_dir or default_store_path(), create=False, read_only=True) as store:
         results = ResultStore(store)
         summary = results.summary()
-        endpoints = _run_endpoints(results)
+        configs = _run_configs(results)
+        endpoints = {r: str(c.get("endpoint", "OS")) for r, c in configs.items()}
+        classifying = {r for r, c in configs.items() if c.get("task") == "classification"}
         if endpoint and not summary.empty:
             from casegraph.ingest.outcomes import check_endpoint
 
@@ -215,36 +274,47 @@ def evaluate(
             return
         for r in summary.itertuples():
             label = " [SELECTED ON EVALUATION FOLD: optimistic]" if r.selection == "eval" else ""
+            run_id = str(r.run_id)
+            shown = CLASS_METRIC_COLUMNS if run_id in classifying else METRICS
             cells = ", ".join(f"{m}={getattr(r, m + '_mean'):.4f}±{getattr(r, m + '_std'):.4f}"
-                              for m in METRICS)
-            typer.echo(f"{r.run_id}: {r.model} {r.cohort} {endpoints.get(str(r.run_id), 'OS')} "
-                       f"folds={r.folds}{label}: {cells}")
-        table = markdown_table(summary, metric)
-        typer.echo(f"\n{METRIC_LABELS[metric]} (mean ± std over folds):\n{table}")
+                              for m in shown)
+            what = (f"label={configs[run_id].get('label')}" if run_id in classifying
+                    else endpoints.get(run_id, "OS"))
+            typer.echo(f"{run_id}: {r.model} {r.cohort} {what} folds={r.folds}{label}: {cells}")
+        of_kind = [(str(r) in classifying) == (metric in CLASS_METRIC_COLUMNS)
+                   for r in summary["run_id"]]
+        table = markdown_table(summary[of_kind], metric)
+        typer.echo(f"\n{labels[metric]} (mean ± std over folds):\n{table}")
         if markdown:
             markdown.parent.mkdir(parents=True, exist_ok=True)
-            markdown.write_text(f"{METRIC_LABELS[metric]} (mean ± std over folds)\n\n{table}",
+            markdown.write_text(f"{labels[metric]} (mean ± std over folds)\n\n{table}",
                                 encoding="utf-8")
+        survival_runs = summary[[str(r) not in classifying for r in summary["run_id"]]]
         if km_dir:
-            for r in summary.itertuples():
+            for r in survival_runs.itertuples():
                 p = km_plot(results.predictions(str(r.run_id)), km_dir / f"{r.run_id}_km.png",
                             f"{r.model} on {r.cohort}")
                 typer.echo(f"KM {r.run_id}: log-rank p = {p:.2e}")
         if csv_dir:
             _write_csv(results, summary, csv_dir)
         if figures:
-            _write_figures(results, summary, figures)
+            _write_figures(results, survival_runs, figures)
 
 
-def _run_endpoints(results: Any) -> dict[str, str]:
-    """Run id -> the endpoint its folds were scored on (OS for runs stored before it)."""
-    out: dict[str, str] = {}
+CLASS_METRIC_LABELS = {"accuracy": "Accuracy", "roc_auc": "ROC AUC", "macro_f1": "Macro F1"}
+
+
+def _run_configs(results: Any) -> dict[str, dict[str, Any]]:
+    """Run id -> its stored configuration (empty for one that does not parse); runs
+    stored before endpoints and tasks have neither key (OS, survival)."""
+    out: dict[str, dict[str, Any]] = {}
     runs = results.runs()
     for run_id, config in zip(runs["run_id"], runs["config"], strict=True):
         try:
-            out[str(run_id)] = str(json.loads(str(config)).get("endpoint", "OS"))
-        except (json.JSONDecodeError, AttributeError):
-            out[str(run_id)] = "OS"
+            parsed = json.loads(str(config))
+        except json.JSONDecodeError:
+            parsed = {}
+        out[str(run_id)] = parsed if isinstance(parsed, dict) else {}
     return out
 
 

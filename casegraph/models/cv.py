@@ -59,6 +59,8 @@ class CVConfig:
     group_set: str = "mcat"
     data: str = ""  # fingerprint of the cohort data and fold membership (for_data)
     endpoint: str = "OS"  # the outcome the folds are scored on: OS, DSS, PFI, DFI
+    task: str = "survival"  # or "classification" of ``label``
+    label: str | None = None  # classification: the table column predicted
 
     def for_data(self, data: CohortData, folds: Folds) -> CVConfig:
         """This configuration bound to the data it runs on: any change of the patients,
@@ -71,6 +73,12 @@ class CVConfig:
             raise InputError(f"unknown bins {self.bins!r}; choose among: {', '.join(BIN_SOURCES)}",
                              column="--bins")
         check_endpoint(self.endpoint)
+        if self.task not in TASKS:
+            raise InputError(f"unknown task {self.task!r}; choose among: {', '.join(TASKS)}",
+                             column="--task")
+        if (self.task == "classification") != (self.label is not None):
+            raise InputError("--task classification and --label COLUMN go together",
+                             column="--label", fix="give both, or neither")
         if self.select not in SELECTIONS:
             raise InputError(f"unknown selection {self.select!r}; choose among: "
                              f"{', '.join(SELECTIONS)}", column="--select")
@@ -89,7 +97,8 @@ def _default_identity(name: str, value: object) -> bool:
     return name in IDENTITY_DEFAULTS and IDENTITY_DEFAULTS[name] == value
 
 
-IDENTITY_DEFAULTS: dict[str, object] = {"endpoint": "OS"}
+IDENTITY_DEFAULTS: dict[str, object] = {"endpoint": "OS", "task": "survival", "label": None}
+TASKS = ("survival", "classification")
 
 
 def data_fingerprint(data: CohortData, folds: Folds) -> str:
@@ -102,6 +111,8 @@ def data_fingerprint(data: CohortData, folds: Folds) -> str:
     digest.update(np.ascontiguousarray(data.target.event, dtype=bool).tobytes())
     for values in data.genomics:
         digest.update(np.ascontiguousarray(values, dtype=np.float32).tobytes())
+    if data.labels is not None:  # classification: the classes and every patient's
+        digest.update(json.dumps([data.label_classes, data.labels.tolist()]).encode())
     for fold, (train, evaluation) in sorted(folds.items()):
         digest.update(json.dumps([int(fold), np.asarray(train).tolist(),
                                   np.asarray(evaluation).tolist()]).encode())
@@ -212,6 +223,8 @@ def run_cv(
     if results is not None:
         results.start_run(run_id, {**asdict(config), "run_id": run_id})
     done = results.finished_folds(run_id) if results is not None else set()
+    if config.task == "classification":
+        return _run_classification(data, config, folds, results, done, log)
     edges = bin_edges(data.target, config.n_bins) if config.bins == "paper" else None
     out: list[FoldResult] = []
     for fold, (train_idx, eval_idx) in progress(sorted(folds.items()), f"{config.model} CV"):
@@ -238,5 +251,44 @@ def run_cv(
                               evaluation.target.event)
         log(f"fold {fold}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
             + f" ({result.seconds:.1f} s)" + (f" WARNING: {result.note}" if result.note else ""))
+        out.append(result)
+    return out
+
+
+def _run_classification(data: CohortData, config: CVConfig, folds: Folds,
+                        results: ResultStore | None, done: set[int],
+                        log: Callable[[str], None]) -> list[FoldResult]:
+    """The classification folds of a run: fit the head on the training fold (inner
+    validation inside it when ``select="inner"``), score accuracy / ROC AUC / macro F1 on
+    the evaluation fold. Stored predictions: ``risk`` = the probability of the second
+    class for a binary label, else the predicted class code."""
+    from casegraph.models.classification import build_classifier, classification_metrics
+
+    if data.labels is None:
+        raise InputError(f"the data hold no labels for {config.label!r}", column="--label")
+    run_id = config.run_id()
+    n_classes = len(data.label_classes)
+    out: list[FoldResult] = []
+    for fold, (train_idx, eval_idx) in progress(sorted(folds.items()), f"{config.model} CV"):
+        if (config.folds is not None and fold not in config.folds) or fold in done:
+            if fold in done:
+                log(f"fold {fold}: already finished in run {run_id}, skipped")
+            continue
+        started = time.perf_counter()
+        train, evaluation = data.subset(train_idx), data.subset(eval_idx)
+        head = build_classifier(config.model, **{"seed": config.seed + fold,
+                                                 "select": config.select, **config.options})
+        head.fit(train, data.labels[train_idx], n_classes)
+        proba = head.predict_proba(evaluation)
+        metrics = classification_metrics(data.labels[eval_idx], proba)
+        result = FoldResult(fold=fold, n_train=len(train), n_eval=len(evaluation),
+                            metrics=metrics, seconds=time.perf_counter() - started,
+                            selected_epoch=head.selected_epoch_)
+        if results is not None:
+            risk = proba[:, 1] if n_classes == 2 else proba.argmax(axis=1).astype(np.float64)
+            results.save_fold(run_id, result, Prediction(evaluation.patient_ids, risk),
+                              evaluation.target.time, evaluation.target.event)
+        log(f"fold {fold}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            + f" ({result.seconds:.1f} s)")
         out.append(result)
     return out

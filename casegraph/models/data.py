@@ -73,6 +73,8 @@ class CohortData:
     slide_ids: list[list[str]] = field(default_factory=list)
     summaries: SummaryLookup | None = field(default=None, repr=False, compare=False)
     endpoint: str = "OS"  # which outcome ``target`` holds: OS, DSS, PFI or DFI
+    labels: npt.NDArray[np.int64] | None = None  # classification: (n,) class codes
+    label_classes: list[str] = field(default_factory=list)  # code -> class name (sorted)
 
     def __len__(self) -> int:
         return len(self.patient_ids)
@@ -88,6 +90,7 @@ class CohortData:
             cohorts=[self.cohorts[i] for i in idx],
             attributes=[self.attributes[i] for i in idx] if self.attributes else [],
             slide_ids=[self.slide_ids[i] for i in idx] if self.slide_ids else [],
+            labels=None if self.labels is None else self.labels[idx],
         )
 
     def select(self, patient_ids: list[str]) -> CohortData:
@@ -136,6 +139,7 @@ class CohortData:
         modalities: tuple[Modality, ...] = (Modality.RNA, Modality.CNV, Modality.MUT),
         require_slides: bool = False,
         endpoint: str = "OS",
+        label: str | None = None,
     ) -> CohortData:
         """Load patients of ``cohort`` (all cohorts if None) with genomics grouped by
         ``group_set``: a group's features are every ``<gene>_{rnaseq,cnv,mut}`` the store
@@ -144,10 +148,17 @@ class CohortData:
         one group holding every genomic feature (MCAT's SNN baseline uses them all).
         ``endpoint`` picks the outcome (``store.outcomes``): patients without a value for
         it are left out; a cohort without it is an InputError naming what it has.
+        ``label`` (a table column kept at ingest) gives ``labels`` / ``label_classes``;
+        patients without a value in it are left out.
         """
         outcomes = store.outcomes.of(endpoint, cohort).set_index("patient_id")
         patients = store.patients(cohort)
         patients = patients[patients["patient_id"].isin(set(outcomes.index))]
+        label_of: dict[str, str] = {}
+        if label is not None:
+            found = store.outcomes.labels(label, cohort)
+            label_of = dict(zip(found["patient_id"], found["label"], strict=True))
+            patients = patients[patients["patient_id"].isin(set(label_of))]
         slides = store.slides(cohort)
         if require_slides:
             patients = patients[patients["patient_id"].isin(set(slides["patient_id"]))]
@@ -166,6 +177,8 @@ class CohortData:
                 by_patient[pid].append(Path(path))
                 slide_ids[pid].append(str(sid))
         chosen = outcomes.loc[ids]
+        codes, classes = _coded_labels([label_of[p] for p in ids] if label is not None
+                                       else None)
         target = SurvivalTarget.from_arrays(
             chosen["time"].to_numpy(dtype=np.float64), chosen["event"].to_numpy(dtype=bool),
             source="store")
@@ -180,4 +193,15 @@ class CohortData:
             slide_ids=[slide_ids[p] for p in ids],
             summaries=store.slide_summaries,
             endpoint=endpoint.upper(),
+            labels=codes, label_classes=classes,
         )
+
+
+def _coded_labels(names: list[str] | None
+                  ) -> tuple[npt.NDArray[np.int64] | None, list[str]]:
+    """(codes 0..C-1 by sorted class name, the class names) of these names."""
+    if names is None:
+        return None, []
+    classes = sorted(set(names))
+    code = {c: i for i, c in enumerate(classes)}
+    return np.array([code[n] for n in names], dtype=np.int64), classes

@@ -166,3 +166,28 @@ def test_train_and_evaluate_by_endpoint(synth_store: Path, tmp_path: Path) -> No
     answer = runner.invoke(app, ["predict", "--store", str(synth_store), "--version", version,
                                  "--patient", "P001"])
     assert answer.exit_code == 0 and "(snn, DSS)" in answer.output, answer.output
+
+
+def test_train_classification_then_evaluate(tmp_path: Path) -> None:
+    from tests.models.test_classification import write_labelled_store
+
+    write_labelled_store(tmp_path).close()
+    root = tmp_path / "store"
+    runner = CliRunner()
+    base = ["train", "--store", str(root), "--model", "snn", "--cohort", "synth", "--task",
+            "classification", "--label", "grade", "--threads", "1", "--select", "inner",
+            "--epochs", "60", "--option", "lr=0.003", "--option", "dropout=0.1"]
+    trained = runner.invoke(app, base)
+    assert trained.exit_code == 0, trained.output
+    assert "classifies grade on synth (54 patients: high 28, low 26;" in trained.output
+    assert "accuracy:" in trained.output and "roc_auc:" in trained.output
+    report = runner.invoke(app, ["evaluate", "--store", str(root), "--metric", "accuracy"])
+    assert report.exit_code == 0, report.output
+    assert "snn synth label=grade folds=3" in report.output
+    assert "| snn [dropout=0.1,lr=0.003,label=grade] [select=inner] |" in report.output
+    no_label = runner.invoke(app, [*base[:-6], "--label", "stage"])
+    assert "has a value in column 'stage'" in str(no_label.exception)
+    no_head = runner.invoke(app, [*base[:4], "coxnet", *base[5:]])
+    assert "no classification head" in str(no_head.exception)
+    bad_option = runner.invoke(app, [*base, "--option", "bins=3"])
+    assert "bad option for the snn classifier" in str(bad_option.exception)

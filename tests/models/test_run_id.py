@@ -20,7 +20,7 @@ BASE = CVConfig(model="snn", cohort="synth").for_data(DATA, FOLDS)
 CHANGES: dict[str, Any] = {
     "model": "coxnet", "cohort": "other", "splits": "k-fold", "n_folds": 4, "seed": 1,
     "bins": "paper", "n_bins": 5, "select": "inner", "options": {"epochs": 3},
-    "group_set": "all", "endpoint": "DSS",
+    "group_set": "all", "endpoint": "DSS", "task": "classification", "label": "stage",
 }
 
 
