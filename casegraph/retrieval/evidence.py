@@ -392,21 +392,21 @@ def query_evidence(engine: QueryEngine, result: QueryResult, slides: Sequence[Sl
 def with_evidence(engine: QueryEngine, result: QueryResult, paths: Sequence[Path] | None,
                   names: dict[str, str] | None = None) -> QueryWithEvidence:
     """``result`` with the evidence of its query bags (the uploads, else the stored
-    patient's slides); evidence None when ``paths`` is None (not asked for) or the
-    patient has no readable bags."""
-    if paths is None:
+    patient's slides); evidence None when ``paths`` is None (not asked for), and None with
+    a note saying why when it cannot be computed (the answer itself stands)."""
+    if paths is None or (not paths and result.query_patient_id is None):
         return QueryWithEvidence(**result.model_dump())
-    if paths:
-        slides = bags_from_files(paths, engine.limits, names)
-    elif result.query_patient_id is not None:
-        try:
-            slides = bags_of_patient(engine, result.query_patient_id)
-        except InputError:
-            return QueryWithEvidence(**result.model_dump())
-    else:
-        return QueryWithEvidence(**result.model_dump())
-    return QueryWithEvidence(**result.model_dump(),
-                             evidence=query_evidence(engine, result, slides))
+    try:
+        slides = bags_from_files(paths, engine.limits, names) if paths else \
+            bags_of_patient(engine, str(result.query_patient_id))
+        evidence = query_evidence(engine, result, slides)
+    except InputError as exc:
+        reason = str(exc)
+        for path, name in (names or {}).items():
+            reason = reason.replace(path, name)
+        return QueryWithEvidence(**{**result.model_dump(), "notes": [
+            *result.notes, f"no patch-level evidence: {reason}"]})
+    return QueryWithEvidence(**result.model_dump(), evidence=evidence)
 
 
 _VERSION_MODELS: weakref.WeakKeyDictionary[Any, dict[str, tuple[Any, Any]]] = \

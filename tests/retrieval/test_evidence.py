@@ -221,7 +221,7 @@ def test_post_query_carries_the_evidence(live_server: LiveServer, tmp_path: Path
     bag = _query_bag(tmp_path / "upload.h5")
     with bag.open("rb") as handle:
         r = httpx.post(f"{live_server.url}/query", headers=live_server.headers,
-                       files={"files": ("upload.h5", handle)}, data={"k": "6"})
+                       files={"files": ("upload.h5", handle)}, data={"k": "6"}, timeout=120)
     assert r.status_code == 200, r.text
     evidence = r.json()["evidence"]
     assert len(evidence["top"]) == TOP_N and evidence["slides"][0]["slide"] == "upload"
@@ -229,14 +229,14 @@ def test_post_query_carries_the_evidence(live_server: LiveServer, tmp_path: Path
     with bag.open("rb") as handle:
         off = httpx.post(f"{live_server.url}/query", headers=live_server.headers,
                          files={"files": ("upload.h5", handle)},
-                         data={"k": "6", "evidence": "false"})
+                         data={"k": "6", "evidence": "false"}, timeout=120)
     assert off.status_code == 200 and off.json()["evidence"] is None
 
 
 def test_get_patient_evidence(live_server: LiveServer) -> None:
     url = f"{live_server.url}/patients/A01/evidence"
     assert httpx.get(url).status_code == 401
-    r = httpx.get(url, headers=live_server.headers, params={"k": 5})
+    r = httpx.get(url, headers=live_server.headers, params={"k": 5}, timeout=120)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["n_patches"] == 24 and body["slides"][0]["slide"] == "A01-S1"
@@ -350,3 +350,14 @@ def test_a_wsi_model_answer_is_explained_by_its_versions_attention(versioned_sto
     scored = answer_scores(engine, as_model, feats)
     assert scored.kind == "attention" and scored.scores.sum() == pytest.approx(1.0)
     assert answer_scores(engine, knn, feats).kind == "neighbour-similarity"
+
+
+def test_evidence_that_cannot_be_computed_leaves_the_answer_with_a_note(
+        tiny_store: Store, tmp_path: Path) -> None:
+    engine = QueryEngine(tiny_store)
+    answer = engine.query([_query_bag(tmp_path / "q.h5")], None, QueryOptions(k=3))
+    orphan = answer.model_copy(update={"query_patient_id": "nobody"})
+    result = with_evidence(engine, orphan, [])
+    assert result.evidence is None and result.neighbours == answer.neighbours
+    assert "no patch-level evidence" in result.notes[-1] and "nobody" in result.notes[-1]
+    assert with_evidence(engine, answer, None).evidence is None  # not asked for
