@@ -104,8 +104,37 @@ def cache_reference_lookup(model: Any) -> Any:
     return model
 
 
+def pooled_bag(model: Any, features: npt.NDArray[np.float32],
+               mean: npt.NDArray[np.float32] | None = None) -> npt.NDArray[np.float32]:
+    """What the model's WSI encoder reads of a bag (N, D): for ``mean_mlp`` the bag's patch
+    mean as a one-row bag (1, D) — the encoder pools a bag to its mean and the mean of one
+    row is that row, so the answer is the same while the encoder, which the query runs
+    twice (embedding, then the model's own query), no longer passes over N x D each time;
+    for ``abmil`` the bag itself. ``mean`` (D,): the caller's float32 patch mean when it has
+    one (e.g. from the bag's column sums), else ``features.mean(axis=0)`` — numpy's float32
+    mean, the value the store's slide summaries (the training input) hold."""
+    if not _pools_to_mean(model):
+        return features
+    if mean is None:
+        mean = features.mean(axis=0)
+    return np.asarray(mean, dtype=np.float32).reshape(1, -1)
+
+
+def _pools_to_mean(model: Any) -> bool:
+    return getattr(getattr(model, "config", None), "wsi_encoder", "mean_mlp") != "abmil"
+
+
 def embed(model: Any, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """The WSI embedding h of one bag: (1, d_h) float32."""
+    net = model.net_
+    if features.shape[0] == 1 and _pools_to_mean(model) and not net.training:
+        import torch
+
+        # a pooled one-row bag (pooled_bag): what embed_wsi computes, without its
+        # per-call net.eval() walk over every module
+        with torch.no_grad():
+            return np.asarray(net.encode_wsi(torch.from_numpy(features)).numpy(),
+                              dtype=np.float32).reshape(1, -1)
     out = model.embed_wsi([features])
     return np.asarray(_to_numpy(out), dtype=np.float32).reshape(1, -1)
 

@@ -39,11 +39,16 @@ def answer_wsi_only(
     opts: QueryOptions,
     allowed: set[str] | None = None,
     exclude: set[str] | frozenset[str] = frozenset(),
+    *,
+    mean: FloatArray | None = None,
 ) -> CoreAnswer:
     """Encode the bag (N, D), pick the candidates (FAISS top-M in the GSL space, or the
-    whole buffer when ``opts.exact``), and run MSRL's Inductor + GSL + GCN over them."""
+    whole buffer when ``opts.exact``), and run MSRL's Inductor + GSL + GCN over them.
+    ``mean`` (D,): the bag's float32 patch mean when the caller has it (see
+    ``msrl_adapter.pooled_bag``)."""
+    bag = msrl_adapter.pooled_bag(model, features, mean)
     vector = loaded.prepare_query(msrl_adapter.query_vector(model, msrl_adapter.embed(
-        model, features)))
+        model, bag)))
     candidates: list[str] | None
     if opts.exact:
         candidates = msrl_adapter.buffer_candidates(model, exclude, allowed)
@@ -54,7 +59,7 @@ def answer_wsi_only(
         n_candidates = len(candidates)
     if candidates is not None and not candidates:
         return CoreAnswer([], float("nan"), None, 0, vector)
-    answer = msrl_adapter.query(model, features, candidates, opts.k)
+    answer = msrl_adapter.query(model, bag, candidates, opts.k)
     pairs = [(p, float(w)) for p, w in answer.neighbours if p not in exclude][: opts.k]
     return CoreAnswer(pairs, float(answer.risk), answer.survival, n_candidates, vector)
 
@@ -77,8 +82,19 @@ def candidate_ids(model: Any, loaded: LoadedIndex, vector: FloatArray, opts: Que
     seeds = pool[: opts.n_candidates]
     if width == 0 or len(pool) <= len(seeds):
         return seeds
-    keys = loaded.index.vectors(pool)
-    sims = keys[: len(seeds)] @ keys.T
+    sims = _seed_similarities(loaded.index.vectors(pool), len(seeds))
     take = min(width + 1, len(pool))
     nearest = np.argpartition(-sims, take - 1, axis=1)[:, :take]
     return list(dict.fromkeys(seeds + [pool[j] for row in nearest for j in row]))
+
+
+def _seed_similarities(keys: FloatArray, n_seeds: int) -> FloatArray:
+    """(n_seeds, len(keys)) inner products of the first ``n_seeds`` keys with all of them.
+
+    In torch, which runs on the threads the query was given (``--threads``): numpy's
+    OpenBLAS keeps its own pool (2 threads here) and, on a loaded box, took 3x longer."""
+    import torch
+
+    with torch.inference_mode():
+        t = torch.from_numpy(keys)
+        return (t[:n_seeds] @ t.T).numpy()

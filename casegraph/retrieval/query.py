@@ -378,6 +378,10 @@ class QueryEngine:
             raise InputError(f"the query files have different feature dims {sorted(dims)}",
                              file=paths[0], column="features", fix="query one encoder's features")
         feats = bags[0].features if len(bags) == 1 else np.concatenate([b.features for b in bags])
+        sums = bags[0].column_sums if len(bags) == 1 else None
+        # the validation pass's column sums give the same float32 mean without another pass
+        mean = feats.mean(axis=0) if sums is None else np.true_divide(sums, feats.shape[0],
+                                                                         dtype=np.float32)
         by_slide = self._slide_owner_map()
         provenance = []
         for path in paths:
@@ -393,7 +397,7 @@ class QueryEngine:
                 status, detail = "simulated", "file attributes name the simulator"
             provenance.append(InputProvenance(name=path.name, modality="histology",
                                               status=status, detail=detail))
-        return QueryInput(feats, feats.mean(axis=0), [str(p) for p in paths], int(feats.shape[0]),
+        return QueryInput(feats, mean, [str(p) for p in paths], int(feats.shape[0]),
                           patient_id, provenance)
 
     def _slide_owner_map(self) -> dict[str, str]:
@@ -430,11 +434,17 @@ class QueryEngine:
         return replace(q, provenance=prov)
 
     def features_of(self, q: QueryInput) -> FloatArray:
-        if q.features is None:
-            paths = [Path(f) for f in q.files]
-            q.features = self._input_from_files(paths, q.patient_id).features
-        assert q.features is not None
-        return q.features
+        return self._features_and_mean(q)[0]
+
+    def _features_and_mean(self, q: QueryInput) -> tuple[FloatArray, FloatArray]:
+        """The query's patches (N, D), read now for a stored patient, and their patch mean
+        (D,) (a stored patient's ``q.mean`` is its slide summaries', not these patches')."""
+        if q.features is not None:
+            return q.features, q.mean
+        read = self._input_from_files([Path(f) for f in q.files], q.patient_id)
+        assert read.features is not None
+        q.features = read.features
+        return read.features, read.mean
 
     # ------------------------------------------------------------------ methods
     def _exclusions(self, q: QueryInput) -> set[str]:
@@ -490,7 +500,7 @@ class QueryEngine:
 
     def _query_msrl(self, q: QueryInput, version: str, opts: QueryOptions) -> QueryResult:
         model = self.model(version)
-        feats = self.features_of(q)
+        feats, mean = self._features_and_mean(q)
         expected_dim = getattr(model, "bag_dim_", feats.shape[1])
         if feats.shape[1] != expected_dim:
             raise InputError(f"the query has {feats.shape[1]}-d patch features, model version "
@@ -499,7 +509,8 @@ class QueryEngine:
                              fix="use features from the same patch encoder")
         loaded = self.index(IndexKey(version, msrl_adapter.GSL_KIND))
         allowed = self.catalog.allowed(opts.cohorts, opts.require)
-        core = answer_wsi_only(model, loaded, feats, opts, allowed, self._exclusions(q))
+        core = answer_wsi_only(model, loaded, feats, opts, allowed, self._exclusions(q),
+                               mean=mean)
         answer_pairs, risk, surv_values = core.neighbours, core.risk, core.survival
         n_candidates, vector = core.n_candidates, core.vector
         ids = [p for p, _ in answer_pairs]

@@ -94,3 +94,40 @@ def test_both_methods_end_their_time_points_at_the_reference_follow_up(msrl_stor
     assert knn.survival.times[-1] == pytest.approx(float(times.max()))
     edges = np.asarray(model.bin_edges_, dtype=np.float64)
     assert msrl.survival.times[:-1] == pytest.approx(edges[1:-1].tolist())
+
+
+def test_pooled_bag_gives_the_full_bag_answer(msrl_store: tuple) -> None:
+    """The query hands MSRL's mean encoder the bag's patch mean as a one-row bag (and the
+    engine takes that mean from the read's column sums): same neighbours, same risk and
+    survival as the model's own call on the whole bag."""
+    from casegraph.ingest.bags import read_bag
+    from casegraph.retrieval.msrl_query import answer_wsi_only
+
+    store, version, root = msrl_store
+    engine = QueryEngine(store)
+    model = engine.model(version)
+    loaded = engine.index(IndexKey(version, "gsl"))
+    bag = read_bag(write_bag(root / "q4.h5", 1, seed=13))
+    opts = QueryOptions(k=5, n_candidates=8)
+    assert bag.column_sums is not None
+    mean = np.true_divide(bag.column_sums, bag.n_patches, dtype=np.float32)
+    assert np.array_equal(mean, bag.features.mean(axis=0))
+    pooled = answer_wsi_only(model, loaded, bag.features, opts, mean=mean)
+    assert np.array_equal(pooled.vector, answer_wsi_only(model, loaded, bag.features,
+                                                         opts).vector)
+    full = model.query_wsi_only(bag.features, _candidates(model, loaded, pooled.vector, opts),
+                                k=5)
+    assert [p for p, _ in full.neighbours] == [p for p, _ in pooled.neighbours]
+    assert [w for _, w in full.neighbours] == pytest.approx([w for _, w in pooled.neighbours],
+                                                             abs=1e-6)
+    assert full.risk == pytest.approx(pooled.risk, abs=1e-6)
+    assert full.survival == pytest.approx(pooled.survival, abs=1e-6)
+    h_full = model.embed_wsi([bag.features])
+    assert msrl_adapter.embed(model, mean[None]) == pytest.approx(h_full, abs=1e-6)
+
+
+def _candidates(model: object, loaded: object, vector: np.ndarray, opts: QueryOptions
+                ) -> list[str]:
+    from casegraph.retrieval.msrl_query import candidate_ids
+
+    return candidate_ids(model, loaded, vector, opts, None, frozenset())  # type: ignore[arg-type]
