@@ -283,6 +283,9 @@ def import_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def writes_main(args: argparse.Namespace, graph: Neo4jGraphStore) -> None:
+    if args.import_only:
+        print(f"\nwrote {write_json('graph_import', {'import': import_benchmark(args)})}")
+        return
     ceiling = write_ceiling(graph, args)
     imported = import_benchmark(args)
     print_table(f"edge writes into Neo4j, {args.n} patients x {args.k} (same server, one run; "
@@ -314,6 +317,7 @@ def main() -> None:
     parser.add_argument("--writes", action="store_true", help="the write ceiling (issue 13)")
     parser.add_argument("--n", type=int, default=20_000, help="--writes: patients")
     parser.add_argument("--import-n", type=int, default=100_000, help="--writes: imported")
+    parser.add_argument("--import-only", action="store_true", help="--writes: the import only")
     args = parser.parse_args()
     settings = neo4j_settings()
     if settings is None or not args.wipe:

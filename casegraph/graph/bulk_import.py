@@ -76,16 +76,20 @@ class ImportReport:
 
 # ---------------------------------------------------------------- CSV values
 def _text(values: pd.Series) -> pd.Series:
-    """Quoted CSV strings (``"`` doubled); a missing value is an empty, unquoted field."""
-    missing = values.isna()
-    quoted = '"' + values.astype(str).str.replace('"', '""', regex=False) + '"'
-    return quoted.where(~missing, "")
+    """Quoted CSV strings (``"`` doubled); a missing value is an empty, unquoted field.
+    Each distinct value is quoted once (ids repeat over the edges)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    quoted = np.array(['"' + str(u).replace('"', '""') + '"' for u in uniques] + [""],
+                      dtype=object)
+    return pd.Series(quoted[codes], index=values.index)  # code -1 (missing) -> ""
 
 
 def _floats(values: pd.Series) -> pd.Series:
     """Shortest round-trip text of each float64 (Neo4j parses it back to the same double)."""
-    as_float = values.astype(np.float64)
-    return as_float.map(repr).where(as_float.notna(), "")
+    as_float = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    text = as_float.astype(str).astype(object)
+    text[np.isnan(as_float)] = ""
+    return pd.Series(text, index=values.index)
 
 
 def _ints(values: pd.Series) -> pd.Series:
@@ -126,10 +130,8 @@ class _Writer:
         n = len(columns[0]) if columns else 0
         with data_path.open("w", encoding="utf-8", newline="") as out:
             if n:
-                lines = columns[0].astype(str).reset_index(drop=True)
-                for column in columns[1:]:
-                    lines = lines + "," + column.astype(str).reset_index(drop=True)
-                text = "\n".join(lines.tolist()) + "\n"
+                text = "\n".join(map(",".join, zip(*(c.astype(str).tolist() for c in columns),
+                                                    strict=True))) + "\n"
                 # n rows end in n line breaks: any more (or a CR) sit inside a value
                 self.files.multiline |= text.count("\n") > n or "\r" in text
                 out.write(text)
