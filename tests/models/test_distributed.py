@@ -27,6 +27,15 @@ from tests.models.synthetic import planted_cohort
 WORLD = 2
 
 
+@pytest.fixture(autouse=True)
+def _one_thread() -> Any:
+    """Tiny networks: one CPU thread per process (the test machine is shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------------- pure helpers
 def test_rank_comes_from_the_torchrun_environment() -> None:
     assert rank_from_env({}) is None
@@ -120,7 +129,6 @@ def test_two_cpu_ranks_match_one_process(tmp_path: Path, model: str, options: di
     without random masks (``exact``) the predictions agree up to rounding; with dropout (the
     MurreNet co-attention keeps 0.1) or CCL's cohort bank (rank 0's bank on every rank),
     the metrics agree within noise."""
-    torch.set_num_threads(1)
     two = _two_ranks(tmp_path, model, options, with_bags)
     alone_dir = tmp_path / "alone"
     alone_dir.mkdir()
