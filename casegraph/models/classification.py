@@ -2,8 +2,9 @@
 
 A label is a table column kept at ingest (``store.outcomes.labels``: stage, subtype, a
 mutation flag), coded 0..C-1 by sorted class name. Two heads, the survival baselines'
-encoders with a C-way linear classifier and a class-weighted cross-entropy (weights =
-inverse class frequency in the fitting patients, so a rare class is not ignored):
+encoders with a C-way linear classifier and a cross-entropy (``balance=True``: weighted by
+inverse class frequency in the fitting patients; off by default, docs/models.md has the
+measured effect):
 
 - ``snn``: SNN (2 x 256, ELU, AlphaDropout) on every genomic feature, standardised on the
   training fold only;
@@ -46,14 +47,14 @@ class _Classifier:
     def __init__(self, *, epochs: int = 20, lr: float = 2e-4, weight_decay: float = 1e-5,
                  hidden: int = 256, dropout: float = 0.25, batch_size: int = 32,
                  select: str = "last", inner_fraction: float = 0.2, seed: int = 0,
-                 device: str = "auto") -> None:
+                 balance: bool = False, device: str = "auto") -> None:
         if select not in SELECTIONS:
             raise InputError(f"classification selects epochs by {' or '.join(SELECTIONS)}, "
                              f"not {select!r}", column="--select", fix="use --select inner")
         self.epochs, self.lr, self.weight_decay = epochs, lr, weight_decay
         self.hidden, self.dropout, self.batch_size = hidden, dropout, batch_size
         self.select, self.inner_fraction, self.seed = select, inner_fraction, seed
-        self.device = device
+        self.balance, self.device = balance, device
         self.selected_epoch_: int | None = None
 
     # the head's inputs and network
@@ -79,9 +80,9 @@ class _Classifier:
         optimiser = torch.optim.Adam(self.network_.parameters(), lr=self.lr,
                                      weight_decay=self.weight_decay)
         counts = np.bincount(labels[fit_rows], minlength=n_classes).astype(np.float64)
-        weights = torch.tensor(np.where(counts > 0, counts.sum() / np.maximum(counts, 1.0)
-                                        / n_classes, 0.0), dtype=torch.float32,
-                               device=self.device_)
+        inverse = np.where(counts > 0, counts.sum() / np.maximum(counts, 1.0) / n_classes, 0.0)
+        weights = torch.tensor(inverse if self.balance else np.ones(n_classes),
+                               dtype=torch.float32, device=self.device_)
         loss_fn = nn.CrossEntropyLoss(weight=weights)
         target = torch.as_tensor(labels, dtype=torch.long, device=self.device_)
         best: tuple[float, int, dict[str, Tensor]] | None = None

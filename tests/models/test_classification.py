@@ -78,7 +78,7 @@ def test_labels_come_from_the_table_columns_kept_at_ingest(labelled_store: Store
 
 @pytest.mark.parametrize(("model", "options"), [
     ("snn", {"epochs": 60, "hidden": 32, "lr": 3e-3, "dropout": 0.1}),
-    ("abmil", {"epochs": 15, "hidden": 16, "lr": 1e-3, "max_patches": 12}),
+    ("abmil", {"epochs": 25, "hidden": 16, "lr": 1e-3, "max_patches": 12}),
 ])
 def test_a_planted_label_beats_chance(labelled_store: Store, model: str,
                                       options: dict[str, object]) -> None:
