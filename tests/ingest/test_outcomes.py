@@ -146,3 +146,27 @@ def test_a_failed_outcome_write_leaves_the_store_as_it_was(store: Store, tmp_pat
         ingest(store, IngestRequest(tables=[read_mcat_table(_write(tmp_path, SURVPATH),
                                                             "tiny")]))
     assert store.counts()["patients"] == 0 and store.outcomes.endpoints() == {}
+
+
+def test_labels_read_one_kept_column_by_name_never_as_a_path(store: Store,
+                                                             tmp_path: Path) -> None:
+    text = SURVPATH.replace(",age,", ",stage \"x\".y,").replace(",60,", ",II,").replace(
+        ",55,", ",III,")
+    ingest(store, IngestRequest(tables=[read_mcat_table(_write(tmp_path, text), "tiny")]))
+    labels = store.outcomes.labels('stage "x".y', "tiny")
+    assert labels["label"].tolist() == ["II", "III", "70"]
+    with pytest.raises(InputError, match=r"no patient of cohort tiny has a value in column "
+                                         r"'stage'.*stage \"x\".y"):
+        store.outcomes.labels("stage", "tiny")
+
+
+def test_the_shared_survpath_tables_carry_dss_and_pfi(shared_data: Path, store: Store) -> None:
+    from casegraph.ingest.tables import read_survpath
+
+    folder = shared_data / "tcga" / "survpath" / "blca"
+    table = read_survpath(folder / "labels.csv", folder / "rna_clean.csv", "blca")
+    ingest(store, IngestRequest(tables=[table]))
+    assert store.outcomes.endpoints() == {"blca": ["OS", "DSS", "PFI"]}
+    os_, dss = store.outcomes.of("OS", "blca"), store.outcomes.of("DSS", "blca")
+    assert len(os_) == len(dss) == table.n_patients == 359
+    assert dss["event"].sum() < os_["event"].sum()  # other causes of death are censored
