@@ -164,9 +164,12 @@ def run_queries(model: Any, loaded: LoadedIndex, bags: list[Path], n: int,
     times, answers = [], []
     for i in range(n):
         start = time.perf_counter()
-        feats = read_bag(bags[i % len(bags)]).features
+        bag = read_bag(bags[i % len(bags)])
         READ_TIMES.append(time.perf_counter() - start)
-        answers.append(answer_wsi_only(model, loaded, feats, opts))
+        # the patch mean from the read's column sums, as QueryEngine passes it
+        mean = (None if bag.column_sums is None
+                else np.true_divide(bag.column_sums, bag.n_patches, dtype=np.float32))
+        answers.append(answer_wsi_only(model, loaded, bag.features, opts, mean=mean))
         times.append(time.perf_counter() - start)
     return times, answers
 
