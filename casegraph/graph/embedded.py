@@ -250,6 +250,10 @@ class EmbeddedGraphStore(GraphStore):
 
     def synced_versions(self) -> dict[str, int]:
         self.ensure_schema()
+        if self.store.read_only and not self.store.con.execute(  # never synced, not creatable
+                "SELECT count(*) FROM information_schema.tables "
+                "WHERE table_name = 'graph_versions'").fetchone()[0]:  # type: ignore[index]
+            return {}
         rows = self.store.con.execute(
             "SELECT version_id, synced_edges FROM graph_versions WHERE synced_edges IS NOT NULL"
         ).fetchall()
