@@ -12,6 +12,10 @@
   ``GET /patients/{id}/similar`` with the same parameters) beside its cohort's.
 - ``GET /patients/{id}/evidence``: the stored patient's patch scores on its patch grid
   and the gene groups its answer leans on (:mod:`casegraph.retrieval.evidence`).
+- ``GET /patients/{id}/graph?version=&hops=1|2&k=``: the patient's 1-2 hop ``SIMILAR_TO``
+  neighbourhood read from the graph backend (:func:`casegraph.graph.open_graph_store`:
+  Neo4j when ``CASEGRAPH_NEO4J_URI`` is set, else the store's embedded tables) through
+  ``GraphStore.to_networkx``: nodes with outcome and cohort, edges with weight.
 - ``GET /cv-runs``: the store's cross-validation runs, oldest first, with each metric's
   mean and standard deviation over the run's folds.
 - ``GET /cypher`` (is a Neo4j configured; the cookbook queries of docs/cypher.md when the
@@ -34,6 +38,7 @@ from pydantic import BaseModel, Field
 
 import casegraph
 from casegraph.config import neo4j_settings
+from casegraph.errors import InputError
 from casegraph.ingest.cv_results import METRIC_COLUMNS
 from casegraph.models.neighbourhood import kaplan_meier, km_confidence_band, median_survival
 from casegraph.retrieval.evidence import Evidence
@@ -41,6 +46,7 @@ from casegraph.retrieval.evidence import patient_evidence as evidence_for_patien
 from casegraph.retrieval.options import MAX_K, QueryOptions
 
 if TYPE_CHECKING:
+    from casegraph.ingest.store import Store
     from casegraph.retrieval.service import LiveState
 
 WEB_DIR = Path(__file__).with_name("web")
@@ -48,6 +54,7 @@ COOKBOOK = Path(casegraph.__file__).resolve().parent.parent / "docs" / "cypher.m
 NO_NEO4J = ("this service has no Neo4j configured (set CASEGRAPH_NEO4J_URI and "
             "CASEGRAPH_NEO4J_PASSWORD[_FILE] before `casegraph serve`)")
 MAX_CYPHER_ROWS = 1000
+MAX_GRAPH_HOPS = 2  # a third hop of k=10 is up to 1,000 nodes: no longer a readable picture
 ALPHA = 0.05
 # the page may load only its own files (the JS draws with SVG attributes and classes)
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self'; "
@@ -88,6 +95,32 @@ class PatientKM(BaseModel):
     cohort: str
     neighbourhood: KMCurve
     cohort_curve: KMCurve
+
+
+class GraphNode(BaseModel):
+    id: str
+    cohort: str
+    time: float
+    event: bool
+    hop: int = Field(description="0 for the patient asked about, else its hop distance")
+
+
+class GraphEdge(BaseModel):
+    source: str
+    target: str
+    rank: int
+    weight: float
+
+
+class CaseNeighbourhood(BaseModel):
+    """A patient's case-graph neighbourhood as the graph backend holds it."""
+
+    patient_id: str
+    version: str
+    backend: str = Field(description="embedded or neo4j")
+    hops: int
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
 
 
 class MetricSummary(BaseModel):
@@ -168,6 +201,43 @@ def run_read_only(request: CypherRequest) -> CypherAnswer:
                         truncated=len(result.rows) > MAX_CYPHER_ROWS)
 
 
+def case_neighbourhood(store: Store, patient_id: str, version: str | None, hops: int,
+                       k: int) -> CaseNeighbourhood:
+    """``patient_id``'s ``hops``-hop neighbourhood under ``version`` (default: the newest
+    synced version, trained before static) from the configured graph backend."""
+    from casegraph.graph import open_graph_store
+    from casegraph.graph.sync import default_version
+
+    if not 1 <= hops <= MAX_GRAPH_HOPS:
+        raise HTTPException(400, f"hops must be 1..{MAX_GRAPH_HOPS}, got {hops}")
+    with open_graph_store(store) as graph:
+        chosen = version or default_version(graph)
+        if chosen is None:
+            raise HTTPException(400, "the case graph has no synced model version: run "
+                                     "`casegraph graph sync` first")
+        try:
+            nx_graph = graph.to_networkx(chosen, [patient_id], hops=hops, k=k)
+        except InputError as exc:  # its fields name the CLI's options: say it for REST
+            raise HTTPException(400, exc.problem + (f"; {exc.fix}" if exc.fix else "")) \
+                from None
+        backend = graph.backend
+    hop = _hop_distances(nx_graph, patient_id)
+    nodes = [GraphNode(id=str(n), cohort=str(d["cohort"]), time=float(d["time"]),
+                       event=bool(d["event"]), hop=hop.get(str(n), hops))
+             for n, d in nx_graph.nodes(data=True)]
+    edges = [GraphEdge(source=str(a), target=str(b), rank=int(d["rank"]),
+                       weight=float(d["weight"])) for a, b, d in nx_graph.edges(data=True)]
+    return CaseNeighbourhood(patient_id=patient_id, version=chosen, backend=backend,
+                             hops=hops, nodes=nodes, edges=edges)
+
+
+def _hop_distances(nx_graph: Any, start: str) -> dict[str, int]:
+    import networkx as nx
+
+    return {str(n): int(d) for n, d in
+            nx.single_source_shortest_path_length(nx_graph, start).items()}
+
+
 def km_curve(label: str, time: Sequence[float], event: Sequence[bool]) -> KMCurve:
     """The unweighted KM of (time (n,), event (n,)) with its log-log band."""
     t = np.asarray(time, dtype=np.float64)
@@ -244,6 +314,19 @@ def web_router(live: LiveState, auth: list[Any]) -> APIRouter:
             opts = QueryOptions(k=k, n_candidates=max(100, k), method=method,
                                 model_version=model_version)
             return evidence_for_patient(state.engine, patient_id, opts)
+
+    @router.get("/patients/{patient_id}/graph", response_model=CaseNeighbourhood)
+    def patient_graph(
+        patient_id: str,
+        version: Annotated[str | None, Query(max_length=200, description="a synced model "
+                                             "version (default: the newest)")] = None,
+        hops: int = 1,
+        k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+    ) -> CaseNeighbourhood:
+        with live.use() as state, state.lock:  # the embedded backend reads its connection
+            if patient_id not in state.engine.catalog:
+                raise HTTPException(404, f"unknown patient {patient_id!r}")
+            return case_neighbourhood(state.store, patient_id, version, hops, k)
 
     @router.get("/cv-runs", response_model=list[CVRunSummary])
     def cv_runs() -> list[CVRunSummary]:
