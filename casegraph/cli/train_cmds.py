@@ -109,6 +109,12 @@ def train(
     if epochs is not None:
         options["epochs"] = epochs
     if task != "survival" or label is not None:
+        if endpoint.upper() != "OS" or bins != "train":
+            from casegraph.errors import InputError
+
+            raise InputError("--endpoint and --bins apply to survival tasks",
+                             column="--endpoint" if endpoint.upper() != "OS" else "--bins",
+                             fix="drop them for --task classification")
         config = CVConfig(model=model, cohort=cohort, splits=splits, n_folds=n_folds, seed=seed,
                           select="eval" if select_on_eval else select, options=options,
                           folds=[int(f) for f in folds.split(",")] if folds else None,

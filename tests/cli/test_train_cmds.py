@@ -191,3 +191,5 @@ def test_train_classification_then_evaluate(tmp_path: Path) -> None:
     assert "no classification head" in str(no_head.exception)
     bad_option = runner.invoke(app, [*base, "--option", "bins=3"])
     assert "bad option for the snn classifier" in str(bad_option.exception)
+    with_endpoint = runner.invoke(app, [*base, "--endpoint", "DSS"])
+    assert "--endpoint and --bins apply to survival tasks" in str(with_endpoint.exception)
