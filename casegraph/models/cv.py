@@ -79,6 +79,9 @@ class CVConfig:
         if (self.task == "classification") != (self.label is not None):
             raise InputError("--task classification and --label COLUMN go together",
                              column="--label", fix="give both, or neither")
+        if self.task == "classification" and self.select not in ("last", "inner"):
+            raise InputError(f"classification selects epochs by last or inner, not "
+                             f"{self.select!r}", column="--select", fix="use --select inner")
         if self.select not in SELECTIONS:
             raise InputError(f"unknown selection {self.select!r}; choose among: "
                              f"{', '.join(SELECTIONS)}", column="--select")

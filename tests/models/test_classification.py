@@ -114,6 +114,9 @@ def test_the_task_and_label_are_part_of_the_run_id(labelled_store: Store) -> Non
     with pytest.raises(InputError, match="--task classification and --label COLUMN go "
                                          "together"):
         CVConfig(model="snn", cohort="synth", task="classification").validate()
+    with pytest.raises(InputError, match="classification selects epochs by last or inner"):
+        CVConfig(model="snn", cohort="synth", task="classification", label="grade",
+                 select="eval").validate()
     with pytest.raises(InputError, match="no classification head here"):
         run_cv(data, CVConfig(model="coxnet", cohort="synth", task="classification",
                               label="grade"), folds)
