@@ -282,6 +282,9 @@ def run_importer(launcher: Sequence[str], files: ImportFiles, neo4j_home: Path,
     one line naming the importer's own reason."""
     import os
 
+    if neo4j_home.exists() and not neo4j_home.is_dir():
+        raise InputError(f"--neo4j-home {neo4j_home} is not a directory",
+                         fix="name the home directory of a stopped Neo4j server (or a new one)")
     neo4j_home.mkdir(parents=True, exist_ok=True)
     conf = files.directory / "conf"
     conf.mkdir(exist_ok=True)  # an empty configuration: the server's defaults
