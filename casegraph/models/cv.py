@@ -221,6 +221,10 @@ def run_cv(
     config.data = data_fingerprint(data, folds)  # the caller's config names this run after
     check_no_leak(folds, data.patient_ids)
     load_model_modules()
+    if config.task == "classification":  # an unknown head or option: refused before the
+        from casegraph.models.classification import build_classifier  # run is recorded
+
+        build_classifier(config.model, **config.options)
     factory = MODELS.get(config.model)
     run_id = config.run_id()
     if results is not None:

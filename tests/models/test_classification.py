@@ -119,7 +119,8 @@ def test_the_task_and_label_are_part_of_the_run_id(labelled_store: Store) -> Non
                  select="eval").validate()
     with pytest.raises(InputError, match="no classification head here"):
         run_cv(data, CVConfig(model="coxnet", cohort="synth", task="classification",
-                              label="grade"), folds)
+                              label="grade"), folds, results=ResultStore(labelled_store))
+    assert ResultStore(labelled_store).runs().empty
 
 
 def test_metrics_on_known_inputs() -> None:
