@@ -204,16 +204,15 @@ def run_read_only(request: CypherRequest) -> CypherAnswer:
 def case_neighbourhood(store: Store, patient_id: str, version: str | None, hops: int,
                        k: int) -> CaseNeighbourhood:
     """``patient_id``'s ``hops``-hop neighbourhood under ``version`` (default: the newest
-    synced version, trained before static) from the configured graph backend."""
+    synced version with edges, trained before static) from the configured graph backend."""
     from casegraph.graph import open_graph_store
-    from casegraph.graph.sync import default_version
 
     if not 1 <= hops <= MAX_GRAPH_HOPS:
         raise HTTPException(400, f"hops must be 1..{MAX_GRAPH_HOPS}, got {hops}")
     with open_graph_store(store) as graph:
-        chosen = version or default_version(graph)
+        chosen = version or _default_version(graph.synced_versions())
         if chosen is None:
-            raise HTTPException(400, "the case graph has no synced model version: run "
+            raise HTTPException(400, "the case graph has no synced version with edges: run "
                                      "`casegraph graph sync` first")
         try:
             nx_graph = graph.to_networkx(chosen, [patient_id], hops=hops, k=k)
@@ -229,6 +228,17 @@ def case_neighbourhood(store: Store, patient_id: str, version: str | None, hops:
                        weight=float(d["weight"])) for a, b, d in nx_graph.edges(data=True)]
     return CaseNeighbourhood(patient_id=patient_id, version=chosen, backend=backend,
                              hops=hops, nodes=nodes, edges=edges)
+
+
+def _default_version(synced: dict[str, int]) -> str | None:
+    """The newest synced version with edges, a trained one before the static k-NN (a
+    risk-only version such as snn has no edges to draw)."""
+    from casegraph.graph.static_knn import MODEL_NAME
+
+    with_edges = sorted(v for v, n in synced.items() if n > 0)
+    trained = [v for v in with_edges if not v.startswith(MODEL_NAME)]
+    pool = trained or with_edges
+    return pool[-1] if pool else None
 
 
 def _hop_distances(nx_graph: Any, start: str) -> dict[str, int]:

@@ -178,6 +178,9 @@ def versioned_server(tiny_store_dir: Path, tmp_path_factory: pytest.TempPathFact
     show a version and its predictions)."""
     import torch
 
+    from casegraph.graph.embedded import EmbeddedGraphStore
+    from casegraph.graph.static_knn import ensure_static_knn
+    from casegraph.graph.sync import sync_graph
     from casegraph.models.versioning import train_version
 
     torch.set_num_threads(1)
@@ -185,6 +188,8 @@ def versioned_server(tiny_store_dir: Path, tmp_path_factory: pytest.TempPathFact
     with Store.open(root) as store:
         train_version(store, "alpha", "snn", fold=None, epochs=2, hidden=8)
         _add_cv_run(store)
+        ensure_static_knn(store, k=12)  # snn has no edges: the case graph's are static k-NN
+        sync_graph(store, EmbeddedGraphStore(store))
     with serve(root) as server:
         yield server
 
@@ -258,7 +263,8 @@ def test_the_app_in_chromium(browser: Any, versioned_server: LiveServer, tmp_pat
     page.wait_for_selector(".km svg path.km-line")
     assert page.locator(".cohort-row").count() == 2
     assert page.locator(".km svg path.km-band").count() == 2
-    assert page.locator(".version-row").count() == 1 and "snn" in page.inner_text(".version-row")
+    versions = page.locator(".version-row").all_inner_texts()  # snn and the static k-NN
+    assert len(versions) == 2 and any("snn" in v for v in versions)
     assert "0.700 ± 0.141" in page.inner_text(".cv-row")
     page.wait_for_selector(".patient-link", state="attached")
     page.screenshot(path=str(tmp_path / "cohorts.png"), full_page=True)
@@ -266,14 +272,27 @@ def test_the_app_in_chromium(browser: Any, versioned_server: LiveServer, tmp_pat
     # a patient: full ids of its neighbours, the graph, both KM curves, the prediction
     page.goto(f"{url}/#/patient/A01")
     page.wait_for_selector(".neighbour-row")
-    page.wait_for_selector("svg.graph circle")
+    page.wait_for_selector("#similar svg.graph circle")
     ids = page.locator(".neighbour-row td.id").all_inner_texts()
     assert len(ids) == 10 and all(i in {f"A{n:02d}" for n in range(20)} | {f"B{n:02d}" for n
                                                                             in range(20)}
                                   for i in ids)
-    assert page.locator("svg.graph line.edge").count() == 10
-    assert page.locator("svg.graph circle.node").count() >= 11
+    assert page.locator("#similar svg.graph line.edge").count() == 10
+    assert page.locator("#similar svg.graph circle.node").count() >= 11
     assert page.locator("#similar path.km-line").count() == 2
+    # its case-graph neighbourhood from the graph backend: 1 hop, then 2
+    page.wait_for_selector("#case-graph svg.case-graph circle.patient")
+    assert page.locator("#case-graph line.edge").count() == 10
+    assert page.locator("#case-graph circle.patient").count() == 11
+    assert page.locator("#case-graph text.edge-weight").count() == 10
+    assert page.locator("#case-graph circle.patient.dead").count() + page.locator(
+        "#case-graph circle.patient.alive").count() == 11
+    assert "static-knn" in page.inner_text("#case-graph")
+    page.select_option("#graph-hops", "2")
+    page.wait_for_selector("#case-graph circle.hop2")
+    assert page.locator("#case-graph circle.patient").count() > 11
+    assert page.locator("#case-graph line.edge").count() > 10
+    page.locator("#case-graph svg").screenshot(path=str(tmp_path / "patient-graph.png"))
     # which of its patches drive the answer: a heatmap of its slide and its top patches
     page.wait_for_selector("#patient-evidence canvas.heatmap")
     assert page.locator("#patient-evidence .top-patch").count() == 10
@@ -321,7 +340,7 @@ def test_the_app_in_chromium(browser: Any, versioned_server: LiveServer, tmp_pat
 
     for name in ("cohorts", "patient", "query"):
         _not_blank(tmp_path / f"{name}.png")
-    for name in ("query-heatmap", "patient-heatmap"):  # drawn cells, not an empty canvas
+    for name in ("query-heatmap", "patient-heatmap", "patient-graph"):  # drawn, not empty, not an empty canvas
         _not_blank(tmp_path / f"{name}.png", min_colours=6)
     _not_blank(tmp_path / "login.png", min_colours=3)
     assert not errors, errors

@@ -203,3 +203,70 @@ export function cypherGraph(rows, { width = 640, height = 460 } = {}) {
   }
   return svg;
 }
+
+// A patient's case-graph neighbourhood as the graph backend holds it (GET
+// /patients/{id}/graph): the patient in the centre, hop-1 neighbours on an inner ring,
+// hop-2 on an outer ring next to the neighbour that reached them first. Edge width = weight
+// (relative to the heaviest); the patient's own edges are labelled with their weight, the
+// others carry it as a tooltip (a 2-hop picture of k=10 has ~100 edges: labels would hide
+// it). Node colour = death observed or censored.
+export function caseGraph(graph, { width = 640, height = 560 } = {}) {
+  const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
+    class: "graph case-graph" });
+  const cx = width / 2, cy = (height - 30) / 2;
+  const outer = Math.min(width, height - 30) / 2 - 34;
+  const inner = graph.hops > 1 ? outer * 0.5 : outer;
+  const ring1 = graph.nodes.filter((n) => n.hop === 1);
+  const firstParent = new Map();
+  for (const e of graph.edges) if (!firstParent.has(e.target)) firstParent.set(e.target, e.source);
+  const at = new Map([[graph.patient_id, [cx, cy]]]);
+  const angle = new Map();
+  ring1.forEach((n, i) => {
+    const a = (2 * Math.PI * i) / Math.max(1, ring1.length) - Math.PI / 2;
+    angle.set(n.id, a);
+    at.set(n.id, [cx + inner * Math.cos(a), cy + inner * Math.sin(a)]);
+  });
+  const ring2 = graph.nodes.filter((n) => n.hop >= 2)
+    .sort((a, b) => (angle.get(firstParent.get(a.id)) ?? 0) - (angle.get(firstParent.get(b.id)) ?? 0));
+  ring2.forEach((n, i) => {
+    const a = (2 * Math.PI * i) / Math.max(1, ring2.length) - Math.PI / 2 + Math.PI / ring1.length;
+    at.set(n.id, [cx + outer * Math.cos(a), cy + outer * Math.sin(a)]);
+  });
+  // width spans the weights' own range: similarities of one graph often differ in the 3rd digit
+  const weights = graph.edges.map((e) => e.weight);
+  const lo = Math.min(...weights), span = Math.max(1e-9, Math.max(...weights) - lo);
+  const labels = [];
+  for (const e of graph.edges) {
+    const [x1, y1] = at.get(e.source) || [cx, cy];
+    const [x2, y2] = at.get(e.target) || [cx, cy];
+    const seedEdge = e.source === graph.patient_id;
+    const rel = (e.weight - lo) / span;
+    svg.append(s("line", { class: seedEdge ? "edge" : "edge far", x1, y1, x2, y2,
+      "stroke-width": (seedEdge ? 1 + 6 * rel : 0.5 + 2 * rel).toFixed(2) },
+    s("title", {}, `${e.source} → ${e.target}: weight ${e.weight.toFixed(3)} (rank ${e.rank})`)));
+    if (seedEdge) {
+      labels.push(s("text", { class: "muted edge-weight", x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 3,
+        "text-anchor": "middle" }, e.weight.toFixed(3)));
+    }
+  }
+  svg.append(...labels);  // over every line
+  for (const n of graph.nodes) {
+    const [x, y] = at.get(n.id);
+    const seed = n.id === graph.patient_id;
+    svg.append(s("circle", { class: `node patient hop${n.hop} ${n.event ? "dead" : "alive"}${seed ? " query" : ""}`,
+      cx: x, cy: y, r: seed ? 12 : n.hop === 1 ? 8 : 5 },
+    s("title", {}, `${n.id} (${n.cohort}, hop ${n.hop}): ${n.time.toFixed(1)} mo, ` +
+      (n.event ? "died" : "censored"))));
+    if (n.hop <= 1) {
+      svg.append(s("text", { class: "node-label", x, y: y + (seed ? 26 : 20),
+        "text-anchor": "middle" }, n.id));
+    }
+  }
+  svg.append(s("circle", { class: "node dead", cx: 14, cy: height - 30, r: 6 }),
+    s("text", { x: 26, y: height - 26 }, "death observed"),
+    s("circle", { class: "node alive", cx: 14, cy: height - 12, r: 6 }),
+    s("text", { x: 26, y: height - 8 }, "censored"),
+    s("text", { x: width - 8, y: height - 8, "text-anchor": "end", class: "muted" },
+      `${graph.version} · ${graph.backend} · ${graph.nodes.length} patients, ${graph.edges.length} edges`));
+  return svg;
+}

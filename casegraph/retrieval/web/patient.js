@@ -1,9 +1,10 @@
 // Patient: outcome and modalities with provenance; similar patients from a chosen version
 // (full ids), their outcomes and gene-group summaries; the neighbourhood KM beside the
-// cohort's; the neighbourhood as a graph; which of its patches drive the answer (or a
+// cohort's; the neighbourhood as a graph; its 1-2 hop case-graph neighbourhood from the
+// graph backend; which of its patches drive the answer (or a
 // patch-scoring version's scores); the patient's prediction by every version.
 import { ApiError, getJSON, q } from "./api.js";
-import { kmChart, kmLegend, neighbourhoodGraph, survivalSteps } from "./charts.js";
+import { caseGraph, kmChart, kmLegend, neighbourhoodGraph, survivalSteps } from "./charts.js";
 import { badge, h, num, outcome, table, td } from "./dom.js";
 import { evidencePanel } from "./evidence.js";
 
@@ -35,14 +36,29 @@ export async function patientPage(view, patientId) {
   const evidenceBox = h("div", { id: "patient-evidence" });
   const reloadEvidence = () => evidence(evidenceBox, patient, chooser.value, evidenceFrom.value,
     Number(k.value) || 10);
+  const hops = h("select", { id: "graph-hops" }, h("option", { value: "1" }, "1 hop"),
+    h("option", { value: "2" }, "2 hops"));
+  const graphVersion = h("select", { id: "graph-version" },
+    h("option", { value: "" }, "newest synced"),
+    versions.map((v) => h("option", { value: v.version_id }, `${v.model}: ${v.version_id}`)));
+  const graphBox = h("div", { id: "case-graph" });
+  const reloadGraph = () => drawCaseGraph(graphBox, patient, graphVersion.value, hops.value,
+    Number(k.value) || 10);
+  hops.addEventListener("change", reloadGraph);
+  graphVersion.addEventListener("change", reloadGraph);
   const reload = () => Promise.all([
-    similar(similarBox, patient, chooser.value, Number(k.value) || 10), reloadEvidence()]);
+    similar(similarBox, patient, chooser.value, Number(k.value) || 10), reloadEvidence(),
+    reloadGraph()]);
   chooser.addEventListener("change", reload);
   k.addEventListener("change", reload);
   evidenceFrom.addEventListener("change", reloadEvidence);
   view.append(h("h2", {}, "Similar patients"),
     h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); reload(); } }, h("label", {}, "from ", chooser), h("label", {}, "k ", k)),
     similarBox,
+    h("h2", {}, "Case-graph neighbourhood"),
+    h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); reloadGraph(); } },
+      h("label", {}, "version ", graphVersion), h("label", {}, "", hops)),
+    graphBox,
     h("h2", {}, "Which patches drive the answer"),
     h("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); reloadEvidence(); } },
       h("label", {}, "scores from ", evidenceFrom)),
@@ -63,6 +79,18 @@ async function evidence(box, patient, choice, version, k) {
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) return;
     box.replaceChildren(h("p", { class: "note", id: "evidence-error" }, error.message));
+  }
+}
+
+async function drawCaseGraph(box, patient, version, hops, k) {
+  box.replaceChildren(h("p", { class: "note" }, "Reading the case graph…"));
+  const query = `hops=${q(hops)}&k=${k}` + (version ? `&version=${q(version)}` : "");
+  try {
+    const graph = await getJSON(`/patients/${q(patient.patient_id)}/graph?${query}`);
+    box.replaceChildren(h("div", { class: "card" }, caseGraph(graph)));
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) return;
+    box.replaceChildren(h("p", { class: "note", id: "graph-error" }, error.message));
   }
 }
 
