@@ -190,6 +190,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--patches", type=int, default=10_000)
     parser.add_argument("--json", default="service_throughput")
+    parser.add_argument("--routes", default="",
+                        help="only routes whose name contains this text, e.g. 'POST /query'")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -218,6 +220,7 @@ def main() -> None:
             "/query", files={"files": ("upload.h5", body, "application/octet-stream")},
             data={"k": "10"}),
     }
+    routes = {name: send for name, send in routes.items() if args.routes in name}
     served: dict[str, dict[str, Any]] = {}
     for workers in [int(w) for w in args.workers.split(",")]:
         port = _free_port()
