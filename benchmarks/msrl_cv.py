@@ -39,6 +39,13 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "snn": ("snn", {}),
     "abmil": ("abmil", {}),
     "abmil-mean": ("abmil", {"pooling": "mean"}),
+    # issue 16: the WSI-only baselines on MSRL's budget with inner-validation epochs, and
+    # the two retrieval baselines (registry presets / models, their defaults)
+    "abmil_tuned": ("abmil_tuned", {}),
+    "abmil_mean_tuned": ("abmil_mean_tuned", {}),
+    "retrieval_impute": ("retrieval_impute", {}),
+    "neighbour_km": ("neighbour_km", {}),
+    "msrl_shuffled_buffer": ("msrl_shuffled_buffer", {}),
     "late_fusion-mean": ("late_fusion", {"pooling": "mean"}),
     "msrl": ("msrl", {}),
     "msrl_h": ("msrl_h", {}),

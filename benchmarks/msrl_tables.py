@@ -64,7 +64,7 @@ def main() -> None:
 def print_pooled(results: dict[tuple[str, str, str], dict[int, float]], configs: list[str],
                  versus: str) -> None:
     """Paired differences to ``versus`` pooled over every (cohort, fold), per signal:
-    mean ± standard error, and the folds won."""
+    mean ± standard error, the paired sd, and the folds won."""
     print("\n| signal | " + " | ".join(f"{c} − {versus}" for c in configs if c != versus) + " |")
     print("|---|" + "---|" * (len(configs) - 1))
     for signal in sorted({s for _, s, _ in results}, key=lambda s: -float(s)):
@@ -80,7 +80,9 @@ def print_pooled(results: dict[tuple[str, str, str], dict[int, float]], configs:
                 continue
             d = np.array(diffs)
             se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
-            cells.append(f"{d.mean():+.3f} ± {se:.3f} ({int((d > 0).sum())}/{len(d)})")
+            sd = d.std(ddof=1) if len(d) > 1 else float("nan")
+            cells.append(f"{d.mean():+.3f} ± {se:.3f}, sd {sd:.3f} "
+                         f"({int((d > 0).sum())}/{len(d)})")
         print(f"| {signal} | " + " | ".join(cells) + " |")
 
 
