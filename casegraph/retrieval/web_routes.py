@@ -16,6 +16,8 @@
   neighbourhood read from the graph backend (:func:`casegraph.graph.open_graph_store`:
   Neo4j when ``CASEGRAPH_NEO4J_URI`` is set, else the store's embedded tables) through
   ``GraphStore.to_networkx``: nodes with outcome and cohort, edges with weight.
+- ``GET /versions/{v}/inputs``: whether the version reads slides and genomics (the Query
+  page's genomics row goes to ``POST /versions/{v}/predict`` with only what it reads).
 - ``GET /cv-runs``: the store's cross-validation runs, oldest first, with each metric's
   mean and standard deviation over the run's folds.
 - ``GET /cypher`` (is a Neo4j configured; the cookbook queries of docs/cypher.md when the
@@ -121,6 +123,29 @@ class CaseNeighbourhood(BaseModel):
     hops: int
     nodes: list[GraphNode]
     edges: list[GraphEdge]
+
+
+class VersionInputs(BaseModel):
+    """What a version reads from a new patient (the Query page sends only those)."""
+
+    version_id: str
+    uses_slides: bool
+    reads_genomics: bool
+
+
+def version_inputs(store: Store, version_id: str) -> VersionInputs:
+    from casegraph.models.versioning import InputSpec
+
+    if not store.versions.exists(version_id):
+        raise HTTPException(404, f"unknown model version {version_id!r}")
+    config = store.versions.root(version_id).config
+    if "inputs" in config:
+        spec = InputSpec.from_dict(config["inputs"])
+        return VersionInputs(version_id=version_id, uses_slides=spec.uses_slides,
+                             reads_genomics=spec.reads_genomics)
+    # an MSRL version recording no inputs: slides, and genomics only in authentic mode
+    return VersionInputs(version_id=version_id, uses_slides=True,
+                         reads_genomics=config.get("genomics_mode") == "authentic")
 
 
 class MetricSummary(BaseModel):
@@ -337,6 +362,11 @@ def web_router(live: LiveState, auth: list[Any]) -> APIRouter:
             if patient_id not in state.engine.catalog:
                 raise HTTPException(404, f"unknown patient {patient_id!r}")
             return case_neighbourhood(state.store, patient_id, version, hops, k)
+
+    @router.get("/versions/{version_id}/inputs", response_model=VersionInputs)
+    def inputs_of(version_id: str) -> VersionInputs:
+        with live.use() as state, state.lock:
+            return version_inputs(state.store, version_id)
 
     @router.get("/cv-runs", response_model=list[CVRunSummary])
     def cv_runs() -> list[CVRunSummary]:

@@ -76,3 +76,20 @@ def test_an_unsynced_store_says_what_to_run(live_server: LiveServer,
     monkeypatch.delenv("CASEGRAPH_NEO4J_URI", raising=False)
     r = httpx.get(f"{live_server.url}/patients/A01/graph", headers=live_server.headers)
     assert r.status_code == 400 and "casegraph graph sync" in r.json()["detail"]
+
+
+def test_version_inputs_say_what_the_query_page_may_send(tiny_store_dir: Path,
+                                                         tmp_path: Path) -> None:
+    from casegraph.models.versioning import train_version
+
+    root = copy_store(tiny_store_dir, tmp_path / "store")
+    with Store.open(root) as store:
+        version = train_version(store, "alpha", "snn", fold=None, epochs=1, hidden=8)
+    version_id = getattr(version, "version_id", version)
+    with serve(root) as server:
+        url = f"{server.url}/versions/{version_id}/inputs"
+        assert httpx.get(url).status_code == 401
+        assert httpx.get(url, headers=server.headers).json() == {
+            "version_id": version_id, "uses_slides": False, "reads_genomics": True}
+        missing = httpx.get(f"{server.url}/versions/nope/inputs", headers=server.headers)
+        assert missing.status_code == 404 and "nope" in missing.json()["detail"]

@@ -323,6 +323,32 @@ def test_the_app_in_chromium(browser: Any, versioned_server: LiveServer, tmp_pat
         assert "Track record" in page.inner_text("#track-record")
     page.screenshot(path=str(tmp_path / "query.png"), full_page=True)
 
+    # with a genomics row: the chosen version predicts from the bag and that row
+    snn = next(v["version_id"] for v in httpx.get(f"{url}/versions",
+                                                   headers=versioned_server.headers).json()
+               if v["model"] == "snn")
+    row = tmp_path / "genomics.csv"
+    row.write_text("TP53_rnaseq,EGFR_rnaseq,TP53_cnv,KRAS_mut\n1.0,0.2,0,1\n")
+    page.set_input_files("#bags", str(bag))
+    page.set_input_files("#genomics", str(row))
+    page.select_option("#genomics-version", snn)
+    page.click("#query-form button")
+    page.wait_for_selector("#genomics-summary, #genomics-error")
+    assert "authentic genomics" in page.inner_text("#genomics-answer")
+    assert "Oncogenes 2/2" in page.inner_text("#genomics-coverage")  # every feature given
+    page.wait_for_selector("#answer .neighbour-row")  # the WSI-only answer beside it
+    page.screenshot(path=str(tmp_path / "query-genomics.png"), full_page=True)
+    # a malformed row: the service's one-line message, the query still answered
+    broken = tmp_path / "row.json"
+    broken.write_text('{"TP53_rnaseq": "high"}')
+    page.set_input_files("#genomics", str(broken))
+    page.click("#query-form button")
+    page.wait_for_selector("#genomics-error")
+    message = page.inner_text("#genomics-error")
+    assert "row.json" in message and "not a number" in message and "\n" not in message.strip()
+    page.wait_for_selector("#answer .neighbour-row")
+    page.set_input_files("#genomics", [])
+
     # a refused upload: the service's one-line error
     text = tmp_path / "notes.txt"
     text.write_text("not a bag")
