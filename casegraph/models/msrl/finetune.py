@@ -36,7 +36,7 @@ from casegraph.models.losses import nll_survival_loss
 from casegraph.models.msrl.buffer import CaseBuffer
 from casegraph.models.msrl.contrastive import balanced_bce, ema_update, info_nce
 from casegraph.models.msrl.graph_ops import coalesce
-from casegraph.models.msrl.gsl import GraphLearner, median_sq_distance
+from casegraph.models.msrl.gsl import GraphLearner, chunked_median_sq_distance
 from casegraph.models.msrl.nets import MSRLNetwork, WSIInput
 
 # graphs of at least this many nodes (context + batch) are built sparse, O(n K) memory;
@@ -213,7 +213,7 @@ def sparse_graph_forward(net: MSRLNetwork, nodes: Tensor, n_queries: int) -> Spa
     the chosen values recomputed with gradient; the same graph as the dense path."""
     learner = net.gsl_f
     if learner.kind == "euclidean_knn" and learner.training:
-        learner.scale.copy_(median_sq_distance(nodes.detach()))  # O(n²): the ablation only
+        learner.scale.copy_(chunked_median_sq_distance(nodes.detach()))
     keys, device = learner.keys(nodes), nodes.device
     masked_batch = n_queries > 1 and not net.config.batch_edges
     graph = SparseGraph(learner, keys, torch.zeros(2, 0, dtype=torch.long, device=device),
