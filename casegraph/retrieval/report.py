@@ -1,9 +1,23 @@
-"""Human-readable output of a query: a terminal summary and a Kaplan-Meier PNG."""
+"""Human-readable output of a query: a terminal summary and a Kaplan-Meier PNG (drawn
+with the shared survival module, :mod:`casegraph.models.neighbourhood`, and the figure
+helpers of :mod:`casegraph.models.plots`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from casegraph.models.neighbourhood import (
+    at_risk_counts,
+    censor_marks,
+    effective_counts,
+    kaplan_meier,
+    km_confidence_band,
+    step_points,
+)
+from casegraph.models.plots import FloatArray, IntArray, KMCurve, table_times
 from casegraph.retrieval.results import QueryResult
 from casegraph.retrieval.track_record import MetricSummary, TrackRecord
 
@@ -77,24 +91,82 @@ def print_result(result: QueryResult) -> None:
         console.print(f"note: {note}")
 
 
+@dataclass
+class QueryKMFigure:
+    """What :func:`plot_km` draws, in numbers (from :mod:`casegraph.models.neighbourhood`):
+    the neighbours' weighted Kaplan-Meier steps at distinct times (m,) with its log-log 95%
+    band (m,), censor ticks (c,), the predicted curve as steps (b + 1,), and the numbers at
+    risk (k,) at ``table_times`` (k,)."""
+
+    curve: KMCurve
+    effective_n: float
+    predicted_x: FloatArray
+    predicted_y: FloatArray
+    table_times: FloatArray
+    at_risk: IntArray
+
+
+def km_plot_data(result: QueryResult) -> QueryKMFigure:
+    """The numbers of the query's KM figure. The neighbours' curve is weighted by their
+    answer weights; its band uses the weights rescaled to their effective sample size
+    (Kish), so k neighbours with uneven weights get the band of fewer patients."""
+    t = np.asarray([n.time for n in result.neighbours], dtype=np.float64)
+    e = np.asarray([n.event for n in result.neighbours], dtype=bool)
+    w = effective_counts([n.weight for n in result.neighbours])
+    if not t.size or w.sum() <= 0:  # no neighbours or no weight: count each once
+        w = np.ones_like(t)
+    times, surv, at_risk, deaths = kaplan_meier(t, e, w)
+    lower, upper = km_confidence_band(surv, at_risk, deaths)
+    ticks, tick_surv = censor_marks(t, e, w)
+    curve = KMCurve(label=f"weighted KM of {t.size} neighbours", n=int(t.size), times=times,
+                    survival=surv, lower=lower, upper=upper, censor_times=ticks,
+                    censor_survival=tick_surv)
+    bins = np.asarray(result.survival.times, dtype=np.float64)
+    finite = np.concatenate([bins[np.isfinite(bins)], t])
+    bins = np.where(np.isfinite(bins), bins, finite.max() if finite.size else 1.0)
+    px, py = step_points(bins, result.survival.survival)
+    columns = table_times(float(max(px.max(), t.max() if t.size else 0.0)))  # the x axis
+    return QueryKMFigure(curve=curve, effective_n=float(w.sum()), predicted_x=px,
+                         predicted_y=py, table_times=columns,
+                         at_risk=at_risk_counts(t, columns))
+
+
 def plot_km(result: QueryResult, path: str | Path) -> Path:
-    """Draw the neighbourhood's Kaplan-Meier step curve and the predicted survival."""
+    """Save the query's KM figure (PNG): the neighbours' weighted KM steps with their log-log
+    95% band and censor ticks, the predicted survival as steps, numbers at risk below."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, never a display
     import matplotlib.pyplot as plt
 
-    km = result.neighbourhood_km
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.step([0.0, *km.times], [1.0, *km.survival], where="post",
-            label=f"KM of {len(result.neighbours)} neighbours")
-    ax.plot(result.survival.times, result.survival.survival, "o--", label="predicted S(t)")
-    ax.set_xlabel("months")
+    data = km_plot_data(result)
+    fig, (ax, table) = plt.subplots(2, 1, figsize=(5.5, 4.6), dpi=100, sharex=True,
+                                    gridspec_kw={"height_ratios": [4, 1]})
+    c = data.curve
+    x, y = step_points(c.times, c.survival)
+    _, lo = step_points(c.times, c.lower)
+    _, hi = step_points(c.times, c.upper)
+    ax.plot(x, y, drawstyle="steps-post", color="tab:blue",
+            label=f"{c.label} (effective n={data.effective_n:.1f})")
+    ax.fill_between(x, lo, hi, step="post", color="tab:blue", alpha=0.15, linewidth=0,
+                    label="95% log-log band")
+    ax.plot(c.censor_times, c.censor_survival, "|", color="tab:blue", markersize=8)
+    ax.plot(data.predicted_x, data.predicted_y, drawstyle="steps-post", color="tab:red",
+            linestyle="--", label="predicted S(t)")
     ax.set_ylabel("survival probability")
     ax.set_ylim(0, 1.05)
-    ax.legend()
+    ax.legend(fontsize=7, loc="lower left")
+    for col, count in zip(data.table_times, data.at_risk, strict=True):
+        table.text(col, 0, str(int(count)), ha="center", va="center", fontsize=7)
+    table.set_ylim(0.5, -0.5)
+    table.set_yticks([0], ["neighbours"], fontsize=7)
+    table.set_xticks(data.table_times)
+    table.set_xlabel("months")
+    table.set_title("numbers at risk", fontsize=7, loc="left")
+    for side in ("top", "right", "left"):
+        table.spines[side].set_visible(False)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
+    target = Path(path)
+    fig.savefig(target)
     plt.close(fig)
-    return path
+    return target
