@@ -9,9 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from casegraph.config import Neo4jSettings
+from casegraph.graph.base import GraphStore
 from casegraph.graph.embedded import EmbeddedGraphStore
 from casegraph.graph.sync import sync_graph
 from casegraph.ingest.store import Store
+from tests.graph.conftest import neo4j_config, neo4j_graph  # noqa: F401 - the test server
 from tests.retrieval.conftest import LiveServer, copy_store, serve
 
 
@@ -93,3 +96,30 @@ def test_version_inputs_say_what_the_query_page_may_send(tiny_store_dir: Path,
             "version_id": version_id, "uses_slides": False, "reads_genomics": True}
         missing = httpx.get(f"{server.url}/versions/nope/inputs", headers=server.headers)
         assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+
+
+@pytest.mark.neo4j
+def test_patient_graph_reads_neo4j_when_configured(
+        tiny_store_dir: Path, tmp_path: Path, neo4j_graph: GraphStore,  # noqa: F811
+        neo4j_config: Neo4jSettings, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    root = copy_store(tiny_store_dir, tmp_path / "store")
+    with Store.open(root) as store:
+        embedded = EmbeddedGraphStore(store)
+        sync_graph(store, embedded, static_k=3)
+        sync_graph(store, neo4j_graph, static_k=3)
+        version = sorted(embedded.synced_versions())[-1]
+        expected = embedded.to_networkx(version, ["B02"], hops=2, k=3)
+    monkeypatch.setenv("CASEGRAPH_NEO4J_URI", neo4j_config.uri)
+    monkeypatch.setenv("CASEGRAPH_NEO4J_USER", neo4j_config.user)
+    monkeypatch.delenv("CASEGRAPH_NEO4J_PASSWORD_FILE", raising=False)
+    if neo4j_config.password:
+        monkeypatch.setenv("CASEGRAPH_NEO4J_PASSWORD", neo4j_config.password)
+    with serve(root) as server:
+        r = httpx.get(f"{server.url}/patients/B02/graph", headers=server.headers,
+                      params={"hops": 2, "k": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["backend"] == "neo4j" and body["version"] == version
+    assert {n["id"] for n in body["nodes"]} == set(expected.nodes)
+    assert {(e["source"], e["target"]): e["weight"] for e in body["edges"]} == pytest.approx(
+        {(a, b): d["weight"] for a, b, d in expected.edges(data=True)})
