@@ -86,11 +86,11 @@ async function predictWithGenomics(box, bags, row, versionId) {
     if (reads.uses_slides) for (const file of bags) body.append("files", file, file.name);
     body.append("genomics", row, row.name);
     const p = await postForm(`/versions/${q(versionId)}/predict`, body, () => {});
-    const used = p.inferred ? "inferred the genomics it needs (the row did not cover them)"
-      : "used the uploaded genomics row (authentic genomics)";
+    const used = p.inferred ? `inferred the genomics ${row.name} did not cover`
+      : `used the uploaded row ${row.name} (authentic genomics)`;
     box.replaceChildren(h("div", { class: "card", id: "genomics-summary" },
       h("p", {}, h("strong", {}, `risk ${num(p.risk)}`), ` by ${p.model} ${p.version_id}: `,
-        used, ` (${row.name})`, reads.uses_slides ? " and the slides" : " alone (the version reads no slides)"),
+        used, reads.uses_slides ? " and the slides" : " alone (the version reads no slides)"),
       coverage(p.coverage),
       h("p", { class: "note" }, "The similar-patients answer below is WSI-only: the query " +
         "engine finds neighbours from the slides alone."),
