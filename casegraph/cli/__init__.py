@@ -25,7 +25,7 @@ app = typer.Typer(
     "models, explore the case graph, query with a WSI alone.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
 )
 
 

@@ -10,7 +10,7 @@ from casegraph.config import default_store_path
 
 
 def attach(
-    version: str = typer.Option(None, "--version",
+    version: str = typer.Option(None, "--model-version", "--version",
                                 help="Model version to attach to (default: the newest MSRL "
                                 "version, derived ones included)."),
     store_dir: Path = typer.Option(None, "--store", help="Store directory [CASEGRAPH_STORE]."),
@@ -36,7 +36,7 @@ def attach(
 
             candidates = msrl_versions(store)
             if not candidates:
-                raise InputError("no MSRL model version in this store", column="--version",
+                raise InputError("no MSRL model version in this store", column="--model-version",
                                  fix="train one (casegraph train --model msrl --save-version) "
                                      "or name a version (casegraph versions)")
             version = candidates[-1]

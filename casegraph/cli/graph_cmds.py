@@ -87,7 +87,7 @@ def _open(store_path: Path | None, read_only: bool = False):  # type: ignore[no-
 def graph_sync(
     store: Path | None = STORE_OPTION,
     backend: str = BACKEND_OPTION,
-    version: list[str] = typer.Option([], "--version", "-v",
+    version: list[str] = typer.Option([], "--model-version", "--version", "-v",
                                       help="Model version id to write; repeatable (default all)."),
     batch_size: int = typer.Option(5000, min=1, help="Rows per UNWIND batch / transaction."),
     static_k: int = typer.Option(12, min=1, help="k of the static k-NN graph (no trained model)."),
@@ -167,7 +167,7 @@ def graph_stats(store: Path | None = STORE_OPTION, backend: str = BACKEND_OPTION
 
 @graph_app.command("prune")
 def graph_prune(
-    version: list[str] = typer.Option(..., "--version", "-v", help="Version id to remove."),
+    version: list[str] = typer.Option(..., "--model-version", "--version", "-v", help="Version id to remove."),
     store: Path | None = STORE_OPTION,
     backend: str = BACKEND_OPTION,
     with_children: bool = typer.Option(
@@ -229,7 +229,7 @@ def register(app: typer.Typer) -> None:
 @graph_app.command("export")
 def graph_export(
     graphml: Path = typer.Option(..., "--graphml", help="Write the neighbourhood here (.graphml)."),
-    version: str = typer.Option(None, "--version", "-v",
+    version: str = typer.Option(None, "--model-version", "--version", "-v",
                                 help="Model version (default: the newest synced one)."),
     patient: list[str] = typer.Option(..., "--patient", "-p",
                                       help="Start patient; repeatable."),
@@ -247,7 +247,7 @@ def graph_export(
     with _open(store, read_only=True) as s, open_graph_store(s, backend) as graph:
         chosen = version or default_version(graph)
         if chosen is None:
-            raise InputError("the case graph holds no model version", column="--version",
+            raise InputError("the case graph holds no model version", column="--model-version",
                              fix="run `casegraph graph sync` first")
         g = graph.to_networkx(chosen, patient, hops=hops, k=k)
     path = write_graphml(g, graphml)

@@ -37,7 +37,7 @@ def query_command(
                                       "authentic: genomics or histology; repeatable."),
     method: str = typer.Option("auto", help="auto (per cohort, the WSI-only method with the "
                                "best validated Harrell C; says which and why), msrl, or knn."),
-    version: str | None = typer.Option(None, "--version", help="MSRL model version (default: "
+    version: str | None = typer.Option(None, "--model-version", "--version", help="MSRL model version (default: "
                                        "the latest)."),
     exact: bool = typer.Option(False, help="GSL over the whole buffer (no FAISS pruning)."),
     persist: bool = typer.Option(False, help="Write the query case and its edges into the "
@@ -207,7 +207,7 @@ def _set_threads(n: int) -> None:
 
 @index_app.command("rebuild")
 def index_rebuild(
-    version: str | None = typer.Option(None, "--version", help="Only this model version "
+    version: str | None = typer.Option(None, "--model-version", "--version", help="Only this model version "
                                        "(default: every index; orphans are deleted)."),
     exact_threshold: int = typer.Option(50_000, help="Exact (flat) index below this many "
                                         "patients, IVF at or above it."),

@@ -47,7 +47,7 @@ def versions(
 
 
 def predict(
-    version: str = typer.Option(..., "--version", help="Model version id (`casegraph versions`)."),
+    version: str = typer.Option(..., "--model-version", "--version", help="Model version id (`casegraph versions`)."),
     patient: str = typer.Option(None, "--patient", help="A stored patient id."),
     slide: list[Path] = typer.Option([], "--slide",
                                      help="A new patient's patch-feature file (.h5/.pt); "
