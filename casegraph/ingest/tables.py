@@ -249,18 +249,14 @@ def _table_from_frame(df: pd.DataFrame, path: Path, cohort: str, mapping: Column
 
 
 def _numeric_column(df: pd.DataFrame, column: str, path: Path) -> npt.NDArray[np.float64]:
-    converted = pd.to_numeric(df[column], errors="coerce")
-    bad = converted.isna() & df[column].notna()
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise InputError(f"not a number: {df[column].iloc[row]!r}", file=path, row=row + 2,
-                         column=column)
-    missing = converted.isna()
+    """The column as float64; a non-number or an empty cell is a one-line error."""
+    values = _optional_numeric(df, column, path, fix=None)
+    missing = np.isnan(values)
     if missing.any():
-        row = int(np.flatnonzero(missing.to_numpy())[0])
+        row = int(np.flatnonzero(missing)[0])
         raise InputError("missing value", file=path, row=row + 2, column=column,
                          fix="fill in the value or remove the row")
-    return converted.to_numpy(dtype=np.float64)
+    return values
 
 
 def _check_numeric(df: pd.DataFrame, columns: list[str], path: Path,
@@ -427,13 +423,16 @@ def _endpoint_rows(df: pd.DataFrame, ids: pd.Series, first_rows: np.ndarray,
             for r in first_rows if has_time[r]]
 
 
-def _optional_numeric(df: pd.DataFrame, column: str, path: Path) -> npt.NDArray[np.float64]:
+def _optional_numeric(df: pd.DataFrame, column: str, path: Path,
+                      fix: str | None = "leave the cell empty when there is no value",
+                      ) -> npt.NDArray[np.float64]:
+    """The column as float64 with NaN for empty cells; a non-number is a one-line error."""
     converted = pd.to_numeric(df[column], errors="coerce")
     bad = converted.isna() & df[column].notna()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise InputError(f"not a number: {df[column].iloc[row]!r}", file=path, row=row + 2,
-                         column=column, fix="leave the cell empty when there is no value")
+                         column=column, fix=fix)
     return converted.to_numpy(dtype=np.float64)
 
 
