@@ -244,6 +244,8 @@ def evaluate(
     km_dir: Path = typer.Option(None, "--km-dir", help="Write one KM figure per run here."),
     csv_dir: Path = typer.Option(None, "--csv", help="Write folds.csv (metrics per run and "
                                  "fold) and predictions.csv (out-of-fold predictions) here."),
+    json_dir: Path = typer.Option(None, "--json", help="Write folds.json and predictions.json "
+                                  "(the same tables as --csv, one JSON record per row) here."),
     figures: Path = typer.Option(None, "--figures", help="Write per run: KM by risk group, "
                                  "time-dependent AUC and calibration figures here."),
 ) -> None:
@@ -301,8 +303,9 @@ def evaluate(
                 p = km_plot(results.predictions(str(r.run_id)), km_dir / f"{r.run_id}_km.png",
                             f"{r.model} on {r.cohort}")
                 typer.echo(f"KM {r.run_id}: log-rank p = {p:.2e}")
-        if csv_dir:
-            _write_csv(results, summary, csv_dir)
+        for directory, kind in ((csv_dir, "csv"), (json_dir, "json")):
+            if directory:
+                _write_tables(results, summary, directory, kind)
         if figures:
             _write_figures(results, survival_runs, figures)
 
@@ -324,9 +327,10 @@ def _run_configs(results: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _write_csv(results: Any, summary: Any, directory: Path) -> None:
-    """folds.csv: run_id, model, cohort, then every fold-result column; predictions.csv:
-    run_id, fold, patient_id, risk, time, event, survival_1..K (S at each bin's end)."""
+def _write_tables(results: Any, summary: Any, directory: Path, kind: str) -> None:
+    """folds.<kind>: run_id, model, cohort, then every fold-result column; predictions.<kind>:
+    run_id, fold, patient_id, risk, time, event, survival_1..K (S at each bin's end).
+    ``kind`` is "csv" or "json" (a list of records; NaN becomes null)."""
     import pandas as pd
 
     folds, predictions = [], []
@@ -340,12 +344,16 @@ def _write_csv(results: Any, summary: Any, directory: Path) -> None:
     fold_table = pd.concat(folds, ignore_index=True)
     fold_table = fold_table[["run_id", "model", "cohort",
                              *[c for c in fold_table if c not in ("run_id", "model", "cohort")]]]
-    fold_table.to_csv(directory / "folds.csv", index=False)
     pred_table = pd.concat(predictions, ignore_index=True)
     pred_table = pred_table[["run_id", *[c for c in pred_table if c != "run_id"]]]
-    pred_table.to_csv(directory / "predictions.csv", index=False)
-    typer.echo(f"CSV: {directory / 'folds.csv'} ({len(fold_table)} folds), "
-               f"{directory / 'predictions.csv'} ({len(pred_table)} predictions)")
+    folds_path, preds_path = directory / f"folds.{kind}", directory / f"predictions.{kind}"
+    for table, path in ((fold_table, folds_path), (pred_table, preds_path)):
+        if kind == "csv":
+            table.to_csv(path, index=False)
+        else:
+            table.to_json(path, orient="records", date_format="iso", date_unit="us")
+    typer.echo(f"{kind.upper()}: {folds_path} ({len(fold_table)} folds), "
+               f"{preds_path} ({len(pred_table)} predictions)")
 
 
 def _survival_columns(predictions: Any) -> Any:

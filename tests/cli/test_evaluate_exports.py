@@ -1,8 +1,9 @@
-"""`casegraph evaluate --csv/--figures` and `casegraph query --csv` through the CLI."""
+"""`casegraph evaluate --csv/--json/--figures` and `casegraph query --csv` through the CLI."""
 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -54,6 +55,26 @@ def test_evaluate_writes_csv_and_figures(trained_store: Path, tmp_path: Path) ->
         assert f"{snn_run}{kind}" in pngs
     assert all(p.stat().st_size > 5_000 for p in figures.glob("*.png"))
     assert "calibration in 5 groups" in result.output
+
+
+def test_evaluate_json_holds_the_csv_tables(trained_store: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["evaluate", "--store", str(trained_store), "--csv",
+                                 str(tmp_path / "csv"), "--json", str(tmp_path / "json")])
+    assert result.exit_code == 0, result.output
+    for name in ("folds", "predictions"):
+        records = json.loads((tmp_path / "json" / f"{name}.json").read_text())
+        from_csv = pd.read_csv(tmp_path / "csv" / f"{name}.csv")
+        assert isinstance(records, list) and len(records) == len(from_csv)
+        from_json = pd.DataFrame.from_records(records)
+        assert list(from_json.columns) == list(from_csv.columns)
+        times = [c for c in from_csv if c.endswith("_at")]  # ISO 8601 in JSON
+        for column in times:
+            assert (pd.to_datetime(from_json[column]).dt.tz_localize(None)
+                    == pd.to_datetime(from_csv[column])).all()
+        left, right = from_json.drop(columns=times), from_csv.drop(columns=times)
+        assert (left.isna().to_numpy() == right.isna().to_numpy()).all()  # null in JSON
+        filled = left.mask(left.isna(), 0).infer_objects(), right.mask(right.isna(), 0)
+        pd.testing.assert_frame_equal(*filled, check_dtype=False, atol=1e-9)
 
 
 def test_query_writes_neighbours_csv(tmp_path: Path) -> None:
