@@ -16,7 +16,8 @@ class QueryOptions:
     references (0 = none; -1 = the model's graph K) among the query's top ``pool``, before
     MSRL builds its graph;
     ``cohorts`` / ``require`` (authentic modalities) filter the neighbours;
-    ``method``: "auto" (MSRL when a version exists), "msrl" or "knn"; ``model_version``
+    ``method``: "auto" (per cohort, the WSI-only method with the best validated Harrell C;
+    without validated runs the newest MSRL version, else knn), "msrl" or "knn"; ``model_version``
     (None = the latest MSRL version); ``exact``: GSL over the whole buffer (no pruning);
     ``temperature`` of the fallback's softmax weights; ``persist`` into the case graph."""
 
