@@ -31,7 +31,7 @@ from casegraph.retrieval.evidence import (
     write_heatmap,
 )
 from casegraph.retrieval.query import QueryEngine, QueryOptions
-from tests.retrieval.conftest import DIM, LiveServer, prototypes
+from tests.retrieval.conftest import DIM, LiveServer, copy_store, prototypes
 
 PS = 256
 PLANTED_RC = (3, 7)
@@ -250,6 +250,8 @@ def test_get_patient_evidence(live_server: LiveServer) -> None:
 def test_query_heatmap_from_the_cli(tiny_store_dir: Path, tmp_path: Path) -> None:
     from casegraph.cli import app
 
+    # a private copy: a query builds the slide-mean index, which other tests expect absent
+    tiny_store_dir = copy_store(tiny_store_dir, tmp_path / "store")
     bag = _query_bag(tmp_path / "cli.h5")
     runner = CliRunner()
     out = tmp_path / "heat.png"
