@@ -328,11 +328,7 @@ class QueryEngine:
                                       weights, opts)
         risk, surv = prediction
         if surv is None:
-            bins = self._bin_ends()
-            risk_knn, surv_knn = neighbour_prediction([n.time for n in neighbours],
-                                                      [n.event for n in neighbours], weights,
-                                                      bins)
-            survival = SurvivalCurve(times=bins.tolist(), survival=surv_knn.tolist())
+            risk_knn, survival = self._neighbourhood_prediction(neighbours, weights)
             risk = risk if np.isfinite(risk) else risk_knn
         else:
             times = graph.bin_ends if graph.bin_ends and len(graph.bin_ends) == len(surv) \
@@ -462,12 +458,10 @@ class QueryEngine:
                                    exclude=self._exclusions(q))[0]
         weights = softmax_weights([h.score for h in hits], opts.temperature)
         neighbours = self._neighbours(hits, weights, opts)
-        bins = self._bin_ends()
-        risk, surv = neighbour_prediction([n.time for n in neighbours],
-                                          [n.event for n in neighbours], weights, bins)
+        risk, survival = self._neighbourhood_prediction(neighbours, weights)
         return self._result(
             q, opts, method="embedding-knn", reason=reason, version=None, loaded=loaded,
-            risk=risk, survival=SurvivalCurve(times=bins.tolist(), survival=surv.tolist()),
+            risk=risk, survival=survival,
             neighbours=neighbours, n_candidates=len(hits),
             notes=["no trained MSRL model answered: neighbours are ranked by the cosine "
                    "similarity of mean patch features, and risk/survival come from their "
@@ -524,11 +518,7 @@ class QueryEngine:
                  "edge weights are the GCN graph's normalised weights of the query's edges, "
                  "rescaled to sum to 1 over the reported neighbours"]
         if surv_values is None:
-            bins = self._bin_ends()
-            risk_knn, surv_knn = neighbour_prediction([n.time for n in neighbours],
-                                                      [n.event for n in neighbours], weights,
-                                                      bins)
-            survival = SurvivalCurve(times=bins.tolist(), survival=surv_knn.tolist())
+            risk_knn, survival = self._neighbourhood_prediction(neighbours, weights)
             if not np.isfinite(risk):
                 risk = risk_knn
             notes.append("survival is the neighbours' weighted Kaplan-Meier curve")
@@ -552,6 +542,15 @@ class QueryEngine:
         return [float(scores.get(p, float("nan"))) for p in ids]
 
     # ------------------------------------------------------------------ assembly
+    def _neighbourhood_prediction(self, neighbours: list[Neighbour],
+                                  weights: npt.NDArray[np.float64]
+                                  ) -> tuple[float, SurvivalCurve]:
+        """The neighbours' weighted Kaplan-Meier risk and curve at the store's bin ends."""
+        bins = self._bin_ends()
+        risk, surv = neighbour_prediction([n.time for n in neighbours],
+                                          [n.event for n in neighbours], weights, bins)
+        return float(risk), SurvivalCurve(times=bins.tolist(), survival=surv.tolist())
+
     def _bin_ends(self) -> npt.NDArray[np.float64]:
         if self._bins is None:
             t = self.catalog.table
