@@ -101,14 +101,14 @@ def _receiver_name(node: ast.expr) -> str:
 def _connection_calls(tree: ast.AST) -> list[tuple[int, str]]:
     """(line, method) of calls that run SQL or hand a frame to DuckDB: ``x.execute(...)``,
     ``x.executemany``, ``x.query_df``, and ``con.register(name, frame)`` (a registry's
-    ``MODELS.register("name")`` takes one argument and is not a connection)."""
+    ``MODELS.register("name")`` takes one argument and ``atexit.register`` is neither)."""
     found = []
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
             continue
         method = node.func.attr
         receiver = _receiver_name(node.func.value)
-        if method in CONNECTION_CALLS or (method == "register" and (
+        if method in CONNECTION_CALLS or (method == "register" and receiver != "atexit" and (
                 len(node.args) == 2 or receiver == "con" or receiver.endswith("_con"))):
             found.append((node.lineno, method))
     return found

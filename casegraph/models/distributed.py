@@ -22,8 +22,8 @@ gloo group whose timeout allows a long wait between fits.
 
 from __future__ import annotations
 
+import atexit
 import os
-from atexit import register as at_exit
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -154,7 +154,7 @@ def lead_or_follow(environ: Mapping[str, str] | None = None) -> bool:
     if rank is None:
         return True
     if rank.is_leader:
-        at_exit(_release, created)
+        atexit.register(_release, created)
         return True
     follow()
     if created:
